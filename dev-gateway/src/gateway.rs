@@ -1,0 +1,149 @@
+//! HTTP in, API Gateway v2 event out, function router in-process.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use http_body_util::BodyExt as _;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_http::request::LambdaRequest;
+use serde_json::json;
+use shared::http::Problem;
+use tower::ServiceExt as _;
+
+/// Headers only the dev gateway reads; the functions never see them.
+pub const DEV_USER: &str = "x-dev-user";
+pub const DEV_SCOPES: &str = "x-dev-scopes";
+/// API Gateway HTTP APIs take payloads up to 10 MB.
+const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
+
+/// Routes requests to the function that serves them, like the HTTP API's routes.
+#[derive(Clone)]
+pub struct Gateway {
+    like: Router,
+}
+
+impl Gateway {
+    pub fn new(like: Router) -> Self {
+        Self { like }
+    }
+
+    /// An axum router that serves every route through the functions.
+    pub fn router(self) -> Router {
+        Router::new().fallback(move |request: Request| {
+            let gateway = self.clone();
+            async move { gateway.dispatch(request).await }
+        })
+    }
+
+    async fn dispatch(&self, request: Request) -> Response {
+        let event = match api_gateway_event(request).await {
+            Ok(event) => event,
+            Err(problem) => return problem.into_response(),
+        };
+        let request: lambda_http::Request = LambdaRequest::ApiGatewayV2(event).into();
+        // Every route belongs to the like function until the points function lands.
+        let function = self.like.clone();
+        match function.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// The event API Gateway's HTTP API (payload v2.0) sends a Lambda for this request.
+async fn api_gateway_event(request: Request) -> Result<ApiGatewayV2httpRequest, Problem> {
+    let (parts, body) = request.into_parts();
+    let bytes = http_body_util::Limited::new(body, MAX_PAYLOAD)
+        .collect()
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+                "API Gateway accepts at most 10 MB",
+            )
+        })?
+        .to_bytes();
+    let (body, is_base64) = match std::str::from_utf8(&bytes) {
+        _ if bytes.is_empty() => (None, false),
+        Ok(text) => (Some(text.to_owned()), false),
+        Err(_) => (
+            Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+            true,
+        ),
+    };
+    let authorizer = authorizer_context(&parts.headers);
+    let headers: HashMap<String, String> = header_map(&parts.headers);
+    let now = time::OffsetDateTime::now_utc();
+    let path = parts.uri.path();
+    let event = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "dev-gateway",
+            "domainName": "127.0.0.1",
+            "domainPrefix": "127",
+            "requestId": uuid::Uuid::now_v7().to_string(),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.to_string(),
+            "timeEpoch": now.unix_timestamp() * 1000 + i64::from(now.millisecond()),
+            "authorizer": authorizer,
+            "http": {
+                "method": parts.method.as_str(),
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
+            },
+        },
+        "body": body,
+        "isBase64Encoded": is_base64,
+    });
+    Ok(serde_json::from_value(event).expect("the dev gateway builds a valid API Gateway v2 event"))
+}
+
+/// What API Gateway's JWT authorizer puts in the context for a verified token.
+fn authorizer_context(headers: &HeaderMap) -> serde_json::Value {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match header(DEV_USER) {
+        None => serde_json::Value::Null,
+        Some(user) => {
+            let scope = header(DEV_SCOPES).unwrap_or("");
+            let scopes: Vec<&str> = scope.split_whitespace().collect();
+            json!({
+                "jwt": {
+                    "claims": { "sub": user, "scope": scope, "iss": "dev-gateway" },
+                    "scopes": if scopes.is_empty() { serde_json::Value::Null } else { json!(scopes) },
+                }
+            })
+        }
+    }
+}
+
+/// Lower-cased headers, repeated ones joined by commas, the dev identity removed.
+fn header_map(headers: &HeaderMap) -> HashMap<String, String> {
+    let mut map: HashMap<String, String> = HashMap::new();
+    for (name, value) in headers {
+        if name == DEV_USER || name == DEV_SCOPES {
+            continue;
+        }
+        let Ok(value) = value.to_str() else { continue };
+        map.entry(name.as_str().to_owned())
+            .and_modify(|joined| {
+                joined.push(',');
+                joined.push_str(value);
+            })
+            .or_insert_with(|| value.to_owned());
+    }
+    map
+}

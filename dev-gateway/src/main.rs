@@ -1,0 +1,65 @@
+//! `make dev`: the whole of Tally on one machine, against the emulator at
+//! `AWS_ENDPOINT_URL`. Serves the HTTP API on `TALLY_DEV_ADDR` (default
+//! 127.0.0.1:3000) and pumps the queue into the worker until Ctrl-C.
+
+use std::net::SocketAddr;
+
+use dev_gateway::{EventSourceMapping, Gateway, LocalStack};
+use shared::queue::mapping;
+use tracing_subscriber::EnvFilter;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        return Err(
+            "AWS_ENDPOINT_URL must point at the local emulator (run `make dev`); \
+                    the dev gateway never talks to real AWS"
+                .into(),
+        );
+    }
+    let table = env_or("TALLY_TABLE_NAME", "tally");
+    let queue_name = env_or("TALLY_LIKES_QUEUE_NAME", "tally-likes");
+    let addr: SocketAddr = env_or("TALLY_DEV_ADDR", "127.0.0.1:3000").parse()?;
+
+    let aws = shared::config::aws().await;
+    let stack = LocalStack::provision(
+        &aws,
+        &table,
+        &queue_name,
+        LocalStack::deployed_queue_settings(),
+    )
+    .await?;
+    let like_api = like::LikeApi {
+        store: stack.store.clone(),
+        queue: stack.likes.queue.clone(),
+    };
+    let worker = sqs_worker::Worker {
+        store: stack.store.clone(),
+    };
+    let mapping = EventSourceMapping::new(
+        stack.likes.queue.clone(),
+        mapping::BATCH_SIZE,
+        mapping::BATCHING_WINDOW,
+    )
+    .await?;
+    tokio::spawn(mapping.run(worker));
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, table, queue = stack.likes.queue.url(), "Tally dev gateway listening");
+    axum::serve(listener, Gateway::new(like::router(like_api)).router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        })
+        .await?;
+    Ok(())
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}

@@ -1,0 +1,124 @@
+//! Lambda's SQS event source mapping, played locally: receive a batch, invoke the
+//! worker, delete what it did not report failed. Failed messages become visible
+//! again after the visibility timeout, and the queue's redrive policy moves them
+//! to the dead-letter queue after `maxReceiveCount` receives.
+
+use std::time::Duration;
+
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{Context, LambdaEvent};
+use shared::http::error_chain;
+use shared::queue::{OperationQueue, QueueError, SQS_MAX_BATCH};
+use sqs_worker::Worker;
+use tokio::time::Instant;
+
+/// Long-poll wait for the first message of a batch.
+const LONG_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct EventSourceMapping {
+    queue: OperationQueue,
+    source_arn: String,
+    region: String,
+    batch_size: usize,
+    batching_window: Duration,
+}
+
+/// What one poll did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollResult {
+    pub received: usize,
+    pub failed: usize,
+}
+
+impl EventSourceMapping {
+    pub async fn new(
+        queue: OperationQueue,
+        batch_size: usize,
+        batching_window: Duration,
+    ) -> Result<Self, QueueError> {
+        let source_arn = queue.arn().await?;
+        let region = source_arn
+            .split(':')
+            .nth(3)
+            .unwrap_or("us-east-1")
+            .to_owned();
+        Ok(Self {
+            queue,
+            source_arn,
+            region,
+            batch_size,
+            batching_window,
+        })
+    }
+
+    /// Receives one batch (up to the batch size, within the batching window),
+    /// invokes the worker with it, and deletes the messages it did not report failed.
+    pub async fn poll_once(&self, worker: &Worker) -> Result<PollResult, QueueError> {
+        let mut records = Vec::new();
+        let deadline = Instant::now() + self.batching_window;
+        while records.len() < self.batch_size {
+            let wait = if records.is_empty() {
+                LONG_POLL
+            } else {
+                Duration::ZERO
+            };
+            let want = (self.batch_size - records.len()).min(SQS_MAX_BATCH);
+            let received = self
+                .queue
+                .receive(want, wait, &self.source_arn, &self.region)
+                .await?;
+            if received.is_empty() && (records.is_empty() || Instant::now() >= deadline) {
+                break;
+            }
+            records.extend(received);
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        if records.is_empty() {
+            return Ok(PollResult::default());
+        }
+        let received = records.len();
+        let mut event = SqsEvent::default();
+        event.records = records.clone();
+        let failed: Vec<String> = match worker
+            .handle(LambdaEvent::new(event, Context::default()))
+            .await
+        {
+            Ok(response) => response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            Err(err) => {
+                // A failed invocation leaves the whole batch to be redelivered.
+                tracing::error!(error = %err, "worker invocation failed");
+                return Ok(PollResult {
+                    received,
+                    failed: received,
+                });
+            }
+        };
+        let done: Vec<String> = records
+            .into_iter()
+            .filter(|r| !failed.iter().any(|id| Some(id) == r.message_id.as_ref()))
+            .filter_map(|r| r.receipt_handle)
+            .collect();
+        self.queue.delete(&done).await?;
+        Ok(PollResult {
+            received,
+            failed: failed.len(),
+        })
+    }
+
+    /// Polls until the process stops, logging (not dying on) queue errors.
+    pub async fn run(self, worker: Worker) {
+        loop {
+            if let Err(err) = self.poll_once(&worker).await {
+                tracing::warn!(error = %error_chain(&err), "polling the queue failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

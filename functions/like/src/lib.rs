@@ -1,0 +1,215 @@
+//! The like function: every like route of SPEC section 3, as one axum router.
+//!
+//! Writes are only accepted here (one SQS message each); the sqs-worker applies
+//! them. Reads go straight to DynamoDB.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shared::domain::ids::{OperationId, PostId};
+use shared::domain::likes::{self, LikeAction, LikeOperation};
+use shared::http::{ApiQuery, Caller, Problem};
+use shared::message::Envelope;
+use shared::queue::OperationQueue;
+use shared::store::Store;
+use time::OffsetDateTime;
+
+/// What every request borrows: clients built once per cold start.
+#[derive(Debug, Clone)]
+pub struct LikeApi {
+    pub store: Store,
+    pub queue: OperationQueue,
+}
+
+impl LikeApi {
+    /// Reads the configuration `template.yaml` sets and builds the clients.
+    pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
+        let table = shared::config::table_name()?;
+        let queue_url = shared::config::likes_queue_url()?;
+        let aws = shared::config::aws().await;
+        Ok(Self {
+            store: Store::from_config(&aws, table),
+            queue: OperationQueue::from_config(&aws, queue_url),
+        })
+    }
+}
+
+pub fn router(api: LikeApi) -> Router {
+    Router::new()
+        .route("/v1/posts/{post_id}/like", put(like).delete(unlike))
+        .route("/v1/posts/{post_id}/likes", get(count))
+        .route("/v1/likes/counts", get(counts))
+        .route("/v1/me/likes", get(my_likes))
+        .fallback(shared::http::unknown_route)
+        .method_not_allowed_fallback(shared::http::wrong_method)
+        .with_state(api)
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Accepted {
+    pub operation_id: OperationId,
+    pub status: String,
+}
+
+async fn like(
+    State(api): State<LikeApi>,
+    caller: Caller,
+    Path(post_id): Path<String>,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    accept(&api, caller, &post_id, LikeAction::Like).await
+}
+
+async fn unlike(
+    State(api): State<LikeApi>,
+    caller: Caller,
+    Path(post_id): Path<String>,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    accept(&api, caller, &post_id, LikeAction::Unlike).await
+}
+
+/// Puts the operation on the queue; 202 only once SQS has stored it.
+async fn accept(
+    api: &LikeApi,
+    caller: Caller,
+    post_id: &str,
+    action: LikeAction,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    let post = PostId::parse(post_id).map_err(Problem::invalid_post_id)?;
+    let operation = LikeOperation {
+        operation_id: OperationId::generate(),
+        user: caller.user,
+        post,
+        action,
+        accepted_at: OffsetDateTime::now_utc(),
+    };
+    api.queue.send(&Envelope::for_like(&operation)).await?;
+    tracing::info!(
+        operation_id = %operation.operation_id,
+        user = %operation.user,
+        post = %operation.post,
+        action = ?operation.action,
+        "accepted"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            operation_id: operation.operation_id,
+            status: "accepted".to_owned(),
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct PostCount {
+    post_id: PostId,
+    count: u64,
+}
+
+async fn count(
+    State(api): State<LikeApi>,
+    _caller: Caller,
+    Path(post_id): Path<String>,
+) -> Result<Json<PostCount>, Problem> {
+    let post = PostId::parse(post_id).map_err(Problem::invalid_post_id)?;
+    let count = api.store.like_count(&post).await?;
+    Ok(Json(PostCount {
+        post_id: post,
+        count,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostIdsQuery {
+    post_ids: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Counts {
+    counts: BTreeMap<PostId, u64>,
+}
+
+async fn counts(
+    State(api): State<LikeApi>,
+    _caller: Caller,
+    ApiQuery(query): ApiQuery<PostIdsQuery>,
+) -> Result<Json<Counts>, Problem> {
+    let posts = likes::parse_post_ids(query.post_ids.as_deref().unwrap_or_default())?;
+    let counts = api.store.like_counts(&posts).await?;
+    Ok(Json(Counts {
+        counts: counts.into_iter().collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MyLikesQuery {
+    post_ids: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Liked {
+    liked: BTreeMap<PostId, bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct MyLikesPage {
+    items: Vec<MyLike>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct MyLike {
+    post_id: PostId,
+    liked_at: String,
+}
+
+/// `?post_ids=` asks "did I like these"; otherwise it lists my likes, newest first.
+async fn my_likes(
+    State(api): State<LikeApi>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<MyLikesQuery>,
+) -> Result<Response, Problem> {
+    if let Some(post_ids) = query.post_ids {
+        if query.limit.is_some() || query.cursor.is_some() {
+            return Err(Problem::bad_request(
+                "conflicting_parameters",
+                "post_ids cannot be combined with limit or cursor",
+            ));
+        }
+        let posts = likes::parse_post_ids(&post_ids)?;
+        let liked_now = api.store.liked_posts(&caller.user, &posts).await?;
+        let liked = posts
+            .into_iter()
+            .map(|post| {
+                let liked = liked_now.contains(&post);
+                (post, liked)
+            })
+            .collect();
+        return Ok(Json(Liked { liked }).into_response());
+    }
+    let limit = likes::parse_page_size(query.limit.as_deref())?;
+    let page = api
+        .store
+        .my_likes(&caller.user, limit, query.cursor.as_deref())
+        .await?;
+    Ok(Json(MyLikesPage {
+        items: page
+            .items
+            .into_iter()
+            .map(|item| MyLike {
+                post_id: item.post_id,
+                liked_at: item.liked_at,
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
+}

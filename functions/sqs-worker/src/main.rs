@@ -1,0 +1,12 @@
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let worker = sqs_worker::Worker::from_env().await?;
+    let worker = &worker;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+        worker.handle(event).await
+    }))
+    .await
+}

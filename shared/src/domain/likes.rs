@@ -1,0 +1,224 @@
+//! The like rules.
+//!
+//! A user's likes of one post form a register resolved by **last accepted wins**:
+//! every accepted like/unlike carries a [`LikeVersion`] (accept time, then
+//! operation id), and the stored state only ever moves to a higher version. A
+//! post's count is the number of users whose register says "liked", so each state
+//! change moves the count by [`count_delta`], and the deltas telescope to the exact
+//! total whatever order the operations arrive in.
+
+use std::collections::HashSet;
+
+use time::OffsetDateTime;
+
+use super::ids::{InvalidIdentifier, OperationId, PostId, UserId};
+use super::timestamp;
+
+/// Most posts one read may name (`post_ids=` on counts and "did I like").
+pub const MAX_POSTS_PER_READ: usize = 100;
+/// Page size of "my likes" when the client does not choose one, and the most it may choose.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LikeAction {
+    Like,
+    Unlike,
+}
+
+impl LikeAction {
+    pub fn leaves_liked(self) -> bool {
+        self == LikeAction::Like
+    }
+}
+
+/// One accepted like or unlike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LikeOperation {
+    pub operation_id: OperationId,
+    pub user: UserId,
+    pub post: PostId,
+    pub action: LikeAction,
+    pub accepted_at: OffsetDateTime,
+}
+
+impl LikeOperation {
+    pub fn version(&self) -> LikeVersion {
+        LikeVersion::new(self.accepted_at, &self.operation_id)
+    }
+}
+
+/// The total order of operations on one (user, post): accept time, ties broken by
+/// operation id. Its text form sorts the same way, so a store can compare it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LikeVersion(String);
+
+impl LikeVersion {
+    pub fn new(accepted_at: OffsetDateTime, operation_id: &OperationId) -> Self {
+        // 20 digits of microseconds cover every date `time` can represent after 1970.
+        Self(format!(
+            "{:020}#{}",
+            timestamp::unix_micros(accepted_at).max(0),
+            operation_id
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How one operation changed the stored register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LikeOutcome {
+    /// The register moved to this operation's version.
+    Applied {
+        previously_liked: bool,
+        now_liked: bool,
+    },
+    /// The register already holds exactly this operation: a redelivery.
+    AlreadyApplied,
+    /// A later operation on the same (user, post) already won.
+    Superseded,
+}
+
+impl LikeOutcome {
+    /// How much this outcome moves the post's count.
+    pub fn count_delta(self) -> i64 {
+        match self {
+            LikeOutcome::Applied {
+                previously_liked,
+                now_liked,
+            } => count_delta(previously_liked, now_liked),
+            LikeOutcome::AlreadyApplied | LikeOutcome::Superseded => 0,
+        }
+    }
+}
+
+pub fn count_delta(previously_liked: bool, now_liked: bool) -> i64 {
+    i64::from(now_liked) - i64::from(previously_liked)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostIdsError {
+    #[error("post_ids must name at least one post")]
+    Empty,
+    #[error("post_ids may name at most {MAX_POSTS_PER_READ} posts, got {0}")]
+    TooMany(usize),
+    #[error("post id {id:?} {reason}")]
+    Invalid {
+        id: String,
+        #[source]
+        reason: InvalidIdentifier,
+    },
+}
+
+/// Parses a comma-separated `post_ids` list: 1 to 100 valid ids, duplicates
+/// folded, first-seen order kept.
+pub fn parse_post_ids(list: &str) -> Result<Vec<PostId>, PostIdsError> {
+    if list.is_empty() {
+        return Err(PostIdsError::Empty);
+    }
+    let parts: Vec<&str> = list.split(',').collect();
+    if parts.len() > MAX_POSTS_PER_READ {
+        return Err(PostIdsError::TooMany(parts.len()));
+    }
+    let mut seen = HashSet::new();
+    let mut ids = Vec::with_capacity(parts.len());
+    for part in parts {
+        let id = PostId::parse(part).map_err(|reason| PostIdsError::Invalid {
+            id: part.to_owned(),
+            reason,
+        })?;
+        if seen.insert(id.clone()) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limit must be an integer from 1 to {MAX_PAGE_SIZE}, got {0:?}")]
+pub struct InvalidPageSize(pub String);
+
+pub fn parse_page_size(limit: Option<&str>) -> Result<u32, InvalidPageSize> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
+            _ => Err(InvalidPageSize(text.to_owned())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn op(id: &str) -> OperationId {
+        OperationId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn a_later_accept_time_is_a_later_version_whatever_the_ids() {
+        let earlier = LikeVersion::new(datetime!(2026-01-01 00:00:00.000001 UTC), &op("zzz"));
+        let later = LikeVersion::new(datetime!(2026-01-01 00:00:00.000002 UTC), &op("aaa"));
+        assert!(earlier < later);
+        assert!(earlier.as_str() < later.as_str());
+    }
+
+    #[test]
+    fn the_same_accept_time_is_ordered_by_operation_id() {
+        let at = datetime!(2026-01-01 00:00:00 UTC);
+        assert!(LikeVersion::new(at, &op("a")) < LikeVersion::new(at, &op("b")));
+    }
+
+    #[test]
+    fn versions_sort_as_text_across_digit_boundaries() {
+        let a = LikeVersion::new(datetime!(2001-09-09 01:46:39 UTC), &op("x"));
+        let b = LikeVersion::new(datetime!(2001-09-09 01:46:40 UTC), &op("x"));
+        assert!(a.as_str() < b.as_str());
+    }
+
+    #[test]
+    fn only_state_changes_move_the_count() {
+        assert_eq!(count_delta(false, true), 1);
+        assert_eq!(count_delta(true, false), -1);
+        assert_eq!(count_delta(true, true), 0);
+        assert_eq!(count_delta(false, false), 0);
+        assert_eq!(LikeOutcome::AlreadyApplied.count_delta(), 0);
+        assert_eq!(LikeOutcome::Superseded.count_delta(), 0);
+    }
+
+    #[test]
+    fn post_id_lists_are_bounded_validated_and_deduplicated() {
+        assert_eq!(parse_post_ids(""), Err(PostIdsError::Empty));
+        let ids = parse_post_ids("a,b,a").unwrap();
+        assert_eq!(
+            ids,
+            vec![PostId::parse("a").unwrap(), PostId::parse("b").unwrap()]
+        );
+        let hundred: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+        assert_eq!(parse_post_ids(&hundred.join(",")).unwrap().len(), 100);
+        let too_many: Vec<String> = (0..101).map(|i| format!("p{i}")).collect();
+        assert_eq!(
+            parse_post_ids(&too_many.join(",")),
+            Err(PostIdsError::TooMany(101))
+        );
+        assert!(matches!(
+            parse_post_ids("a,,b"),
+            Err(PostIdsError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn page_sizes_default_to_twenty_and_stay_within_bounds() {
+        assert_eq!(parse_page_size(None), Ok(20));
+        assert_eq!(parse_page_size(Some("100")), Ok(100));
+        assert!(parse_page_size(Some("0")).is_err());
+        assert!(parse_page_size(Some("101")).is_err());
+        assert!(parse_page_size(Some("ten")).is_err());
+    }
+}

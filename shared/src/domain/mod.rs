@@ -1,0 +1,5 @@
+//! Pure rules. Nothing here knows about DynamoDB, SQS or Lambda.
+
+pub mod ids;
+pub mod likes;
+pub mod timestamp;

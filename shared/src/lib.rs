@@ -1,0 +1,14 @@
+//! Tally's library crate, shared by every function.
+//!
+//! - [`domain`]: the rules, with no AWS types in sight.
+//! - [`message`]: the versioned queue envelope (the documented contract of SPEC section 4).
+//! - [`store`] and [`queue`]: adapters that own every DynamoDB and SQS call.
+//! - [`http`]: what the HTTP functions share: caller identity, problem+json errors.
+//! - [`config`]: environment configuration, read once per cold start.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod message;
+pub mod queue;
+pub mod store;

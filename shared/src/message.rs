@@ -1,0 +1,150 @@
+//! The queue message: one versioned JSON envelope per accepted operation.
+//!
+//! This is a documented contract (see `docs/queue-messages.md`): other internal
+//! services may put operations on the queue directly. Version 1:
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "operation_id": "0193f1c4-...",
+//!   "caller": "alice",
+//!   "accepted_at": "2026-11-21T05:30:10.123456Z",
+//!   "operation": { "type": "like", "post_id": "p1" }
+//! }
+//! ```
+//!
+//! Decoding is strict (unknown fields, unknown versions and invalid identifiers
+//! are errors), so a malformed message fails loudly and ends in the dead-letter
+//! queue instead of being half-applied.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::domain::ids::{OperationId, PostId, UserId};
+use crate::domain::likes::{LikeAction, LikeOperation};
+use crate::domain::timestamp;
+
+pub const ENVELOPE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub version: u32,
+    pub operation_id: OperationId,
+    /// The user on whose behalf the operation was accepted.
+    pub caller: UserId,
+    #[serde(with = "timestamp::serde_fixed")]
+    pub accepted_at: OffsetDateTime,
+    pub operation: Operation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operation {
+    /// The caller likes the post.
+    Like { post_id: PostId },
+    /// The caller takes their like back.
+    Unlike { post_id: PostId },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message is not a valid envelope: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("envelope version {0} is not supported (this worker reads version {ENVELOPE_VERSION})")]
+    UnsupportedVersion(u32),
+}
+
+impl Envelope {
+    pub fn new(operation_id: OperationId, caller: UserId, operation: Operation) -> Self {
+        Self {
+            version: ENVELOPE_VERSION,
+            operation_id,
+            caller,
+            accepted_at: OffsetDateTime::now_utc(),
+            operation,
+        }
+    }
+
+    pub fn for_like(like: &LikeOperation) -> Self {
+        let post_id = like.post.clone();
+        Self {
+            version: ENVELOPE_VERSION,
+            operation_id: like.operation_id.clone(),
+            caller: like.user.clone(),
+            accepted_at: like.accepted_at,
+            operation: match like.action {
+                LikeAction::Like => Operation::Like { post_id },
+                LikeAction::Unlike => Operation::Unlike { post_id },
+            },
+        }
+    }
+
+    pub fn decode(body: &str) -> Result<Self, DecodeError> {
+        let envelope: Envelope = serde_json::from_str(body)?;
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(DecodeError::UnsupportedVersion(envelope.version));
+        }
+        Ok(envelope)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("an envelope always serializes")
+    }
+
+    /// The like operation this envelope carries, if it carries one.
+    pub fn like_operation(&self) -> Option<LikeOperation> {
+        let (post, action) = match &self.operation {
+            Operation::Like { post_id } => (post_id, LikeAction::Like),
+            Operation::Unlike { post_id } => (post_id, LikeAction::Unlike),
+        };
+        Some(LikeOperation {
+            operation_id: self.operation_id.clone(),
+            user: self.caller.clone(),
+            post: post.clone(),
+            action,
+            accepted_at: self.accepted_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIKE: &str = r#"{"version":1,"operation_id":"op-1","caller":"alice","accepted_at":"2026-11-21T05:30:10.123456Z","operation":{"type":"like","post_id":"p1"}}"#;
+
+    #[test]
+    fn a_documented_like_message_decodes_and_round_trips() {
+        let envelope = Envelope::decode(LIKE).unwrap();
+        assert_eq!(
+            envelope.operation,
+            Operation::Like {
+                post_id: PostId::parse("p1").unwrap()
+            }
+        );
+        assert_eq!(envelope.encode(), LIKE);
+        let like = envelope.like_operation().unwrap();
+        assert_eq!(Envelope::for_like(&like), envelope);
+    }
+
+    #[test]
+    fn malformed_messages_are_rejected_with_the_reason() {
+        for (body, needle) in [
+            ("not json", "expected"),
+            (&LIKE.replace("\"p1\"", "\"p 1\""), "may contain only"),
+            (&LIKE.replace("\"like\"", "\"poke\""), "unknown variant"),
+            (&LIKE.replace("\"caller\"", "\"user\""), "unknown field"),
+            (&LIKE.replace("05:30:10", "25:30:10"), "hour"),
+        ] {
+            let err = Envelope::decode(body).unwrap_err().to_string();
+            assert!(err.contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_envelope_version_is_rejected() {
+        let err = Envelope::decode(&LIKE.replace("\"version\":1", "\"version\":2")).unwrap_err();
+        assert!(matches!(err, DecodeError::UnsupportedVersion(2)));
+    }
+}

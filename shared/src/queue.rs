@@ -1,0 +1,265 @@
+//! The SQS adapter. Every SQS call Tally makes is in this module.
+//!
+//! HTTP functions [`send`](OperationQueue::send) envelopes. The receive and delete
+//! calls exist for the dev gateway, which plays Lambda's event source mapping
+//! locally; deployed, AWS does that part.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::SqsMessage;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
+
+use crate::message::Envelope;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// SQS takes at most this many messages per ReceiveMessage and DeleteMessageBatch.
+pub const SQS_MAX_BATCH: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+#[error("SQS request failed: {action}")]
+pub struct QueueError {
+    action: &'static str,
+    #[source]
+    source: BoxError,
+}
+
+fn failed<E, R>(
+    action: &'static str,
+) -> impl FnOnce(aws_sdk_sqs::error::SdkError<E, R>) -> QueueError
+where
+    E: StdError + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |err| QueueError {
+        action,
+        source: Box::new(err),
+    }
+}
+
+/// A queue of operation envelopes.
+#[derive(Debug, Clone)]
+pub struct OperationQueue {
+    client: Client,
+    url: String,
+}
+
+/// A queue and the dead-letter queue its redrive policy moves poison messages to.
+#[derive(Debug, Clone)]
+pub struct QueuePair {
+    pub queue: OperationQueue,
+    pub dead_letters: OperationQueue,
+}
+
+/// How a queue is made, mirroring `template.yaml`.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    /// How long a received message stays hidden before SQS delivers it again.
+    pub visibility_timeout: Duration,
+    /// Receives after which SQS moves a message to the dead-letter queue.
+    pub max_receive_count: u32,
+}
+
+impl OperationQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn from_config(aws: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
+        Self::new(Client::new(aws), url)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Puts one envelope on the queue. `Ok` means SQS stored it durably.
+    pub async fn send(&self, envelope: &Envelope) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(envelope.encode())
+            .send()
+            .await
+            .map_err(failed("SendMessage"))?;
+        Ok(())
+    }
+
+    /// Creates `name` and `name-dlq` (or finds them) with a redrive policy between them.
+    pub async fn create_with_dead_letters(
+        client: &Client,
+        name: &str,
+        settings: QueueSettings,
+    ) -> Result<QueuePair, QueueError> {
+        let dlq_url = client
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+            .send()
+            .await
+            .map_err(failed("CreateQueue"))?
+            .queue_url
+            .unwrap_or_default();
+        let dead_letters = OperationQueue::new(client.clone(), dlq_url);
+        let redrive = serde_json::json!({
+            "deadLetterTargetArn": dead_letters.arn().await?,
+            "maxReceiveCount": settings.max_receive_count,
+        });
+        let url = client
+            .create_queue()
+            .queue_name(name)
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                settings.visibility_timeout.as_secs().to_string(),
+            )
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .send()
+            .await
+            .map_err(failed("CreateQueue"))?
+            .queue_url
+            .unwrap_or_default();
+        Ok(QueuePair {
+            queue: OperationQueue::new(client.clone(), url),
+            dead_letters,
+        })
+    }
+
+    pub async fn arn(&self) -> Result<String, QueueError> {
+        Ok(self
+            .attributes(QueueAttributeName::QueueArn)
+            .await?
+            .remove(&QueueAttributeName::QueueArn)
+            .unwrap_or_default())
+    }
+
+    /// Messages in the queue, visible or in flight (SQS's approximate figures; exact on the emulator).
+    pub async fn depth(&self) -> Result<u64, QueueError> {
+        let attributes = self.attributes(QueueAttributeName::All).await?;
+        let count = |name: QueueAttributeName| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(count(QueueAttributeName::ApproximateNumberOfMessages)
+            + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+    }
+
+    async fn attributes(
+        &self,
+        name: QueueAttributeName,
+    ) -> Result<HashMap<QueueAttributeName, String>, QueueError> {
+        Ok(self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(name)
+            .send()
+            .await
+            .map_err(failed("GetQueueAttributes"))?
+            .attributes
+            .unwrap_or_default())
+    }
+
+    /// Receives up to 10 messages, waiting up to `wait` for the first, shaped as
+    /// Lambda's event source mapping hands them to a function.
+    pub async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        source_arn: &str,
+        region: &str,
+    ) -> Result<Vec<SqsMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, SQS_MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(failed("ReceiveMessage"))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let mut message = SqsMessage::default();
+                message.message_id = m.message_id;
+                message.receipt_handle = m.receipt_handle;
+                message.body = m.body;
+                message.md5_of_body = m.md5_of_body;
+                message.attributes = m
+                    .attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v))
+                    .collect();
+                message.event_source = Some("aws:sqs".to_owned());
+                message.event_source_arn = Some(source_arn.to_owned());
+                message.aws_region = Some(region.to_owned());
+                message
+            })
+            .collect())
+    }
+
+    /// Deletes received messages by receipt handle, 10 per request.
+    pub async fn delete(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        for chunk in receipt_handles.chunks(SQS_MAX_BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, handle)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .build()
+                        .expect("id and receipt handle are set")
+                })
+                .collect();
+            let output = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(failed("DeleteMessageBatch"))?;
+            if !output.failed.is_empty() {
+                return Err(QueueError {
+                    action: "DeleteMessageBatch",
+                    source: format!("{} deletes failed", output.failed.len()).into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the worker's event source mapping is set up in `template.yaml`; the dev
+/// gateway plays it with the same figures.
+pub mod mapping {
+    use std::time::Duration;
+
+    /// Messages per worker invocation: large enough that a viral post's likes
+    /// collapse into one counter write per hundred, small enough that a batch
+    /// finishes well inside the worker's timeout.
+    pub const BATCH_SIZE: usize = 100;
+    /// How long the mapping waits to fill a batch.
+    pub const BATCHING_WINDOW: Duration = Duration::from_secs(1);
+    /// The worker's Lambda timeout.
+    pub const WORKER_TIMEOUT: Duration = Duration::from_secs(30);
+    /// AWS advises at least six times the function timeout.
+    pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(180);
+    /// Receives before SQS gives up on a message and moves it to the dead-letter queue.
+    pub const MAX_RECEIVE_COUNT: u32 = 5;
+}

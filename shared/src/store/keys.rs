@@ -1,0 +1,91 @@
+//! The item layout of Tally's single table.
+//!
+//! | item | `pk` | `sk` | `gsi1pk` / `gsi1sk` |
+//! |---|---|---|---|
+//! | like register of (user, post) | `POST#{post}#LIKES#{n}` | `USER#{user}` | `USER#{user}#LIKES` / `{liked_at}#{post}` while liked |
+//! | like counter of a post | `POST#{post}` | `COUNT` | `DIRTY#POSTS#{m}` / `{post}` until reconciled |
+//!
+//! - A post's like registers are spread over [`LIKE_PARTITIONS`] partition keys
+//!   (`n` from a stable hash of the user id), so a viral post's writes never
+//!   queue up behind one partition's ~1,000 writes/s. The key of a (user, post)
+//!   register is still computable, so "did I like these" is one BatchGetItem.
+//! - `gsi1` is overloaded: "my likes, newest first" (sparse: only liked registers
+//!   carry the attributes) and "posts changed since the last reconcile" (every
+//!   counter write sets them; reconcile removes them).
+
+use crate::domain::ids::{PostId, UserId};
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const GSI1: &str = "gsi1";
+pub const GSI1_PK: &str = "gsi1pk";
+pub const GSI1_SK: &str = "gsi1sk";
+/// TTL attribute (epoch seconds): DynamoDB deletes the item some time after it passes.
+pub const EXPIRES_AT: &str = "expires_at";
+
+/// Partition keys one post's like registers are spread over. Changing it moves
+/// every register's key: it is part of the stored format.
+pub const LIKE_PARTITIONS: u32 = 8;
+/// Partition keys the "changed posts" index entries are spread over.
+pub const DIRTY_PARTITIONS: u32 = 8;
+
+fn stable_bucket(text: &str, buckets: u32) -> u32 {
+    crc32fast::hash(text.as_bytes()) % buckets
+}
+
+pub fn like_register_pk(post: &PostId, user: &UserId) -> String {
+    like_partition_pk(post, stable_bucket(user.as_str(), LIKE_PARTITIONS))
+}
+
+pub fn like_partition_pk(post: &PostId, partition: u32) -> String {
+    format!("POST#{post}#LIKES#{partition}")
+}
+
+pub fn like_register_sk(user: &UserId) -> String {
+    format!("USER#{user}")
+}
+
+pub fn my_likes_gsi1pk(user: &UserId) -> String {
+    format!("USER#{user}#LIKES")
+}
+
+pub fn my_likes_gsi1sk(liked_at: &str, post: &PostId) -> String {
+    format!("{liked_at}#{post}")
+}
+
+pub fn counter_pk(post: &PostId) -> String {
+    format!("POST#{post}")
+}
+
+pub const COUNTER_SK: &str = "COUNT";
+
+pub fn dirty_post_gsi1pk(post: &PostId) -> String {
+    dirty_partition_gsi1pk(stable_bucket(post.as_str(), DIRTY_PARTITIONS))
+}
+
+pub fn dirty_partition_gsi1pk(partition: u32) -> String {
+    format!("DIRTY#POSTS#{partition}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_register_key_is_stable_and_within_the_partitions() {
+        let post = PostId::parse("p1").unwrap();
+        let user = UserId::parse("alice").unwrap();
+        let pk = like_register_pk(&post, &user);
+        assert_eq!(pk, like_register_pk(&post, &user));
+        assert!((0..LIKE_PARTITIONS).any(|n| like_partition_pk(&post, n) == pk));
+    }
+
+    #[test]
+    fn many_users_spread_over_every_partition() {
+        let post = PostId::parse("p1").unwrap();
+        let used: std::collections::HashSet<String> = (0..200)
+            .map(|i| like_register_pk(&post, &UserId::parse(format!("u{i}")).unwrap()))
+            .collect();
+        assert_eq!(used.len(), LIKE_PARTITIONS as usize);
+    }
+}

@@ -1,0 +1,295 @@
+//! Like registers and like counters.
+
+use std::collections::{HashMap, HashSet};
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use time::Duration;
+
+use super::keys::{self, GSI1, GSI1_PK, GSI1_SK, PK, SK};
+use super::{Item, Store, StoreError, corrupt, get_bool, get_i64, get_s, key, n, s};
+use crate::domain::ids::{PostId, UserId};
+use crate::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
+use crate::domain::timestamp;
+
+/// How long an unlike's tombstone is kept: longer than any message can live in
+/// SQS (14 days at most, dead-letter queue included), so no older like can
+/// arrive after the tombstone is gone and resurrect the like.
+pub const TOMBSTONE_RETENTION: Duration = Duration::days(30);
+
+/// Only a strictly newer operation may move a register: this one condition makes
+/// redelivery harmless and order of delivery irrelevant.
+const NEWER_VERSION_ONLY: &str = "attribute_not_exists(like_version) OR like_version < :version";
+
+const LIKE: &str = "SET liked = :liked, like_version = :version, operation_id = :op, \
+     post_id = :post, user_id = :user, liked_at = if_not_exists(liked_at, :at), \
+     gsi1pk = :gsi1pk, gsi1sk = if_not_exists(gsi1sk, :gsi1sk) REMOVE expires_at";
+
+const UNLIKE: &str = "SET liked = :liked, like_version = :version, operation_id = :op, \
+     post_id = :post, user_id = :user, expires_at = :expires REMOVE liked_at, gsi1pk, gsi1sk";
+
+/// One page of a user's likes, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LikesPage {
+    pub items: Vec<LikedPost>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LikedPost {
+    pub post_id: PostId,
+    pub liked_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MyLikesError {
+    #[error("cursor is not one this service returned")]
+    InvalidCursor,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a page of "my likes" ends: the index and table keys of its last item.
+#[derive(Serialize, Deserialize)]
+struct LikesCursor {
+    t: String,
+    p: String,
+    s: String,
+}
+
+impl LikesCursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("cursor serializes"))
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+impl Store {
+    /// Moves the (user, post) register to this operation if it is newer than what
+    /// the register holds. One conditional UpdateItem; the old image tells whether
+    /// the like state changed, the failed condition whether this was a redelivery.
+    pub async fn apply_like(&self, op: &LikeOperation) -> Result<LikeOutcome, StoreError> {
+        let version = op.version();
+        let now_liked = op.action.leaves_liked();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::like_register_pk(&op.post, &op.user)))
+            .key(SK, s(keys::like_register_sk(&op.user)))
+            .condition_expression(NEWER_VERSION_ONLY)
+            .expression_attribute_values(
+                ":liked",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(now_liked),
+            )
+            .expression_attribute_values(":version", s(version.as_str()))
+            .expression_attribute_values(":op", s(op.operation_id.as_str()))
+            .expression_attribute_values(":post", s(op.post.as_str()))
+            .expression_attribute_values(":user", s(op.user.as_str()))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        request = match op.action {
+            LikeAction::Like => {
+                let liked_at = timestamp::format(op.accepted_at);
+                request
+                    .update_expression(LIKE)
+                    .expression_attribute_values(":gsi1pk", s(keys::my_likes_gsi1pk(&op.user)))
+                    .expression_attribute_values(
+                        ":gsi1sk",
+                        s(keys::my_likes_gsi1sk(&liked_at, &op.post)),
+                    )
+                    .expression_attribute_values(":at", s(liked_at))
+            }
+            LikeAction::Unlike => {
+                let expires = (op.accepted_at + TOMBSTONE_RETENTION).unix_timestamp();
+                request
+                    .update_expression(UNLIKE)
+                    .expression_attribute_values(":expires", n(expires))
+            }
+        };
+        match request.send().await {
+            Ok(output) => {
+                let previously_liked = output
+                    .attributes
+                    .as_ref()
+                    .and_then(|old| get_bool(old, "liked"))
+                    .unwrap_or(false);
+                Ok(LikeOutcome::Applied {
+                    previously_liked,
+                    now_liked,
+                })
+            }
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let held = failed.item().and_then(|old| get_s(old, "like_version"));
+                    Ok(if held == Some(version.as_str()) {
+                        LikeOutcome::AlreadyApplied
+                    } else {
+                        LikeOutcome::Superseded
+                    })
+                }
+                _ => Err(StoreError::from_sdk(err)),
+            },
+        }
+    }
+
+    /// Adds a batch's net change to a post's counter in one write, and marks the
+    /// post as changed so the next reconcile recounts it.
+    pub async fn add_to_like_count(&self, post: &PostId, delta: i64) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::counter_pk(post)))
+            .key(SK, s(keys::COUNTER_SK))
+            .update_expression(
+                "SET post_id = :post, gsi1pk = :dirty, gsi1sk = :post ADD like_count :delta, revision :one",
+            )
+            .expression_attribute_values(":post", s(post.as_str()))
+            .expression_attribute_values(":dirty", s(keys::dirty_post_gsi1pk(post)))
+            .expression_attribute_values(":delta", n(delta))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// The like count of one post (eventually consistent, never below zero).
+    pub async fn like_count(&self, post: &PostId) -> Result<u64, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::counter_pk(post)))
+            .key(SK, s(keys::COUNTER_SK))
+            .projection_expression("like_count")
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(output
+            .item
+            .as_ref()
+            .and_then(|item| get_i64(item, "like_count"))
+            .map_or(0, clamp_count))
+    }
+
+    /// Like counts of up to 100 posts in one BatchGetItem round; posts never liked count 0.
+    pub async fn like_counts(&self, posts: &[PostId]) -> Result<HashMap<PostId, u64>, StoreError> {
+        let keys = posts
+            .iter()
+            .map(|post| key(keys::counter_pk(post), keys::COUNTER_SK.to_owned()))
+            .collect();
+        let mut counts: HashMap<PostId, u64> = posts.iter().map(|p| (p.clone(), 0)).collect();
+        for item in self.batch_get(keys, "post_id, like_count", &[]).await? {
+            let post = post_id_of(&item)?;
+            let count = get_i64(&item, "like_count").map_or(0, clamp_count);
+            counts.insert(post, count);
+        }
+        Ok(counts)
+    }
+
+    /// Which of up to 100 posts the user currently likes: one BatchGetItem round.
+    pub async fn liked_posts(
+        &self,
+        user: &UserId,
+        posts: &[PostId],
+    ) -> Result<HashSet<PostId>, StoreError> {
+        let keys = posts
+            .iter()
+            .map(|post| {
+                key(
+                    keys::like_register_pk(post, user),
+                    keys::like_register_sk(user),
+                )
+            })
+            .collect();
+        let mut liked = HashSet::new();
+        for item in self.batch_get(keys, "post_id, liked", &[]).await? {
+            if get_bool(&item, "liked") == Some(true) {
+                liked.insert(post_id_of(&item)?);
+            }
+        }
+        Ok(liked)
+    }
+
+    /// The user's current likes, newest first, `limit` at a time.
+    pub async fn my_likes(
+        &self,
+        user: &UserId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<LikesPage, MyLikesError> {
+        let gsi1pk = keys::my_likes_gsi1pk(user);
+        let start = match cursor {
+            None => None,
+            Some(text) => {
+                let c = LikesCursor::decode(text).ok_or(MyLikesError::InvalidCursor)?;
+                Some(Item::from([
+                    (GSI1_PK.to_owned(), s(gsi1pk.clone())),
+                    (GSI1_SK.to_owned(), s(c.t)),
+                    (PK.to_owned(), s(c.p)),
+                    (SK.to_owned(), s(c.s)),
+                ]))
+            }
+        };
+        // One extra item tells whether another page exists, so the last page says so.
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s(gsi1pk))
+            .scan_index_forward(false)
+            .limit(limit as i32 + 1)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let mut rows = output.items.unwrap_or_default();
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = match rows.last() {
+            Some(last) if more => Some(
+                LikesCursor {
+                    t: required_s(last, GSI1_SK)?.to_owned(),
+                    p: required_s(last, PK)?.to_owned(),
+                    s: required_s(last, SK)?.to_owned(),
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        let items = rows
+            .iter()
+            .map(|row| {
+                Ok(LikedPost {
+                    post_id: post_id_of(row)?,
+                    liked_at: required_s(row, "liked_at")?.to_owned(),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(LikesPage { items, next_cursor })
+    }
+}
+
+/// A counter can dip below zero only through drift that reconcile repairs; never show it.
+fn clamp_count(count: i64) -> u64 {
+    u64::try_from(count).unwrap_or(0)
+}
+
+fn required_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    get_s(item, name).ok_or_else(|| corrupt(item, format!("missing {name}")))
+}
+
+fn post_id_of(item: &Item) -> Result<PostId, StoreError> {
+    PostId::parse(required_s(item, "post_id")?).map_err(|e| corrupt(item, e.to_string()))
+}

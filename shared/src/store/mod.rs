@@ -1,0 +1,172 @@
+//! The DynamoDB adapter. Every DynamoDB call Tally makes is in this module.
+//!
+//! One table holds everything (see [`keys`] for the item layout). SDK errors stop
+//! here: callers see [`StoreError`], whose variants say what a caller can do about it.
+
+pub mod keys;
+pub mod likes;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+pub type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// DynamoDB asked us to slow down and the SDK's retries did not get through.
+    #[error("DynamoDB throttled the request")]
+    Throttled(#[source] BoxError),
+    /// Anything else that kept the request from completing: the caller may retry.
+    #[error("DynamoDB request failed")]
+    Unavailable(#[source] BoxError),
+    /// An item does not have the shape Tally writes.
+    #[error("stored item {key} is malformed: {problem}")]
+    Corrupt { key: String, problem: String },
+}
+
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+];
+
+impl StoreError {
+    fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let throttled = err
+            .as_service_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| THROTTLING_CODES.contains(&code));
+        if throttled {
+            StoreError::Throttled(Box::new(err))
+        } else {
+            StoreError::Unavailable(Box::new(err))
+        }
+    }
+}
+
+/// The table Tally keeps its state in.
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn from_config(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(aws), table)
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+
+    /// Reads items by key in one BatchGetItem round, then retries whatever DynamoDB
+    /// left unprocessed (with backoff) until every key is answered. At most 100 keys.
+    async fn batch_get(
+        &self,
+        keys: Vec<Item>,
+        projection: &str,
+        names: &[(&str, &str)],
+    ) -> Result<Vec<Item>, StoreError> {
+        const ATTEMPTS: u32 = 8;
+        debug_assert!(keys.len() <= 100, "BatchGetItem takes at most 100 keys");
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .projection_expression(projection);
+        for (placeholder, name) in names {
+            request = request.expression_attribute_names(*placeholder, *name);
+        }
+        let mut pending = Some(
+            request
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.into()))?,
+        );
+        let mut found = Vec::new();
+        for attempt in 0..ATTEMPTS {
+            let Some(request) = pending.take() else {
+                return Ok(found);
+            };
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+            }
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            if let Some(mut items) = output.responses {
+                found.extend(items.remove(&self.table).unwrap_or_default());
+            }
+            pending = output
+                .unprocessed_keys
+                .and_then(|mut left| left.remove(&self.table))
+                .filter(|left| !left.keys().is_empty());
+        }
+        match pending {
+            None => Ok(found),
+            Some(_) => Err(StoreError::Throttled(
+                "BatchGetItem left keys unprocessed after every retry".into(),
+            )),
+        }
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn key(pk: String, sk: String) -> Item {
+    HashMap::from([(keys::PK.to_owned(), s(pk)), (keys::SK.to_owned(), s(sk))])
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_bool(item: &Item, name: &str) -> Option<bool> {
+    item.get(name).and_then(|v| v.as_bool().ok()).copied()
+}
+
+fn get_i64(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+}
+
+fn corrupt(item: &Item, problem: impl Into<String>) -> StoreError {
+    let key = format!(
+        "{}/{}",
+        get_s(item, keys::PK).unwrap_or("?"),
+        get_s(item, keys::SK).unwrap_or("?")
+    );
+    StoreError::Corrupt {
+        key,
+        problem: problem.into(),
+    }
+}
