@@ -1,0 +1,24 @@
+# The README's two commands are `make dev` and `make test`.
+.PHONY: dev test test-rust lint-template lint build
+
+# The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
+dev:
+	scripts/with-emulator.sh cargo run -p dev-gateway
+
+# Every test; starts the emulator unless AWS_ENDPOINT_URL already names one.
+test: test-rust lint-template
+
+test-rust:
+	scripts/with-emulator.sh cargo test --workspace
+
+lint-template:
+	scripts/venv.sh
+	.venv/bin/cfn-lint template.yaml
+
+# Formatting and clippy, as CI runs them.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+build:
+	cargo build --workspace
