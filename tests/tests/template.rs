@@ -12,13 +12,22 @@ fn the_template_deploys_the_event_source_mapping_the_dev_gateway_plays() {
     let template = template();
     for expected in [
         format!("BatchSize: {}", mapping::BATCH_SIZE),
-        format!("MaximumBatchingWindowInSeconds: {}", mapping::BATCHING_WINDOW.as_secs()),
-        format!("VisibilityTimeout: {}", mapping::VISIBILITY_TIMEOUT.as_secs()),
+        format!(
+            "MaximumBatchingWindowInSeconds: {}",
+            mapping::BATCHING_WINDOW.as_secs()
+        ),
+        format!(
+            "VisibilityTimeout: {}",
+            mapping::VISIBILITY_TIMEOUT.as_secs()
+        ),
         format!("maxReceiveCount: {}", mapping::MAX_RECEIVE_COUNT),
         format!("Timeout: {}", mapping::WORKER_TIMEOUT.as_secs()),
         "FunctionResponseTypes: [ReportBatchItemFailures]".to_owned(),
     ] {
-        assert!(template.contains(&expected), "template.yaml lacks `{expected}`");
+        assert!(
+            template.contains(&expected),
+            "template.yaml lacks `{expected}`"
+        );
     }
     assert!(mapping::VISIBILITY_TIMEOUT >= mapping::WORKER_TIMEOUT * 6);
 }
