@@ -24,11 +24,12 @@ const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Gateway {
     like: Router,
+    points: Router,
 }
 
 impl Gateway {
-    pub fn new(like: Router) -> Self {
-        Self { like }
+    pub fn new(like: Router, points: Router) -> Self {
+        Self { like, points }
     }
 
     /// An axum router that serves every route through the functions.
@@ -44,14 +45,24 @@ impl Gateway {
             Ok(event) => event,
             Err(problem) => return problem.into_response(),
         };
+        let function = if is_points_route(&event.raw_path.clone().unwrap_or_default()) {
+            self.points.clone()
+        } else {
+            self.like.clone()
+        };
         let request: lambda_http::Request = LambdaRequest::ApiGatewayV2(event).into();
-        // Every route belongs to the like function until the points function lands.
-        let function = self.like.clone();
         match function.oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         }
     }
+}
+
+/// Routes under these prefixes belong to the points function (as in `template.yaml`).
+fn is_points_route(path: &str) -> bool {
+    ["/v1/points/", "/v1/me/points"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
 }
 
 /// The event API Gateway's HTTP API (payload v2.0) sends a Lambda for this request.

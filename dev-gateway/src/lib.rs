@@ -14,6 +14,8 @@ mod pump;
 pub use gateway::Gateway;
 pub use pump::{EventSourceMapping, PollResult};
 
+use std::time::Duration;
+
 use shared::queue::{OperationQueue, QueuePair, QueueSettings, mapping};
 use shared::store::Store;
 
@@ -22,20 +24,34 @@ use shared::store::Store;
 pub struct LocalStack {
     pub store: Store,
     pub likes: QueuePair,
+    pub points: QueuePair,
 }
 
 impl LocalStack {
     pub async fn provision(
         aws: &shared::config::SdkConfig,
-        table: &str,
-        likes_queue: &str,
+        names: &Names,
         settings: QueueSettings,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let store = Store::from_config(aws, table);
+        let store = Store::from_config(aws, &names.table);
         store.create_table_if_missing().await?;
         let sqs = aws_sdk_sqs::Client::new(aws);
-        let likes = OperationQueue::create_with_dead_letters(&sqs, likes_queue, settings).await?;
-        Ok(Self { store, likes })
+        let likes =
+            OperationQueue::create_with_dead_letters(&sqs, &names.likes_queue, settings).await?;
+        let points = OperationQueue::create_with_dead_letters(
+            &sqs,
+            &names.points_queue,
+            QueueSettings {
+                fifo: true,
+                ..settings
+            },
+        )
+        .await?;
+        Ok(Self {
+            store,
+            likes,
+            points,
+        })
     }
 
     /// The queue settings `template.yaml` deploys.
@@ -43,6 +59,47 @@ impl LocalStack {
         QueueSettings {
             visibility_timeout: mapping::VISIBILITY_TIMEOUT,
             max_receive_count: mapping::MAX_RECEIVE_COUNT,
+            fifo: false,
         }
     }
+
+    /// The HTTP API, wired to this stack's table and queues.
+    pub fn gateway(&self) -> Gateway {
+        let like_api = like::LikeApi {
+            store: self.store.clone(),
+            queue: self.likes.queue.clone(),
+        };
+        let points_api = points::PointsApi::new(self.store.clone(), self.points.queue.clone());
+        Gateway::new(like::router(like_api), points::router(points_api))
+    }
+
+    /// The worker's event source mappings: the likes queue, then the points FIFO queue.
+    pub async fn mappings(
+        &self,
+        batching_window: Duration,
+    ) -> Result<[EventSourceMapping; 2], shared::queue::QueueError> {
+        Ok([
+            EventSourceMapping::new(
+                self.likes.queue.clone(),
+                mapping::BATCH_SIZE,
+                batching_window,
+            )
+            .await?,
+            EventSourceMapping::new(
+                self.points.queue.clone(),
+                mapping::POINTS_BATCH_SIZE,
+                Duration::ZERO,
+            )
+            .await?,
+        ])
+    }
+}
+
+/// What the local table and queues are called.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub table: String,
+    /// Without `.fifo`: the points queue is FIFO and gets the suffix.
+    pub likes_queue: String,
+    pub points_queue: String,
 }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use dev_gateway::{EventSourceMapping, Gateway, LocalStack};
+use dev_gateway::LocalStack;
 use shared::queue::mapping;
 use tracing_subscriber::EnvFilter;
 
@@ -22,36 +22,23 @@ async fn main() -> Result<(), Error> {
                 .into(),
         );
     }
-    let table = env_or("TALLY_TABLE_NAME", "tally");
-    let queue_name = env_or("TALLY_LIKES_QUEUE_NAME", "tally-likes");
+    let names = dev_gateway::Names {
+        table: env_or("TALLY_TABLE_NAME", "tally"),
+        likes_queue: env_or("TALLY_LIKES_QUEUE_NAME", "tally-likes"),
+        points_queue: env_or("TALLY_POINTS_QUEUE_NAME", "tally-points"),
+    };
     let addr: SocketAddr = env_or("TALLY_DEV_ADDR", "127.0.0.1:3000").parse()?;
 
     let aws = shared::config::aws().await;
-    let stack = LocalStack::provision(
-        &aws,
-        &table,
-        &queue_name,
-        LocalStack::deployed_queue_settings(),
-    )
-    .await?;
-    let like_api = like::LikeApi {
-        store: stack.store.clone(),
-        queue: stack.likes.queue.clone(),
-    };
-    let worker = sqs_worker::Worker {
-        store: stack.store.clone(),
-    };
-    let mapping = EventSourceMapping::new(
-        stack.likes.queue.clone(),
-        mapping::BATCH_SIZE,
-        mapping::BATCHING_WINDOW,
-    )
-    .await?;
-    tokio::spawn(mapping.run(worker));
+    let stack = LocalStack::provision(&aws, &names, LocalStack::deployed_queue_settings()).await?;
+    let worker = sqs_worker::Worker::new(stack.store.clone());
+    for mapping in stack.mappings(mapping::BATCHING_WINDOW).await? {
+        tokio::spawn(mapping.run(worker.clone()));
+    }
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, table, queue = stack.likes.queue.url(), "Tally dev gateway listening");
-    axum::serve(listener, Gateway::new(like::router(like_api)).router())
+    tracing::info!(%addr, table = names.table, "Tally dev gateway listening");
+    axum::serve(listener, stack.gateway().router())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");

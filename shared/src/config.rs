@@ -6,6 +6,7 @@ pub use aws_config::SdkConfig;
 
 pub const TABLE_NAME: &str = "TALLY_TABLE_NAME";
 pub const LIKES_QUEUE_URL: &str = "TALLY_LIKES_QUEUE_URL";
+pub const POINTS_QUEUE_URL: &str = "TALLY_POINTS_QUEUE_URL";
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name} must be set: {why}")]
@@ -33,6 +34,13 @@ pub fn likes_queue_url() -> Result<String, ConfigError> {
     required(
         LIKES_QUEUE_URL,
         "the SQS queue that like operations are sent to",
+    )
+}
+
+pub fn points_queue_url() -> Result<String, ConfigError> {
+    required(
+        POINTS_QUEUE_URL,
+        "the SQS FIFO queue that points operations are sent to",
     )
 }
 

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 
 use crate::domain::ids::{OperationId, PostId, UserId};
 use crate::domain::likes::{LikeAction, LikeOperation};
+use crate::domain::points::{Grant, PointsOperation, PointsRequest, Spend, Transfer};
 use crate::domain::timestamp;
 
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -45,6 +46,12 @@ pub enum Operation {
     Like { post_id: PostId },
     /// The caller takes their like back.
     Unlike { post_id: PostId },
+    /// Points for `user_id` (the caller needs the `points:admin` scope over HTTP).
+    Grant(Grant),
+    /// The caller spends points.
+    Spend(Spend),
+    /// The caller gives points to `to_user_id`.
+    Transfer(Transfer),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,36 @@ impl Envelope {
         }
     }
 
+    pub fn for_points(op: &PointsOperation) -> Self {
+        Self {
+            version: ENVELOPE_VERSION,
+            operation_id: op.operation_id.clone(),
+            caller: op.caller.clone(),
+            accepted_at: op.accepted_at,
+            operation: match op.request.clone() {
+                PointsRequest::Grant(grant) => Operation::Grant(grant),
+                PointsRequest::Spend(spend) => Operation::Spend(spend),
+                PointsRequest::Transfer(transfer) => Operation::Transfer(transfer),
+            },
+        }
+    }
+
+    /// The points operation this envelope carries, if it carries one.
+    pub fn points_operation(&self) -> Option<PointsOperation> {
+        let request = match &self.operation {
+            Operation::Grant(grant) => PointsRequest::Grant(grant.clone()),
+            Operation::Spend(spend) => PointsRequest::Spend(spend.clone()),
+            Operation::Transfer(transfer) => PointsRequest::Transfer(transfer.clone()),
+            Operation::Like { .. } | Operation::Unlike { .. } => return None,
+        };
+        Some(PointsOperation {
+            operation_id: self.operation_id.clone(),
+            caller: self.caller.clone(),
+            request,
+            accepted_at: self.accepted_at,
+        })
+    }
+
     pub fn decode(body: &str) -> Result<Self, DecodeError> {
         let envelope: Envelope = serde_json::from_str(body)?;
         if envelope.version != ENVELOPE_VERSION {
@@ -97,6 +134,7 @@ impl Envelope {
         let (post, action) = match &self.operation {
             Operation::Like { post_id } => (post_id, LikeAction::Like),
             Operation::Unlike { post_id } => (post_id, LikeAction::Unlike),
+            _ => return None,
         };
         Some(LikeOperation {
             operation_id: self.operation_id.clone(),
@@ -135,10 +173,28 @@ mod tests {
             (&LIKE.replace("\"p1\"", "\"p 1\""), "may contain only"),
             (&LIKE.replace("\"like\"", "\"poke\""), "unknown variant"),
             (&LIKE.replace("\"caller\"", "\"user\""), "unknown field"),
+            (&LIKE.replace("\"p1\"}", "\"p1\",\"x\":1}"), "unknown field"),
             (&LIKE.replace("05:30:10", "25:30:10"), "hour"),
         ] {
             let err = Envelope::decode(body).unwrap_err().to_string();
             assert!(err.contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn points_messages_decode_strictly() {
+        let spend = r#"{"version":1,"operation_id":"s1","caller":"alice","accepted_at":"2026-11-21T05:30:10.123456Z","operation":{"type":"spend","amount":30}}"#;
+        let envelope = Envelope::decode(spend).unwrap();
+        let op = envelope.points_operation().unwrap();
+        assert_eq!(Envelope::for_points(&op).encode(), spend);
+        assert!(envelope.like_operation().is_none());
+        for bad in [
+            spend.replace("30", "0"),
+            spend.replace("30", "1.5"),
+            spend.replace("30", "\"30\""),
+            spend.replace("30}", "30,\"extra\":1}"),
+        ] {
+            assert!(Envelope::decode(&bad).is_err(), "{bad}");
         }
     }
 

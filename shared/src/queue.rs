@@ -63,6 +63,8 @@ pub struct QueueSettings {
     pub visibility_timeout: Duration,
     /// Receives after which SQS moves a message to the dead-letter queue.
     pub max_receive_count: u32,
+    /// A FIFO queue (name ending `.fifo`) with content-based deduplication.
+    pub fifo: bool,
 }
 
 impl OperationQueue {
@@ -83,25 +85,52 @@ impl OperationQueue {
 
     /// Puts one envelope on the queue. `Ok` means SQS stored it durably.
     pub async fn send(&self, envelope: &Envelope) -> Result<(), QueueError> {
+        self.send_in_group(envelope, None).await
+    }
+
+    /// Puts one envelope on a FIFO queue: messages of one group are delivered in
+    /// the order sent, and an identical body sent again within five minutes is
+    /// dropped by SQS (content-based deduplication).
+    pub async fn send_ordered(&self, envelope: &Envelope, group: &str) -> Result<(), QueueError> {
+        self.send_in_group(envelope, Some(group)).await
+    }
+
+    async fn send_in_group(
+        &self,
+        envelope: &Envelope,
+        group: Option<&str>,
+    ) -> Result<(), QueueError> {
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(envelope.encode())
+            .set_message_group_id(group.map(str::to_owned))
             .send()
             .await
             .map_err(failed("SendMessage"))?;
         Ok(())
     }
 
-    /// Creates `name` and `name-dlq` (or finds them) with a redrive policy between them.
+    /// Creates `name` and `name-dlq` (or finds them) with a redrive policy between
+    /// them. FIFO queues get the `.fifo` suffix SQS requires.
     pub async fn create_with_dead_letters(
         client: &Client,
         name: &str,
         settings: QueueSettings,
     ) -> Result<QueuePair, QueueError> {
-        let dlq_url = client
-            .create_queue()
-            .queue_name(format!("{name}-dlq"))
+        let suffix = if settings.fifo { ".fifo" } else { "" };
+        let fifo =
+            |request: aws_sdk_sqs::operation::create_queue::builders::CreateQueueFluentBuilder| {
+                if settings.fifo {
+                    request
+                        .attributes(QueueAttributeName::FifoQueue, "true")
+                        .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+                } else {
+                    request
+                }
+            };
+        let dlq_url = fifo(client.create_queue())
+            .queue_name(format!("{name}-dlq{suffix}"))
             .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
             .send()
             .await
@@ -113,9 +142,8 @@ impl OperationQueue {
             "deadLetterTargetArn": dead_letters.arn().await?,
             "maxReceiveCount": settings.max_receive_count,
         });
-        let url = client
-            .create_queue()
-            .queue_name(name)
+        let url = fifo(client.create_queue())
+            .queue_name(format!("{name}{suffix}"))
             .attributes(
                 QueueAttributeName::VisibilityTimeout,
                 settings.visibility_timeout.as_secs().to_string(),
@@ -260,6 +288,8 @@ pub mod mapping {
     pub const WORKER_TIMEOUT: Duration = Duration::from_secs(30);
     /// AWS advises at least six times the function timeout.
     pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(180);
+    /// Messages per invocation from the points FIFO queue (SQS's limit for FIFO sources).
+    pub const POINTS_BATCH_SIZE: usize = 10;
     /// Receives before SQS gives up on a message and moves it to the dead-letter queue.
     pub const MAX_RECEIVE_COUNT: u32 = 5;
 }

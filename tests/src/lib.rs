@@ -7,9 +7,9 @@ use aws_lambda_events::sqs::SqsMessage;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use dev_gateway::{EventSourceMapping, Gateway, LocalStack};
+use dev_gateway::{EventSourceMapping, LocalStack, Names};
 use http_body_util::BodyExt as _;
-use shared::queue::{QueueSettings, mapping};
+use shared::queue::QueueSettings;
 use shared::store::Store;
 use sqs_worker::Worker;
 use tower::ServiceExt as _;
@@ -21,6 +21,7 @@ pub use shared;
 pub const TEST_QUEUES: QueueSettings = QueueSettings {
     visibility_timeout: Duration::from_secs(1),
     max_receive_count: 3,
+    fifo: false,
 };
 
 /// The AWS settings of the emulator the tests run against.
@@ -43,7 +44,10 @@ pub struct TestApp {
     pub stack: LocalStack,
     pub worker: Worker,
     pub gateway: Router,
+    /// Plays the event source mapping of the likes queue.
     pub mapping: EventSourceMapping,
+    /// Plays the event source mapping of the points FIFO queue.
+    pub points_mapping: EventSourceMapping,
 }
 
 impl TestApp {
@@ -54,34 +58,26 @@ impl TestApp {
     pub async fn spawn_with(settings: QueueSettings) -> Self {
         let aws = emulator().await;
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let stack = LocalStack::provision(
-            &aws,
-            &format!("tally-test-{id}"),
-            &format!("tally-test-likes-{id}"),
-            settings,
-        )
-        .await
-        .expect("provision the table and queues on the emulator");
-        let worker = Worker {
-            store: stack.store.clone(),
+        let names = Names {
+            table: format!("tally-test-{id}"),
+            likes_queue: format!("tally-test-likes-{id}"),
+            points_queue: format!("tally-test-points-{id}"),
         };
-        let like_api = like::LikeApi {
-            store: stack.store.clone(),
-            queue: stack.likes.queue.clone(),
-        };
-        let gateway = Gateway::new(like::router(like_api)).router();
-        let mapping = EventSourceMapping::new(
-            stack.likes.queue.clone(),
-            mapping::BATCH_SIZE,
-            Duration::from_millis(200),
-        )
-        .await
-        .expect("queue arn");
+        let stack = LocalStack::provision(&aws, &names, settings)
+            .await
+            .expect("provision the table and queues on the emulator");
+        let worker = Worker::new(stack.store.clone());
+        let gateway = stack.gateway().router();
+        let [mapping, points_mapping] = stack
+            .mappings(Duration::from_millis(200))
+            .await
+            .expect("queue arns");
         Self {
             stack,
             worker,
             gateway,
             mapping,
+            points_mapping,
         }
     }
 
@@ -121,15 +117,24 @@ impl TestApp {
         (status, json)
     }
 
-    /// Polls the queue into the worker until it is empty.
+    /// Polls both queues into the worker until they are empty.
     pub async fn drain(&self) {
         for _ in 0..1000 {
-            self.mapping.poll_once(&self.worker).await.expect("poll");
-            if self.stack.likes.queue.depth().await.expect("depth") == 0 {
+            self.mapping
+                .poll_once(&self.worker)
+                .await
+                .expect("poll likes");
+            self.points_mapping
+                .poll_once(&self.worker)
+                .await
+                .expect("poll points");
+            let likes = self.stack.likes.queue.depth().await.expect("depth");
+            let points = self.stack.points.queue.depth().await.expect("depth");
+            if likes + points == 0 {
                 return;
             }
         }
-        panic!("the queue did not drain");
+        panic!("the queues did not drain");
     }
 }
 

@@ -168,8 +168,9 @@ async fn a_like_that_cannot_be_enqueued_is_a_5xx_without_internal_details() {
         store: app.stack.store.clone(),
         queue: shared::queue::OperationQueue::from_config(&aws, missing_queue),
     };
+    let points = points::PointsApi::new(app.stack.store.clone(), app.stack.points.queue.clone());
     let broken = TestApp {
-        gateway: dev_gateway::Gateway::new(like::router(api)).router(),
+        gateway: dev_gateway::Gateway::new(like::router(api), points::router(points)).router(),
         ..app
     };
     let (status, body) = broken

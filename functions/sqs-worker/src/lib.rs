@@ -14,6 +14,8 @@
 //! be decoded, or whose writes failed, is reported alone and redelivered by SQS
 //! until the redrive policy moves it to the dead-letter queue.
 
+pub mod points;
+
 use std::collections::HashMap;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -21,9 +23,12 @@ use futures::StreamExt as _;
 use lambda_runtime::LambdaEvent;
 use shared::domain::ids::PostId;
 use shared::domain::likes::{LikeOperation, LikeOutcome};
+use shared::domain::points::PointTypes;
 use shared::http::error_chain;
 use shared::message::Envelope;
 use shared::store::{Store, StoreError};
+
+use crate::points::PointsOutcome;
 
 /// DynamoDB requests one batch keeps in flight at once.
 const CONCURRENT_WRITES: usize = 16;
@@ -31,15 +36,21 @@ const CONCURRENT_WRITES: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Worker {
     pub store: Store,
+    pub point_types: PointTypes,
 }
 
 impl Worker {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            point_types: PointTypes::shipped(),
+        }
+    }
+
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let table = shared::config::table_name()?;
         let aws = shared::config::aws().await;
-        Ok(Self {
-            store: Store::from_config(&aws, table),
-        })
+        Ok(Self::new(Store::from_config(&aws, table)))
     }
 
     /// The Lambda handler: applies the batch and names the messages to retry.
@@ -53,6 +64,7 @@ impl Worker {
             applied = report.applied,
             duplicates = report.duplicates,
             superseded = report.superseded,
+            rejected = report.rejected,
             failed = report.failed.len(),
             counter_writes = report.counter_writes,
             "batch done"
@@ -77,6 +89,7 @@ impl Worker {
             ..BatchReport::default()
         };
         let mut likes = Vec::new();
+        let mut points_ops = Vec::new();
         for message in messages {
             let id = message.message_id.unwrap_or_default();
             let decoded = message
@@ -85,9 +98,10 @@ impl Worker {
                 .ok_or_else(|| "message has no body".to_owned())
                 .and_then(|body| Envelope::decode(body).map_err(|e| e.to_string()));
             match decoded {
-                Ok(envelope) => match envelope.like_operation() {
-                    Some(like) => likes.push((id, like)),
-                    None => report.fail(id, "no handler for this operation"),
+                Ok(envelope) => match (envelope.like_operation(), envelope.points_operation()) {
+                    (Some(like), _) => likes.push((id, like)),
+                    (None, Some(op)) => points_ops.push((id, op)),
+                    (None, None) => report.fail(id, "no handler for this operation"),
                 },
                 Err(reason) => {
                     tracing::error!(message_id = %id, %reason, "undecodable message");
@@ -97,6 +111,16 @@ impl Worker {
         }
         let outcomes = self.apply_registers(likes).await;
         self.apply_counters(outcomes, &mut report).await;
+        for (id, outcome) in
+            points::apply_in_groups(&self.store, &self.point_types, points_ops).await
+        {
+            match outcome {
+                Some(PointsOutcome::Applied) => report.applied += 1,
+                Some(PointsOutcome::Rejected) => report.rejected += 1,
+                Some(PointsOutcome::AlreadyDone) => report.duplicates += 1,
+                None => report.fail(id, "points operation failed"),
+            }
+        }
         report
     }
 
@@ -189,6 +213,8 @@ pub struct BatchReport {
     pub applied: usize,
     pub duplicates: usize,
     pub superseded: usize,
+    /// Points operations rejected (for good: insufficient points, unknown type).
+    pub rejected: usize,
     /// Message ids SQS must deliver again.
     pub failed: Vec<String>,
     pub counter_writes: usize,

@@ -2,4 +2,5 @@
 
 pub mod ids;
 pub mod likes;
+pub mod points;
 pub mod timestamp;

@@ -12,6 +12,11 @@ pub fn format(at: OffsetDateTime) -> String {
         .expect("a UTC date between years 0 and 9999 always formats")
 }
 
+/// Reads any RFC 3339 timestamp.
+pub fn parse(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// Microseconds since the Unix epoch: a compact, totally ordered form of a timestamp.
 pub fn unix_micros(at: OffsetDateTime) -> i128 {
     at.unix_timestamp_nanos() / 1_000

@@ -4,6 +4,9 @@
 //! |---|---|---|---|
 //! | like register of (user, post) | `POST#{post}#LIKES#{n}` | `USER#{user}` | `USER#{user}#LIKES` / `{liked_at}#{post}` while liked |
 //! | like counter of a post | `POST#{post}` | `COUNT` | `DIRTY#POSTS#{m}` / `{post}` until reconciled |
+//! | points account (balance, seq, lots) | `ACCOUNT#{user}` | `STATE` | `DIRTY#ACCOUNTS#{m}` / `{user}` until audited |
+//! | ledger entry | `ACCOUNT#{user}` | `ENTRY#{seq:020}` | |
+//! | points operation (status, request) | `ACCOUNT#{caller}` | `OPERATION#{operation_id}` | |
 //!
 //! - A post's like registers are spread over [`LIKE_PARTITIONS`] partition keys
 //!   (`n` from a stable hash of the user id), so a viral post's writes never
@@ -11,9 +14,10 @@
 //!   register is still computable, so "did I like these" is one BatchGetItem.
 //! - `gsi1` is overloaded: "my likes, newest first" (sparse: only liked registers
 //!   carry the attributes) and "posts changed since the last reconcile" (every
-//!   counter write sets them; reconcile removes them).
+//!   counter or account write sets them; reconcile removes them). It projects
+//!   keys only, so rewriting a counter or balance never writes to the index.
 
-use crate::domain::ids::{PostId, UserId};
+use crate::domain::ids::{OperationId, PostId, UserId};
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -65,6 +69,29 @@ pub fn dirty_post_gsi1pk(post: &PostId) -> String {
 
 pub fn dirty_partition_gsi1pk(partition: u32) -> String {
     format!("DIRTY#POSTS#{partition}")
+}
+
+pub fn account_pk(user: &UserId) -> String {
+    format!("ACCOUNT#{user}")
+}
+
+pub const ACCOUNT_SK: &str = "STATE";
+
+pub fn entry_sk(seq: u64) -> String {
+    format!("ENTRY#{seq:020}")
+}
+
+pub const ENTRY_SK_PREFIX: &str = "ENTRY#";
+
+pub fn operation_sk(operation_id: &OperationId) -> String {
+    format!("OPERATION#{operation_id}")
+}
+
+pub fn dirty_account_gsi1pk(user: &UserId) -> String {
+    format!(
+        "DIRTY#ACCOUNTS#{}",
+        stable_bucket(user.as_str(), DIRTY_PARTITIONS)
+    )
 }
 
 #[cfg(test)]

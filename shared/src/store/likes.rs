@@ -4,13 +4,14 @@ use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use time::Duration;
 
 use super::keys::{self, GSI1, GSI1_PK, GSI1_SK, PK, SK};
-use super::{Item, Store, StoreError, corrupt, get_bool, get_i64, get_s, key, n, s};
+use super::{
+    Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_bool, get_i64, get_s, key,
+    n, required_s, s,
+};
 use crate::domain::ids::{PostId, UserId};
 use crate::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
 use crate::domain::timestamp;
@@ -59,17 +60,6 @@ struct LikesCursor {
     t: String,
     p: String,
     s: String,
-}
-
-impl LikesCursor {
-    fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("cursor serializes"))
-    }
-
-    fn decode(text: &str) -> Option<Self> {
-        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
 }
 
 impl Store {
@@ -231,7 +221,7 @@ impl Store {
         let start = match cursor {
             None => None,
             Some(text) => {
-                let c = LikesCursor::decode(text).ok_or(MyLikesError::InvalidCursor)?;
+                let c = decode_cursor::<LikesCursor>(text).ok_or(MyLikesError::InvalidCursor)?;
                 Some(Item::from([
                     (GSI1_PK.to_owned(), s(gsi1pk.clone())),
                     (GSI1_SK.to_owned(), s(c.t)),
@@ -258,22 +248,25 @@ impl Store {
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = match rows.last() {
-            Some(last) if more => Some(
-                LikesCursor {
-                    t: required_s(last, GSI1_SK)?.to_owned(),
-                    p: required_s(last, PK)?.to_owned(),
-                    s: required_s(last, SK)?.to_owned(),
-                }
-                .encode(),
-            ),
+            Some(last) if more => Some(encode_cursor(&LikesCursor {
+                t: required_s(last, GSI1_SK)?.to_owned(),
+                p: required_s(last, PK)?.to_owned(),
+                s: required_s(last, SK)?.to_owned(),
+            })),
             _ => None,
         };
+        // The index holds keys only: `gsi1sk` is `{liked_at}#{post}`.
         let items = rows
             .iter()
             .map(|row| {
+                let sort_key = required_s(row, GSI1_SK)?;
+                let (liked_at, post) = sort_key
+                    .split_once('#')
+                    .ok_or_else(|| corrupt(row, "gsi1sk is not liked_at#post"))?;
+                let post_id = PostId::parse(post).map_err(|e| corrupt(row, e.to_string()))?;
                 Ok(LikedPost {
-                    post_id: post_id_of(row)?,
-                    liked_at: required_s(row, "liked_at")?.to_owned(),
+                    post_id,
+                    liked_at: liked_at.to_owned(),
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -284,10 +277,6 @@ impl Store {
 /// A counter can dip below zero only through drift that reconcile repairs; never show it.
 fn clamp_count(count: i64) -> u64 {
     u64::try_from(count).unwrap_or(0)
-}
-
-fn required_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
-    get_s(item, name).ok_or_else(|| corrupt(item, format!("missing {name}")))
 }
 
 fn post_id_of(item: &Item) -> Result<PostId, StoreError> {

@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod likes;
+pub mod points;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -169,4 +170,23 @@ fn corrupt(item: &Item, problem: impl Into<String>) -> StoreError {
         key,
         problem: problem.into(),
     }
+}
+
+fn required_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    get_s(item, name).ok_or_else(|| corrupt(item, format!("missing {name}")))
+}
+
+/// Pagination cursors are opaque to clients: base64url of a small JSON value.
+fn encode_cursor<T: serde::Serialize>(value: &T) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(value).expect("cursor serializes"))
+}
+
+fn decode_cursor<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }

@@ -1,0 +1,92 @@
+//! Request bodies: strict JSON, at most 16 KiB, with a `detail` that names the
+//! field and what is wrong with it.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use shared::domain::points::{MAX_AMOUNT, MAX_DESCRIPTION_CHARS};
+use shared::http::Problem;
+
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(Problem::bad_request(
+            "body_too_large",
+            format!(
+                "the body is {} bytes; at most {MAX_BODY_BYTES} are accepted",
+                bytes.len()
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        Problem::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(Problem::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
+    if let Some(amount) = value.get("amount") {
+        check_amount(amount)?;
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let code = match path.as_str() {
+            "user_id" | "to_user_id" => "invalid_user_id",
+            _ => "invalid_body",
+        };
+        let detail = if path == "." {
+            err.inner().to_string()
+        } else {
+            format!("{path}: {}", err.inner())
+        };
+        Problem::bad_request(code, detail)
+    })
+}
+
+/// Amounts get their own codes: the wrong type, or an integer out of range.
+fn check_amount(amount: &Value) -> Result<(), Problem> {
+    let out_of_range = |shown: String| {
+        Problem::bad_request(
+            "amount_out_of_range",
+            format!("amount must be from 1 to {MAX_AMOUNT}, got {shown}"),
+        )
+    };
+    match amount {
+        Value::Number(number) => match (number.as_u64(), number.as_i64()) {
+            (Some(n), _) if (1..=MAX_AMOUNT).contains(&n) => Ok(()),
+            (Some(n), _) => Err(out_of_range(n.to_string())),
+            (None, Some(n)) => Err(out_of_range(n.to_string())),
+            (None, None) => Err(Problem::bad_request(
+                "invalid_amount",
+                format!("amount must be a whole number of points, got {number}"),
+            )),
+        },
+        other => Err(Problem::bad_request(
+            "invalid_amount",
+            format!("amount must be an integer, got {}", json_type(other)),
+        )),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub fn check_description(description: Option<&str>) -> Result<(), Problem> {
+    match description {
+        Some(text) if text.chars().count() > MAX_DESCRIPTION_CHARS => Err(Problem::bad_request(
+            "description_too_long",
+            format!("description may be at most {MAX_DESCRIPTION_CHARS} characters"),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,432 @@
+//! Points accounts, ledger entries and operation records.
+//!
+//! An operation commits in **one transaction**: its record (the idempotency
+//! guard), each account it changes (conditioned on the `seq` it was planned
+//! against) and one new ledger entry per account. A redelivered operation fails
+//! the record's condition; an operation planned against a stale account fails the
+//! account's and is planned again. Nothing is ever half applied.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{self, GSI1_PK, GSI1_SK, PK, SK};
+use super::{Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, n, s};
+use crate::domain::ids::{OperationId, UserId};
+use crate::domain::points::{
+    Account, AccountChange, Entry, Expiry, PointsOperation, PointsRequest, Rejection,
+};
+use crate::domain::timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationStatus {
+    /// Accepted, not yet applied.
+    Pending,
+    Applied,
+    /// Final: retrying the same key answers the same rejection.
+    Rejected,
+}
+
+/// What Tally knows of one points operation, readable by its caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationRecord {
+    pub operation_id: OperationId,
+    pub caller: UserId,
+    pub status: OperationStatus,
+    pub request: PointsRequest,
+    pub accepted_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Rejection>,
+    /// The caller's side of the ledger change, once applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<Entry>,
+}
+
+impl OperationRecord {
+    pub fn pending(op: &PointsOperation) -> Self {
+        Self {
+            operation_id: op.operation_id.clone(),
+            caller: op.caller.clone(),
+            status: OperationStatus::Pending,
+            request: op.request.clone(),
+            accepted_at: timestamp::format(op.accepted_at),
+            reason: None,
+            entry: None,
+        }
+    }
+}
+
+/// What recording a new operation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The key was unused: the operation is now pending.
+    New,
+    /// The caller used this key before; here is what it holds.
+    Existing(OperationRecord),
+}
+
+/// What committing an operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Done,
+    /// The operation was already applied or rejected: a redelivery.
+    AlreadyDone,
+    /// An account moved since it was read: plan again.
+    Conflict,
+}
+
+/// One page of an account's ledger, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntriesPage {
+    pub items: Vec<Entry>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("cursor is not one this service returned")]
+    InvalidCursor,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Only an operation not yet applied or rejected may be written: the idempotency guard.
+const STILL_PENDING: &str = "attribute_not_exists(pk) OR #status = :pending";
+
+fn to_item<T: Serialize>(value: &T) -> Item {
+    serde_dynamo::to_item(value).expect("Tally's own types always convert to items")
+}
+
+fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item.clone()).map_err(|e| corrupt(&item, e.to_string()))
+}
+
+fn with_key(mut item: Item, pk: String, sk: String) -> Item {
+    item.insert(PK.to_owned(), s(pk));
+    item.insert(SK.to_owned(), s(sk));
+    item
+}
+
+fn operation_item(record: &OperationRecord) -> Item {
+    with_key(
+        to_item(record),
+        keys::account_pk(&record.caller),
+        keys::operation_sk(&record.operation_id),
+    )
+}
+
+fn entry_item(user: &UserId, entry: &Entry) -> Item {
+    let mut item = with_key(
+        to_item(entry),
+        keys::account_pk(user),
+        keys::entry_sk(entry.seq),
+    );
+    item.insert("user_id".to_owned(), s(user.as_str()));
+    item
+}
+
+fn account_item(user: &UserId, account: &Account) -> Item {
+    let lots: HashMap<String, AttributeValue> = account
+        .lots
+        .iter()
+        .map(|(expiry, amount)| (expiry.key(), n(amount)))
+        .collect();
+    Item::from([
+        (PK.to_owned(), s(keys::account_pk(user))),
+        (SK.to_owned(), s(keys::ACCOUNT_SK)),
+        ("user_id".to_owned(), s(user.as_str())),
+        ("balance".to_owned(), n(account.balance)),
+        ("seq".to_owned(), n(account.seq)),
+        ("lots".to_owned(), AttributeValue::M(lots)),
+        // Marks the account changed for the next ledger audit.
+        (GSI1_PK.to_owned(), s(keys::dirty_account_gsi1pk(user))),
+        (GSI1_SK.to_owned(), s(user.as_str())),
+    ])
+}
+
+fn account_from_item(item: &Item) -> Result<Account, StoreError> {
+    let number = |name: &str| {
+        get_i64(item, name)
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| corrupt(item, format!("{name} is not a non-negative number")))
+    };
+    let mut lots = BTreeMap::new();
+    if let Some(AttributeValue::M(stored)) = item.get("lots") {
+        for (key, value) in stored {
+            let expiry =
+                Expiry::from_key(key).ok_or_else(|| corrupt(item, format!("bad lot {key}")))?;
+            let amount = value
+                .as_n()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| corrupt(item, format!("bad lot amount at {key}")))?;
+            lots.insert(expiry, amount);
+        }
+    }
+    Ok(Account {
+        balance: number("balance")?,
+        seq: number("seq")?,
+        lots,
+    })
+}
+
+fn pending_guard(
+    put: aws_sdk_dynamodb::types::builders::PutBuilder,
+) -> aws_sdk_dynamodb::types::builders::PutBuilder {
+    put.condition_expression(STILL_PENDING)
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":pending", s("pending"))
+}
+
+impl Store {
+    /// Records a newly accepted operation as pending, unless the caller already
+    /// used its key: then returns what that key holds. One conditional PutItem.
+    pub async fn record_operation(&self, op: &PointsOperation) -> Result<Recorded, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(operation_item(&OperationRecord::pending(op))))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Recorded::New),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item() {
+                        Some(item) => Ok(Recorded::Existing(from_item(item.clone())?)),
+                        None => Err(StoreError::Unavailable(
+                            "condition failed without returning the existing operation".into(),
+                        )),
+                    }
+                }
+                _ => Err(StoreError::from_sdk(err)),
+            },
+        }
+    }
+
+    /// Removes a pending record whose message never reached the queue, so the
+    /// operation counts as never accepted. Leaves applied or rejected ones alone.
+    pub async fn forget_pending_operation(
+        &self,
+        caller: &UserId,
+        operation_id: &OperationId,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::account_pk(caller)))
+            .key(SK, s(keys::operation_sk(operation_id)))
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(StoreError::from_sdk(err)),
+        }
+    }
+
+    /// The caller's operation with this id, if any.
+    pub async fn operation(
+        &self,
+        caller: &UserId,
+        operation_id: &OperationId,
+    ) -> Result<Option<OperationRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::account_pk(caller)))
+            .key(SK, s(keys::operation_sk(operation_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        output.item.map(from_item).transpose()
+    }
+
+    /// An account's current state (strongly consistent); empty if it never held points.
+    pub async fn account(&self, user: &UserId) -> Result<Account, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::account_pk(user)))
+            .key(SK, s(keys::ACCOUNT_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        output
+            .item
+            .as_ref()
+            .map_or(Ok(Account::default()), account_from_item)
+    }
+
+    /// Commits a planned operation: its record, every account change and every
+    /// entry, in one TransactWriteItems.
+    pub async fn commit_points(
+        &self,
+        op: &PointsOperation,
+        changes: &[AccountChange],
+    ) -> Result<Commit, StoreError> {
+        let mut record = OperationRecord::pending(op);
+        record.status = OperationStatus::Applied;
+        record.entry = changes.first().map(|c| c.entry.clone());
+        let mut items = vec![put(pending_guard(self.put(operation_item(&record))))];
+        for change in changes {
+            let account = self.put(account_item(&change.user, &change.after));
+            let account = if change.before.seq == 0 {
+                account.condition_expression("attribute_not_exists(pk)")
+            } else {
+                account
+                    .condition_expression("seq = :seq")
+                    .expression_attribute_values(":seq", n(change.before.seq))
+            };
+            items.push(put(account));
+            items.push(put(self
+                .put(entry_item(&change.user, &change.entry))
+                .condition_expression("attribute_not_exists(pk)")));
+        }
+        self.transact(items).await
+    }
+
+    /// Records a final rejection, unless the operation was already settled.
+    pub async fn reject_operation(
+        &self,
+        op: &PointsOperation,
+        reason: Rejection,
+    ) -> Result<Commit, StoreError> {
+        let mut record = OperationRecord::pending(op);
+        record.status = OperationStatus::Rejected;
+        record.reason = Some(reason);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(operation_item(&record)))
+            .condition_expression(STILL_PENDING)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Commit::Done),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Commit::AlreadyDone)
+            }
+            Err(err) => Err(StoreError::from_sdk(err)),
+        }
+    }
+
+    /// An account's ledger, newest first, `limit` entries at a time.
+    pub async fn history(
+        &self,
+        user: &UserId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<EntriesPage, HistoryError> {
+        let start = match cursor {
+            None => None,
+            Some(text) => {
+                let seq: u64 = decode_cursor(text).ok_or(HistoryError::InvalidCursor)?;
+                Some(Item::from([
+                    (PK.to_owned(), s(keys::account_pk(user))),
+                    (SK.to_owned(), s(keys::entry_sk(seq))),
+                ]))
+            }
+        };
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :entries)")
+            .expression_attribute_values(":pk", s(keys::account_pk(user)))
+            .expression_attribute_values(":entries", s(keys::ENTRY_SK_PREFIX))
+            .scan_index_forward(false)
+            .limit(limit as i32 + 1)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let mut items: Vec<Entry> = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<_, _>>()?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = match items.last() {
+            Some(last) if more => Some(encode_cursor(&last.seq)),
+            _ => None,
+        };
+        Ok(EntriesPage { items, next_cursor })
+    }
+
+    fn put(&self, item: Item) -> aws_sdk_dynamodb::types::builders::PutBuilder {
+        Put::builder().table_name(&self.table).set_item(Some(item))
+    }
+
+    /// Runs a transaction whose first item is the operation's idempotency guard.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Commit, StoreError> {
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(Commit::Done),
+            Err(err) => err,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(canceled)) =
+            err.as_service_error()
+        else {
+            return Err(StoreError::from_sdk(err));
+        };
+        let codes: Vec<&str> = canceled
+            .cancellation_reasons()
+            .iter()
+            .map(|reason| reason.code().unwrap_or("None"))
+            .collect();
+        match codes.as_slice() {
+            ["ConditionalCheckFailed", ..] => Ok(Commit::AlreadyDone),
+            rest if rest
+                .iter()
+                .any(|c| *c == "ConditionalCheckFailed" || *c == "TransactionConflict") =>
+            {
+                Ok(Commit::Conflict)
+            }
+            _ => Err(StoreError::from_sdk(err)),
+        }
+    }
+}
+
+fn put(builder: aws_sdk_dynamodb::types::builders::PutBuilder) -> TransactWriteItem {
+    TransactWriteItem::builder()
+        .put(builder.build().expect("table and item are set"))
+        .build()
+}
