@@ -14,7 +14,7 @@ case "${1:-}" in
   start)
     "$root/scripts/venv.sh"
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/emulator.log" 2>&1 &
+    "$root/.venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$state/emulator.log" 2>&1 &
     echo $! >"$state/emulator.pid"
     for _ in $(seq 1 100); do
       if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then

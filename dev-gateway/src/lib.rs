@@ -12,7 +12,7 @@ mod gateway;
 mod pump;
 
 pub use gateway::Gateway;
-pub use pump::{EventSourceMapping, PollResult};
+pub use pump::{EventSourceMapping, Fault, PollResult};
 
 use std::time::Duration;
 

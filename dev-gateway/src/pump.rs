@@ -24,6 +24,14 @@ pub struct EventSourceMapping {
     batching_window: Duration,
 }
 
+/// A fault to inject into one poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// The process dies after the worker returned, before any message is deleted.
+    CrashBeforeDelete,
+}
+
 /// What one poll did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PollResult {
@@ -55,6 +63,15 @@ impl EventSourceMapping {
     /// Receives one batch (up to the batch size, within the batching window),
     /// invokes the worker with it, and deletes the messages it did not report failed.
     pub async fn poll_once(&self, worker: &Worker) -> Result<PollResult, QueueError> {
+        self.poll_once_with(worker, Fault::None).await
+    }
+
+    /// [`poll_once`](Self::poll_once) with an injected fault, for tests.
+    pub async fn poll_once_with(
+        &self,
+        worker: &Worker,
+        fault: Fault,
+    ) -> Result<PollResult, QueueError> {
         let mut records = Vec::new();
         let deadline = Instant::now() + self.batching_window;
         while records.len() < self.batch_size {
@@ -100,6 +117,14 @@ impl EventSourceMapping {
                 });
             }
         };
+        if fault == Fault::CrashBeforeDelete {
+            // The worker did its writes, but nothing is deleted: SQS redelivers the
+            // whole batch once the visibility timeout passes.
+            return Ok(PollResult {
+                received,
+                failed: received,
+            });
+        }
         let done: Vec<String> = records
             .into_iter()
             .filter(|r| !failed.iter().any(|id| Some(id) == r.message_id.as_ref()))

@@ -96,12 +96,12 @@ impl TestApp {
         if let Some(user) = user {
             request = request.header("x-dev-user", user);
         }
-        let response = self
-            .gateway
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    /// Sends any request through the dev gateway; answers the status and the JSON body.
+    pub async fn send(&self, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = self.gateway.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let content_type = response
             .headers()
@@ -146,4 +146,116 @@ pub fn sqs_record(message_id: &str, body: &str) -> SqsMessage {
     message.body = Some(body.to_owned());
     message.event_source = Some("aws:sqs".to_owned());
     message
+}
+
+/// A JSON request through the dev gateway, with optional scopes and `Idempotency-Key`.
+pub struct Call<'a> {
+    pub user: Option<&'a str>,
+    pub scopes: Option<&'a str>,
+    pub method: Method,
+    pub uri: &'a str,
+    pub key: Option<&'a str>,
+    pub body: Option<serde_json::Value>,
+}
+
+impl TestApp {
+    pub async fn request(&self, call: Call<'_>) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder().method(call.method).uri(call.uri);
+        if let Some(user) = call.user {
+            request = request.header("x-dev-user", user);
+        }
+        if let Some(scopes) = call.scopes {
+            request = request.header("x-dev-scopes", scopes);
+        }
+        if let Some(key) = call.key {
+            request = request.header("idempotency-key", key);
+        }
+        let body = match call.body {
+            Some(json) => Body::from(json.to_string()),
+            None => Body::empty(),
+        };
+        self.send(
+            request
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// `POST` a points write as `user`.
+    pub async fn write(
+        &self,
+        user: &str,
+        uri: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let scopes = uri
+            .starts_with("/v1/points/grants")
+            .then_some("points:admin");
+        self.request(Call {
+            user: Some(user),
+            scopes,
+            method: Method::POST,
+            uri,
+            key: Some(key),
+            body: Some(body),
+        })
+        .await
+    }
+
+    pub async fn get(&self, user: &str, uri: &str) -> serde_json::Value {
+        let (status, body) = self.call(Some(user), Method::GET, uri).await;
+        assert_eq!(status, StatusCode::OK, "GET {uri}: {body}");
+        body
+    }
+
+    /// Reads an account's whole ledger, checks that it chains (gapless `seq`,
+    /// each `balance_before` equal to the previous `balance_after`, entries summing
+    /// to the balance) and returns its entries oldest first.
+    pub async fn audited_ledger(&self, user: &str) -> Vec<shared::domain::points::Entry> {
+        let id = shared::domain::ids::UserId::parse(user).unwrap();
+        let mut entries = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store()
+                .history(&id, 100, cursor.as_deref())
+                .await
+                .unwrap();
+            entries.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        entries.reverse();
+        let mut balance = 0u64;
+        for (i, entry) in entries.iter().enumerate() {
+            assert_eq!(entry.seq, i as u64 + 1, "{user}: seq gap at {entry:?}");
+            assert_eq!(
+                entry.balance_before, balance,
+                "{user}: broken chain at {entry:?}"
+            );
+            assert_eq!(
+                entry.balance_after as i64,
+                balance as i64 + entry.amount,
+                "{user}: {entry:?}"
+            );
+            balance = entry.balance_after;
+        }
+        let account = self.store().account(&id).await.unwrap();
+        assert_eq!(
+            account.balance, balance,
+            "{user}: balance is not the sum of entries"
+        );
+        assert_eq!(account.seq, entries.len() as u64);
+        assert_eq!(
+            account.lots.values().sum::<u64>(),
+            balance,
+            "{user}: lots do not sum to the balance"
+        );
+        entries
+    }
 }

@@ -32,8 +32,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
+        let unknown_field = err.inner().to_string().starts_with("unknown field");
         let code = match path.as_str() {
-            "user_id" | "to_user_id" => "invalid_user_id",
+            "user_id" | "to_user_id" if !unknown_field => "invalid_user_id",
             _ => "invalid_body",
         };
         let detail = if path == "." {

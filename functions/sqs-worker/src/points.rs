@@ -6,6 +6,7 @@
 //! group are reported failed too, so SQS redelivers them in order.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use shared::domain::ids::UserId;
@@ -36,7 +37,12 @@ pub async fn apply(
     types: &PointTypes,
     op: &PointsOperation,
 ) -> Result<PointsOutcome, StoreError> {
-    for _ in 0..MAX_CONFLICTS {
+    for attempt in 0..MAX_CONFLICTS {
+        if attempt > 0 {
+            // Jittered backoff, so writers contending for one account spread out.
+            let ceiling_ms = 5u64 << attempt.min(6);
+            tokio::time::sleep(Duration::from_millis(rand::random_range(0..ceiling_ms))).await;
+        }
         let mut accounts = HashMap::new();
         for user in op.request.accounts(&op.caller) {
             accounts.insert(user.clone(), store.account(user).await?);

@@ -68,7 +68,7 @@ pub enum Recorded {
     /// The key was unused: the operation is now pending.
     New,
     /// The caller used this key before; here is what it holds.
-    Existing(OperationRecord),
+    Existing(Box<OperationRecord>),
 }
 
 /// What committing an operation did.
@@ -202,7 +202,7 @@ impl Store {
             Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
                     match failed.item() {
-                        Some(item) => Ok(Recorded::Existing(from_item(item.clone())?)),
+                        Some(item) => Ok(Recorded::Existing(Box::new(from_item(item.clone())?))),
                         None => Err(StoreError::Unavailable(
                             "condition failed without returning the existing operation".into(),
                         )),
