@@ -12,6 +12,7 @@ fn the_template_deploys_the_event_source_mapping_the_dev_gateway_plays() {
     let template = template();
     for expected in [
         format!("BatchSize: {}", mapping::BATCH_SIZE),
+        format!("BatchSize: {}", mapping::POINTS_BATCH_SIZE),
         format!(
             "MaximumBatchingWindowInSeconds: {}",
             mapping::BATCHING_WINDOW.as_secs()
@@ -35,7 +36,11 @@ fn the_template_deploys_the_event_source_mapping_the_dev_gateway_plays() {
 #[test]
 fn the_template_sets_every_environment_variable_the_functions_read() {
     let template = template();
-    for name in [shared::config::TABLE_NAME, shared::config::LIKES_QUEUE_URL] {
+    for name in [
+        shared::config::TABLE_NAME,
+        shared::config::LIKES_QUEUE_URL,
+        shared::config::POINTS_QUEUE_URL,
+    ] {
         assert!(template.contains(name), "template.yaml does not set {name}");
     }
 }
