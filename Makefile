@@ -1,5 +1,5 @@
 # The README's two commands are `make dev` and `make test`.
-.PHONY: dev test test-rust lint-template lint build
+.PHONY: dev test test-rust lint-template lint build reconcile
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
@@ -22,3 +22,7 @@ lint:
 
 build:
 	cargo build --workspace
+
+# One reconcile run now, against the `make dev` stack; prints the report.
+reconcile:
+	@curl -fsS -X POST http://127.0.0.1:3000/_dev/reconcile && echo

@@ -1,8 +1,18 @@
 //! `make dev`: the whole of Tally on one machine, against the emulator at
 //! `AWS_ENDPOINT_URL`. Serves the HTTP API on `TALLY_DEV_ADDR` (default
-//! 127.0.0.1:3000) and pumps the queue into the worker until Ctrl-C.
+//! 127.0.0.1:3000), pumps the queues into the worker, and runs reconcile every
+//! `TALLY_RECONCILE_INTERVAL_SECS` (default 60) until Ctrl-C.
+//! `POST /_dev/reconcile` (what `make reconcile` calls) runs it once and
+//! answers the report.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use shared::http::Problem;
+use time::OffsetDateTime;
 
 use dev_gateway::LocalStack;
 use shared::queue::mapping;
@@ -36,15 +46,42 @@ async fn main() -> Result<(), Error> {
         tokio::spawn(mapping.run(worker.clone()));
     }
 
+    let reconciler = reconcile::Reconciler::new(stack.store.clone());
+    let every = Duration::from_secs(env_or("TALLY_RECONCILE_INTERVAL_SECS", "60").parse()?);
+    tokio::spawn(reconcile_every(reconciler.clone(), every));
+    let dev_routes = Router::new().route(
+        "/_dev/reconcile",
+        post(move || {
+            let reconciler = reconciler.clone();
+            async move {
+                match reconciler.run(OffsetDateTime::now_utc()).await {
+                    Ok(report) => Json(report).into_response(),
+                    Err(err) => Problem::unavailable(&err).into_response(),
+                }
+            }
+        }),
+    );
+
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, table = names.table, "Tally dev gateway listening");
-    axum::serve(listener, stack.gateway().router())
+    axum::serve(listener, dev_routes.merge(stack.gateway().router()))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
         })
         .await?;
     Ok(())
+}
+
+/// Plays the EventBridge schedule: one run per interval, the report in the log.
+async fn reconcile_every(reconciler: reconcile::Reconciler, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        // A failed run has logged why; the next tick resumes.
+        let _ = reconciler.run(OffsetDateTime::now_utc()).await;
+    }
 }
 
 fn env_or(name: &str, default: &str) -> String {

@@ -10,5 +10,6 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod message;
+pub mod metrics;
 pub mod queue;
 pub mod store;

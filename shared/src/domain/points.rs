@@ -306,6 +306,11 @@ impl Account {
         Ok(taken)
     }
 
+    /// When the soonest lot expires, if any lot expires at all.
+    pub fn next_expiry(&self) -> Option<OffsetDateTime> {
+        self.expiring().next().map(|(at, _)| at)
+    }
+
     /// The lots that expire, soonest first (points that never expire are left out).
     pub fn expiring(&self) -> impl Iterator<Item = (OffsetDateTime, u64)> + '_ {
         self.lots
@@ -325,11 +330,26 @@ struct EntryDraft<'a> {
     description: Option<&'a String>,
 }
 
+/// Which operation an entry belongs to, and when it was made.
+struct Origin<'a> {
+    operation_id: &'a OperationId,
+    at: OffsetDateTime,
+}
+
+impl<'a> From<&'a PointsOperation> for Origin<'a> {
+    fn from(op: &'a PointsOperation) -> Self {
+        Origin {
+            operation_id: &op.operation_id,
+            at: op.accepted_at,
+        }
+    }
+}
+
 fn change(
     user: &UserId,
     before: &Account,
     after: Account,
-    op: &PointsOperation,
+    origin: Origin<'_>,
     draft: EntryDraft<'_>,
 ) -> AccountChange {
     let entry = Entry {
@@ -338,11 +358,11 @@ fn change(
         amount: draft.amount,
         balance_before: before.balance,
         balance_after: after.balance,
-        operation_id: op.operation_id.clone(),
+        operation_id: origin.operation_id.clone(),
         point_type: draft.point_type.map(str::to_owned),
         counterparty: draft.counterparty.cloned(),
         description: draft.description.cloned(),
-        created_at: timestamp::format(op.accepted_at),
+        created_at: timestamp::format(origin.at),
     };
     AccountChange {
         user: user.clone(),
@@ -381,7 +401,7 @@ pub fn plan(
                 user_id,
                 &before,
                 after,
-                op,
+                op.into(),
                 EntryDraft {
                     kind: EntryKind::Grant,
                     amount: amount.get() as i64,
@@ -402,7 +422,7 @@ pub fn plan(
                 &op.caller,
                 &before,
                 after,
-                op,
+                op.into(),
                 EntryDraft {
                     kind: EntryKind::Spend,
                     amount: -(amount.get() as i64),
@@ -428,7 +448,7 @@ pub fn plan(
                     &op.caller,
                     &sender_before,
                     sender_after,
-                    op,
+                    op.into(),
                     EntryDraft {
                         kind: EntryKind::TransferOut,
                         amount: -(amount.get() as i64),
@@ -441,7 +461,7 @@ pub fn plan(
                     to_user_id,
                     &receiver_before,
                     receiver_after,
-                    op,
+                    op.into(),
                     EntryDraft {
                         kind: EntryKind::TransferIn,
                         amount: amount.get() as i64,
@@ -453,6 +473,132 @@ pub fn plan(
             ])
         }
     }
+}
+
+/// Expires every lot of the account that is due at `now`: one `expire` entry
+/// taking them all, or `None` when nothing is due. The entry's operation id names
+/// the latest expiry it covers, so the same lots always give the same id.
+pub fn expire_due(user: &UserId, account: &Account, now: OffsetDateTime) -> Option<AccountChange> {
+    let due: Vec<(OffsetDateTime, u64)> = account
+        .expiring()
+        .take_while(|(at, _)| *at <= now)
+        .collect();
+    let (latest, _) = *due.last()?;
+    let total: u64 = due.iter().map(|(_, amount)| amount).sum();
+    let mut after = account.clone();
+    for (at, _) in &due {
+        after.lots.remove(&Expiry::At(*at));
+    }
+    after.balance = account.balance.saturating_sub(total);
+    let lots: Vec<String> = due
+        .iter()
+        .map(|(at, amount)| format!("{amount} from {}", timestamp::format(*at)))
+        .collect();
+    let operation_id = OperationId::parse(format!("expire:{}", timestamp::format(latest)))
+        .expect("a fixed-format timestamp is a valid identifier");
+    let origin = Origin {
+        operation_id: &operation_id,
+        at: now,
+    };
+    Some(change(
+        user,
+        account,
+        after,
+        origin,
+        EntryDraft {
+            kind: EntryKind::Expire,
+            amount: -(total as i64),
+            point_type: None,
+            counterparty: None,
+            description: Some(&format!("expired: {}", lots.join(", "))),
+        },
+    ))
+}
+
+/// Something wrong with an account's ledger, found by [`audit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "finding", rename_all = "snake_case")]
+pub enum Finding {
+    /// Entry `seq` values skip or repeat.
+    SeqGap { expected: u64, found: u64 },
+    /// An entry's `balance_before` is not the previous entry's `balance_after`.
+    BrokenChain {
+        seq: u64,
+        balance_before: u64,
+        previous_balance_after: u64,
+    },
+    /// An entry's `amount` is not `balance_after - balance_before`.
+    AmountMismatch {
+        seq: u64,
+        amount: i64,
+        balance_before: u64,
+        balance_after: u64,
+    },
+    /// The account's balance is not the sum of its entries.
+    BalanceMismatch { balance: u64, sum_of_entries: i64 },
+    /// The account's `seq` is not the newest entry's.
+    SeqMismatch {
+        account_seq: u64,
+        newest_entry_seq: u64,
+    },
+    /// The account's lots do not add up to its balance.
+    LotsMismatch { balance: u64, sum_of_lots: u64 },
+}
+
+/// Checks an account against its entries (oldest first): `seq` gapless from 1,
+/// each `balance_before` the previous `balance_after`, each amount the difference,
+/// and the balance, `seq` and lots agreeing with the newest entry.
+pub fn audit(account: &Account, entries: &[Entry]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut previous_after = 0u64;
+    let mut sum = 0i64;
+    for (i, entry) in entries.iter().enumerate() {
+        let expected = i as u64 + 1;
+        if entry.seq != expected {
+            findings.push(Finding::SeqGap {
+                expected,
+                found: entry.seq,
+            });
+        }
+        if entry.balance_before != previous_after {
+            findings.push(Finding::BrokenChain {
+                seq: entry.seq,
+                balance_before: entry.balance_before,
+                previous_balance_after: previous_after,
+            });
+        }
+        if entry.balance_after as i64 - entry.balance_before as i64 != entry.amount {
+            findings.push(Finding::AmountMismatch {
+                seq: entry.seq,
+                amount: entry.amount,
+                balance_before: entry.balance_before,
+                balance_after: entry.balance_after,
+            });
+        }
+        previous_after = entry.balance_after;
+        sum += entry.amount;
+    }
+    if sum != account.balance as i64 {
+        findings.push(Finding::BalanceMismatch {
+            balance: account.balance,
+            sum_of_entries: sum,
+        });
+    }
+    let newest_entry_seq = entries.last().map_or(0, |e| e.seq);
+    if account.seq != newest_entry_seq {
+        findings.push(Finding::SeqMismatch {
+            account_seq: account.seq,
+            newest_entry_seq,
+        });
+    }
+    let sum_of_lots: u64 = account.lots.values().sum();
+    if sum_of_lots != account.balance {
+        findings.push(Finding::LotsMismatch {
+            balance: account.balance,
+            sum_of_lots,
+        });
+    }
+    findings
 }
 
 #[cfg(test)]
@@ -623,6 +769,114 @@ mod tests {
         assert_eq!(bob.lots[&Expiry::after(t, Some(Duration::days(30)))], 30);
         assert_eq!(bob.lots[&Expiry::Never], 10);
         assert_eq!(accounts[&user("alice")].balance + bob.balance, 60);
+    }
+
+    #[test]
+    fn due_lots_expire_as_one_entry_and_later_lots_stay() {
+        let t = datetime!(2026-11-21 05:30 UTC);
+        let mut accounts = HashMap::new();
+        apply(
+            &mut accounts,
+            &op("admin", grant("alice", 30, "sign_in"), t),
+        )
+        .unwrap();
+        apply(
+            &mut accounts,
+            &op(
+                "admin",
+                grant("alice", 40, "sign_in"),
+                t + Duration::days(2),
+            ),
+        )
+        .unwrap();
+        apply(&mut accounts, &op("admin", grant("alice", 50, "bonus"), t)).unwrap();
+        apply(&mut accounts, &op("alice", spend(10), t)).unwrap();
+        let alice = accounts[&user("alice")].clone();
+        assert_eq!(
+            expire_due(&user("alice"), &alice, t + Duration::days(30)),
+            None,
+            "nothing due yet"
+        );
+        let change = expire_due(&user("alice"), &alice, t + Duration::days(31)).unwrap();
+        assert_eq!(change.entry.kind, EntryKind::Expire);
+        assert_eq!((change.entry.amount, change.entry.seq), (-20, 5));
+        assert_eq!((change.after.balance, change.after.seq), (90, 5));
+        assert_eq!(
+            change.after.next_expiry(),
+            Some(datetime!(2026-12-24 00:00 UTC))
+        );
+        assert_eq!(
+            audit(&change.after, &[]).len(),
+            2,
+            "an empty ledger cannot explain a balance"
+        );
+        let all = expire_due(&user("alice"), &change.after, t + Duration::days(400)).unwrap();
+        assert_eq!((all.after.balance, all.entry.amount), (50, -40));
+        assert_eq!(all.after.next_expiry(), None);
+    }
+
+    #[test]
+    fn the_audit_accepts_a_consistent_ledger_and_names_each_inconsistency() {
+        let t = datetime!(2026-11-21 05:30 UTC);
+        let mut accounts = HashMap::new();
+        let mut entries = Vec::new();
+        for (caller, request) in [
+            ("admin", grant("alice", 100, "bonus")),
+            ("alice", spend(30)),
+            ("alice", spend(20)),
+        ] {
+            entries.push(
+                apply(&mut accounts, &op(caller, request, t))
+                    .unwrap()
+                    .remove(0)
+                    .entry,
+            );
+        }
+        let alice = accounts[&user("alice")].clone();
+        assert_eq!(audit(&alice, &entries), vec![]);
+
+        let mut tampered = entries.clone();
+        tampered[1].amount = -25;
+        tampered[1].balance_after = 75;
+        let findings = audit(&alice, &tampered);
+        assert!(
+            findings.contains(&Finding::BrokenChain {
+                seq: 3,
+                balance_before: 70,
+                previous_balance_after: 75
+            }),
+            "{findings:?}"
+        );
+        assert!(
+            findings.contains(&Finding::BalanceMismatch {
+                balance: 50,
+                sum_of_entries: 55
+            }),
+            "{findings:?}"
+        );
+
+        let edited = Account {
+            balance: 500,
+            ..alice.clone()
+        };
+        let findings = audit(&edited, &entries);
+        assert!(findings.contains(&Finding::BalanceMismatch {
+            balance: 500,
+            sum_of_entries: 50
+        }));
+        assert!(findings.contains(&Finding::LotsMismatch {
+            balance: 500,
+            sum_of_lots: 50
+        }));
+
+        let findings = audit(&alice, &[entries[0].clone(), entries[2].clone()]);
+        assert!(
+            findings.contains(&Finding::SeqGap {
+                expected: 2,
+                found: 3
+            }),
+            "{findings:?}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | like register of (user, post) | `POST#{post}#LIKES#{n}` | `USER#{user}` | `USER#{user}#LIKES` / `{liked_at}#{post}` while liked |
 //! | like counter of a post | `POST#{post}` | `COUNT` | `DIRTY#POSTS#{m}` / `{post}` until reconciled |
-//! | points account (balance, seq, lots) | `ACCOUNT#{user}` | `STATE` | `DIRTY#ACCOUNTS#{m}` / `{user}` until audited |
+//! | points account (balance, seq, lots) | `ACCOUNT#{user}` | `STATE` | `DIRTY#ACCOUNTS#{m}` / `{user}` until audited; `gsi2`: `EXPIRY#{m}` / `{soonest expiry}#{user}` |
 //! | ledger entry | `ACCOUNT#{user}` | `ENTRY#{seq:020}` | |
 //! | points operation (status, request) | `ACCOUNT#{caller}` | `OPERATION#{operation_id}` | |
 //!
@@ -16,6 +16,9 @@
 //!   carry the attributes) and "posts changed since the last reconcile" (every
 //!   counter or account write sets them; reconcile removes them). It projects
 //!   keys only, so rewriting a counter or balance never writes to the index.
+//! - `gsi2` (keys only, sparse) finds accounts whose soonest lot expiry has
+//!   passed; it is written only when an account's soonest expiry changes.
+//! - Reconcile keeps its own state in `RECONCILE` / `STATE`.
 
 use crate::domain::ids::{OperationId, PostId, UserId};
 
@@ -24,6 +27,9 @@ pub const SK: &str = "sk";
 pub const GSI1: &str = "gsi1";
 pub const GSI1_PK: &str = "gsi1pk";
 pub const GSI1_SK: &str = "gsi1sk";
+pub const GSI2: &str = "gsi2";
+pub const GSI2_PK: &str = "gsi2pk";
+pub const GSI2_SK: &str = "gsi2sk";
 /// TTL attribute (epoch seconds): DynamoDB deletes the item some time after it passes.
 pub const EXPIRES_AT: &str = "expires_at";
 
@@ -86,6 +92,21 @@ pub const ENTRY_SK_PREFIX: &str = "ENTRY#";
 pub fn operation_sk(operation_id: &OperationId) -> String {
     format!("OPERATION#{operation_id}")
 }
+
+pub fn expiry_gsi2pk(user: &UserId) -> String {
+    expiry_partition_gsi2pk(stable_bucket(user.as_str(), DIRTY_PARTITIONS))
+}
+
+pub fn expiry_partition_gsi2pk(partition: u32) -> String {
+    format!("EXPIRY#{partition}")
+}
+
+pub fn dirty_accounts_partition_gsi1pk(partition: u32) -> String {
+    format!("DIRTY#ACCOUNTS#{partition}")
+}
+
+pub const RECONCILE_PK: &str = "RECONCILE";
+pub const RECONCILE_SK: &str = "STATE";
 
 pub fn dirty_account_gsi1pk(user: &UserId) -> String {
     format!(

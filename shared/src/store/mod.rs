@@ -6,6 +6,7 @@
 pub mod keys;
 pub mod likes;
 pub mod points;
+pub mod reconcile;
 pub mod schema;
 
 use std::collections::HashMap;

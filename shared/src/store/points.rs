@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::keys::{self, GSI1_PK, GSI1_SK, PK, SK};
+use super::keys::{self, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK, PK, SK};
 use super::{Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, n, s};
 use crate::domain::ids::{OperationId, UserId};
 use crate::domain::points::{
@@ -137,7 +137,7 @@ fn account_item(user: &UserId, account: &Account) -> Item {
         .iter()
         .map(|(expiry, amount)| (expiry.key(), n(amount)))
         .collect();
-    Item::from([
+    let mut item = Item::from([
         (PK.to_owned(), s(keys::account_pk(user))),
         (SK.to_owned(), s(keys::ACCOUNT_SK)),
         ("user_id".to_owned(), s(user.as_str())),
@@ -147,7 +147,16 @@ fn account_item(user: &UserId, account: &Account) -> Item {
         // Marks the account changed for the next ledger audit.
         (GSI1_PK.to_owned(), s(keys::dirty_account_gsi1pk(user))),
         (GSI1_SK.to_owned(), s(user.as_str())),
-    ])
+    ]);
+    // Lists the account under its soonest expiry, for the expiry run.
+    if let Some(next) = account.next_expiry() {
+        item.insert(GSI2_PK.to_owned(), s(keys::expiry_gsi2pk(user)));
+        item.insert(
+            GSI2_SK.to_owned(),
+            s(format!("{}#{user}", timestamp::format(next))),
+        );
+    }
+    item
 }
 
 fn account_from_item(item: &Item) -> Result<Account, StoreError> {
@@ -291,7 +300,29 @@ impl Store {
         let mut record = OperationRecord::pending(op);
         record.status = OperationStatus::Applied;
         record.entry = changes.first().map(|c| c.entry.clone());
-        let mut items = vec![put(pending_guard(self.put(operation_item(&record))))];
+        let guard = put(pending_guard(self.put(operation_item(&record))));
+        self.commit(Some(guard), changes).await
+    }
+
+    /// Commits an account change made by Tally itself (point expiry): the account
+    /// and its new entry, in one transaction. Its `seq` condition makes a rerun
+    /// after an interruption find the lots already gone, so nothing expires twice.
+    pub async fn commit_account_change(
+        &self,
+        change: &AccountChange,
+    ) -> Result<Commit, StoreError> {
+        self.commit(None, std::slice::from_ref(change)).await
+    }
+
+    /// Writes the guard (if any), each account on the condition that its `seq` is
+    /// still the one planned against, and each entry, in one TransactWriteItems.
+    async fn commit(
+        &self,
+        guard: Option<TransactWriteItem>,
+        changes: &[AccountChange],
+    ) -> Result<Commit, StoreError> {
+        let guarded = guard.is_some();
+        let mut items: Vec<TransactWriteItem> = guard.into_iter().collect();
         for change in changes {
             let account = self.put(account_item(&change.user, &change.after));
             let account = if change.before.seq == 0 {
@@ -306,7 +337,7 @@ impl Store {
                 .put(entry_item(&change.user, &change.entry))
                 .condition_expression("attribute_not_exists(pk)")));
         }
-        self.transact(items).await
+        self.transact(items, guarded).await
     }
 
     /// Records a final rejection, unless the operation was already settled.
@@ -390,8 +421,12 @@ impl Store {
         Put::builder().table_name(&self.table).set_item(Some(item))
     }
 
-    /// Runs a transaction whose first item is the operation's idempotency guard.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Commit, StoreError> {
+    /// Runs a transaction; when `guarded`, its first item is the operation's idempotency guard.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+        guarded: bool,
+    ) -> Result<Commit, StoreError> {
         let result = self
             .client
             .transact_write_items()
@@ -413,7 +448,7 @@ impl Store {
             .map(|reason| reason.code().unwrap_or("None"))
             .collect();
         match codes.as_slice() {
-            ["ConditionalCheckFailed", ..] => Ok(Commit::AlreadyDone),
+            ["ConditionalCheckFailed", ..] if guarded => Ok(Commit::AlreadyDone),
             rest if rest
                 .iter()
                 .any(|c| *c == "ConditionalCheckFailed" || *c == "TransactionConflict") =>

@@ -7,11 +7,11 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
-use super::keys::{EXPIRES_AT, GSI1, GSI1_PK, GSI1_SK, PK, SK};
+use super::keys::{EXPIRES_AT, GSI1, GSI1_PK, GSI1_SK, GSI2, GSI2_PK, GSI2_SK, PK, SK};
 use super::{Store, StoreError};
 
 impl Store {
-    /// Creates the table (on-demand, `gsi1`, TTL on `expires_at`) unless it exists.
+    /// Creates the table (on-demand, `gsi1`, `gsi2`, TTL on `expires_at`) unless it exists.
     pub async fn create_table_if_missing(&self) -> Result<(), StoreError> {
         let attribute = |name: &str| {
             AttributeDefinition::builder()
@@ -27,17 +27,21 @@ impl Store {
                 .build()
                 .expect("name and type are set")
         };
-        let gsi1 = GlobalSecondaryIndex::builder()
-            .index_name(GSI1)
-            .key_schema(key(GSI1_PK, KeyType::Hash))
-            .key_schema(key(GSI1_SK, KeyType::Range))
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build()
-            .expect("index name, keys and projection are set");
+        // Both indexes project keys only: rewriting a counter, register or
+        // balance then writes to an index only when its index keys change.
+        let index = |name: &str, pk: &str, sk: &str| {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(pk, KeyType::Hash))
+                .key_schema(key(sk, KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .expect("index name, keys and projection are set")
+        };
         let created = self
             .client
             .create_table()
@@ -47,9 +51,12 @@ impl Store {
             .attribute_definitions(attribute(SK))
             .attribute_definitions(attribute(GSI1_PK))
             .attribute_definitions(attribute(GSI1_SK))
+            .attribute_definitions(attribute(GSI2_PK))
+            .attribute_definitions(attribute(GSI2_SK))
             .key_schema(key(PK, KeyType::Hash))
             .key_schema(key(SK, KeyType::Range))
-            .global_secondary_indexes(gsi1)
+            .global_secondary_indexes(index(GSI1, GSI1_PK, GSI1_SK))
+            .global_secondary_indexes(index(GSI2, GSI2_PK, GSI2_SK))
             .send()
             .await;
         match created {

@@ -1,0 +1,378 @@
+//! What reconcile reads and writes: changed posts and accounts, true like
+//! counts, ledgers, accounts with points due to expire, and its own state.
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::keys::{self, GSI1, GSI2, PK, SK};
+use super::{
+    Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n, required_s,
+    s,
+};
+use crate::domain::ids::{PostId, UserId};
+use crate::domain::points::Entry;
+use crate::domain::timestamp;
+
+/// A counter as reconcile read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    pub count: i64,
+    /// Bumped by every counter write; `None` when the counter item is missing.
+    pub revision: Option<i64>,
+}
+
+/// Reconcile's own bookkeeping, kept in the table between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileState {
+    /// Where the background sweep of the whole table continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<String>,
+}
+
+/// What one page of the background sweep found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepPage {
+    pub posts: Vec<PostId>,
+    pub accounts: Vec<UserId>,
+    /// Where the next page starts; `None` when the sweep reached the end and starts over.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SweepCursor {
+    p: String,
+    s: String,
+}
+
+impl Store {
+    /// Posts whose counter was written since reconcile last settled it.
+    pub async fn changed_posts(&self) -> Result<Vec<PostId>, StoreError> {
+        let mut posts = Vec::new();
+        for partition in 0..keys::DIRTY_PARTITIONS {
+            for sort_key in self
+                .gsi1_sort_keys(keys::dirty_partition_gsi1pk(partition))
+                .await?
+            {
+                posts.push(PostId::parse(&sort_key).map_err(|e| StoreError::Corrupt {
+                    key: format!("gsi1 {sort_key}"),
+                    problem: e.to_string(),
+                })?);
+            }
+        }
+        Ok(posts)
+    }
+
+    /// Accounts written since their ledger was last audited clean.
+    pub async fn changed_accounts(&self) -> Result<Vec<UserId>, StoreError> {
+        let mut users = Vec::new();
+        for partition in 0..keys::DIRTY_PARTITIONS {
+            for sort_key in self
+                .gsi1_sort_keys(keys::dirty_accounts_partition_gsi1pk(partition))
+                .await?
+            {
+                users.push(UserId::parse(&sort_key).map_err(|e| StoreError::Corrupt {
+                    key: format!("gsi1 {sort_key}"),
+                    problem: e.to_string(),
+                })?);
+            }
+        }
+        Ok(users)
+    }
+
+    async fn gsi1_sort_keys(&self, gsi1pk: String) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression("gsi1pk = :pk")
+                .expression_attribute_values(":pk", s(gsi1pk.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for item in output.items.unwrap_or_default() {
+                found.push(required_s(&item, keys::GSI1_SK)?.to_owned());
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// The counter of a post, read strongly consistently.
+    pub async fn counter_snapshot(&self, post: &PostId) -> Result<CounterSnapshot, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::counter_pk(post)))
+            .key(SK, s(keys::COUNTER_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(match output.item {
+            None => CounterSnapshot {
+                count: 0,
+                revision: None,
+            },
+            Some(item) => CounterSnapshot {
+                count: get_i64(&item, "like_count").unwrap_or(0),
+                revision: Some(get_i64(&item, "revision").unwrap_or(0)),
+            },
+        })
+    }
+
+    /// The true number of users who like a post: its liked registers, counted
+    /// across every partition (strongly consistent).
+    pub async fn count_likes(&self, post: &PostId) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for partition in 0..keys::LIKE_PARTITIONS {
+            let mut start = None;
+            loop {
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .filter_expression("liked = :liked")
+                    .expression_attribute_values(":pk", s(keys::like_partition_pk(post, partition)))
+                    .expression_attribute_values(":liked", AttributeValue::Bool(true))
+                    .select(Select::Count)
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk)?;
+                total += output.count.max(0) as u64;
+                start = output.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Sets the counter to the true count and clears its "changed" mark, only if
+    /// no counter write happened since `seen` was read. `false` means the worker
+    /// wrote meanwhile: the post stays marked and the next run recounts it.
+    pub async fn settle_counter(
+        &self,
+        post: &PostId,
+        true_count: u64,
+        seen: CounterSnapshot,
+    ) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::counter_pk(post)))
+            .key(SK, s(keys::COUNTER_SK))
+            .update_expression(
+                "SET like_count = :count, post_id = :post ADD revision :one REMOVE gsi1pk, gsi1sk",
+            )
+            .expression_attribute_values(":count", n(true_count))
+            .expression_attribute_values(":post", s(post.as_str()))
+            .expression_attribute_values(":one", n(1));
+        let request = match seen.revision {
+            None => request.condition_expression("attribute_not_exists(pk)"),
+            Some(revision) => request
+                .condition_expression("revision = :revision")
+                .expression_attribute_values(":revision", n(revision)),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+                _ => Err(StoreError::from_sdk(err)),
+            },
+        }
+    }
+
+    /// One page of the background sweep: the posts and accounts that appear
+    /// among the next `limit` items of the table (keys only).
+    pub async fn sweep(&self, cursor: Option<&str>, limit: i32) -> Result<SweepPage, StoreError> {
+        let start = cursor
+            .and_then(decode_cursor::<SweepCursor>)
+            .map(|c| Item::from([(PK.to_owned(), s(c.p)), (SK.to_owned(), s(c.s))]));
+        let output = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .projection_expression("pk, sk")
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let mut page = SweepPage::default();
+        for item in output.items.unwrap_or_default() {
+            let pk = get_s(&item, PK).unwrap_or_default();
+            if let Some(rest) = pk.strip_prefix("POST#") {
+                let post = rest.split('#').next().unwrap_or_default();
+                let post = PostId::parse(post).map_err(|e| corrupt(&item, e.to_string()))?;
+                if !page.posts.contains(&post) {
+                    page.posts.push(post);
+                }
+            } else if let Some(user) = pk.strip_prefix("ACCOUNT#")
+                && get_s(&item, SK) == Some(keys::ACCOUNT_SK)
+            {
+                let user = UserId::parse(user).map_err(|e| corrupt(&item, e.to_string()))?;
+                page.accounts.push(user);
+            }
+        }
+        page.next_cursor = output.last_evaluated_key.map(|key| {
+            encode_cursor(&SweepCursor {
+                p: get_s(&key, PK).unwrap_or_default().to_owned(),
+                s: get_s(&key, SK).unwrap_or_default().to_owned(),
+            })
+        });
+        Ok(page)
+    }
+
+    /// An account's whole ledger, oldest first (strongly consistent).
+    pub async fn ledger(&self, user: &UserId) -> Result<Vec<Entry>, StoreError> {
+        let mut entries = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :entries)")
+                .expression_attribute_values(":pk", s(keys::account_pk(user)))
+                .expression_attribute_values(":entries", s(keys::ENTRY_SK_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for item in output.items.unwrap_or_default() {
+                entries.push(
+                    serde_dynamo::from_item(item.clone())
+                        .map_err(|e| corrupt(&item, e.to_string()))?,
+                );
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(entries);
+            }
+        }
+    }
+
+    /// Clears an account's "changed" mark after a clean audit, only if it is
+    /// still at the audited `seq` (else the next run audits it again).
+    pub async fn settle_account_audit(
+        &self,
+        user: &UserId,
+        audited_seq: u64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::account_pk(user)))
+            .key(SK, s(keys::ACCOUNT_SK))
+            .update_expression("REMOVE gsi1pk, gsi1sk")
+            .condition_expression("seq = :seq")
+            .expression_attribute_values(":seq", n(audited_seq))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+                _ => Err(StoreError::from_sdk(err)),
+            },
+        }
+    }
+
+    /// Up to `limit` accounts whose soonest lot expiry is at or before `now`.
+    pub async fn accounts_due_for_expiry(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError> {
+        // gsi2sk is `{expiry}#{user}`; '$' sorts just after '#', so this bound
+        // takes every expiry up to and including `now`.
+        let bound = format!("{}$", timestamp::format(now));
+        let mut users = Vec::new();
+        for partition in 0..keys::DIRTY_PARTITIONS {
+            let mut start = None;
+            loop {
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(GSI2)
+                    .key_condition_expression("gsi2pk = :pk AND gsi2sk < :bound")
+                    .expression_attribute_values(":pk", s(keys::expiry_partition_gsi2pk(partition)))
+                    .expression_attribute_values(":bound", s(bound.clone()))
+                    .limit((limit - users.len()).max(1) as i32)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk)?;
+                for item in output.items.unwrap_or_default() {
+                    let sort_key = required_s(&item, keys::GSI2_SK)?;
+                    let user = sort_key
+                        .split_once('#')
+                        .and_then(|(_, user)| UserId::parse(user).ok())
+                        .ok_or_else(|| corrupt(&item, "gsi2sk is not expiry#user"))?;
+                    users.push(user);
+                }
+                if users.len() >= limit {
+                    return Ok(users);
+                }
+                start = output.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    pub async fn reconcile_state(&self) -> Result<ReconcileState, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::RECONCILE_PK))
+            .key(SK, s(keys::RECONCILE_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        match output.item {
+            None => Ok(ReconcileState::default()),
+            Some(item) => {
+                serde_dynamo::from_item(item.clone()).map_err(|e| corrupt(&item, e.to_string()))
+            }
+        }
+    }
+
+    pub async fn save_reconcile_state(&self, state: &ReconcileState) -> Result<(), StoreError> {
+        let mut item: Item = serde_dynamo::to_item(state).expect("state converts to an item");
+        item.insert(PK.to_owned(), s(keys::RECONCILE_PK));
+        item.insert(SK.to_owned(), s(keys::RECONCILE_SK));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+}
