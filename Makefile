@@ -1,12 +1,12 @@
 # The README's two commands are `make dev` and `make test`.
-.PHONY: dev test test-rust lint-template lint build reconcile
+.PHONY: dev test test-rust lint-template lint-openapi lint build reconcile invoke-examples
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
 	scripts/with-emulator.sh cargo run -p dev-gateway
 
 # Every test; starts the emulator unless AWS_ENDPOINT_URL already names one.
-test: test-rust lint-template
+test: test-rust lint-template lint-openapi
 
 test-rust:
 	scripts/with-emulator.sh cargo test --workspace
@@ -14,6 +14,14 @@ test-rust:
 lint-template:
 	scripts/venv.sh
 	.venv/bin/cfn-lint template.yaml
+
+lint-openapi:
+	scripts/venv.sh
+	.venv/bin/openapi-spec-validator openapi.yaml
+
+# `cargo lambda watch` + `cargo lambda invoke` with every example event in events/.
+invoke-examples:
+	scripts/with-emulator.sh scripts/invoke-examples.sh
 
 # Formatting and clippy, as CI runs them.
 lint:

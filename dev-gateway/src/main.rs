@@ -4,6 +4,9 @@
 //! `TALLY_RECONCILE_INTERVAL_SECS` (default 60) until Ctrl-C.
 //! `POST /_dev/reconcile` (what `make reconcile` calls) runs it once and
 //! answers the report.
+//!
+//! `dev-gateway provision` only creates the table and queues and prints the
+//! environment the functions read (for `cargo lambda watch --env-file`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -41,6 +44,23 @@ async fn main() -> Result<(), Error> {
 
     let aws = shared::config::aws().await;
     let stack = LocalStack::provision(&aws, &names, LocalStack::deployed_queue_settings()).await?;
+    if std::env::args().nth(1).as_deref() == Some("provision") {
+        for (name, value) in [
+            ("AWS_ENDPOINT_URL", std::env::var("AWS_ENDPOINT_URL")?),
+            (shared::config::TABLE_NAME, names.table.clone()),
+            (
+                shared::config::LIKES_QUEUE_URL,
+                stack.likes.queue.url().to_owned(),
+            ),
+            (
+                shared::config::POINTS_QUEUE_URL,
+                stack.points.queue.url().to_owned(),
+            ),
+        ] {
+            println!("{name}={value}");
+        }
+        return Ok(());
+    }
     let worker = sqs_worker::Worker::new(stack.store.clone());
     for mapping in stack.mappings(mapping::BATCHING_WINDOW).await? {
         tokio::spawn(mapping.run(worker.clone()));

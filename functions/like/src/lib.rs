@@ -6,14 +6,13 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shared::domain::ids::{OperationId, PostId};
 use shared::domain::likes::{self, LikeAction, LikeOperation};
-use shared::http::{ApiQuery, Caller, Problem};
+use shared::http::{ApiQuery, Caller, Problem, Routes};
 use shared::message::Envelope;
 use shared::queue::OperationQueue;
 use shared::store::Store;
@@ -39,15 +38,18 @@ impl LikeApi {
     }
 }
 
+/// Every like route, as `template.yaml` and `openapi.yaml` list them.
+pub fn routes() -> Routes<LikeApi> {
+    Routes::default()
+        .route(Method::PUT, "/v1/posts/{post_id}/like", like)
+        .route(Method::DELETE, "/v1/posts/{post_id}/like", unlike)
+        .route(Method::GET, "/v1/posts/{post_id}/likes", count)
+        .route(Method::GET, "/v1/likes/counts", counts)
+        .route(Method::GET, "/v1/me/likes", my_likes)
+}
+
 pub fn router(api: LikeApi) -> Router {
-    Router::new()
-        .route("/v1/posts/{post_id}/like", put(like).delete(unlike))
-        .route("/v1/posts/{post_id}/likes", get(count))
-        .route("/v1/likes/counts", get(counts))
-        .route("/v1/me/likes", get(my_likes))
-        .fallback(shared::http::unknown_route)
-        .method_not_allowed_fallback(shared::http::wrong_method)
-        .with_state(api)
+    routes().into_router().with_state(api)
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

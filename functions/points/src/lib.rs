@@ -7,8 +7,7 @@
 mod body;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shared::domain::ids::{OperationId, UserId};
@@ -16,7 +15,7 @@ use shared::domain::likes::parse_page_size;
 use shared::domain::points::{
     Entry, Grant, PointTypes, PointsOperation, PointsRequest, Rejection, Spend, Transfer,
 };
-use shared::http::{ApiQuery, Caller, Problem};
+use shared::http::{ApiQuery, Caller, Problem, Routes};
 use shared::message::Envelope;
 use shared::queue::OperationQueue;
 use shared::store::Store;
@@ -55,17 +54,23 @@ impl PointsApi {
     }
 }
 
+/// Every points route, as `template.yaml` and `openapi.yaml` list them.
+pub fn routes() -> Routes<PointsApi> {
+    Routes::default()
+        .route(Method::POST, "/v1/points/grants", grant)
+        .route(Method::POST, "/v1/me/points/spend", spend)
+        .route(Method::POST, "/v1/me/points/transfers", transfer)
+        .route(Method::GET, "/v1/me/points", balance)
+        .route(Method::GET, "/v1/me/points/history", history)
+        .route(
+            Method::GET,
+            "/v1/me/points/operations/{operation_id}",
+            operation,
+        )
+}
+
 pub fn router(api: PointsApi) -> Router {
-    Router::new()
-        .route("/v1/points/grants", post(grant))
-        .route("/v1/me/points/spend", post(spend))
-        .route("/v1/me/points/transfers", post(transfer))
-        .route("/v1/me/points", get(balance))
-        .route("/v1/me/points/history", get(history))
-        .route("/v1/me/points/operations/{operation_id}", get(operation))
-        .fallback(shared::http::unknown_route)
-        .method_not_allowed_fallback(shared::http::wrong_method)
-        .with_state(api)
+    routes().into_router().with_state(api)
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

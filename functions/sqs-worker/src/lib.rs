@@ -16,14 +16,14 @@
 
 pub mod points;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt as _;
 use lambda_runtime::LambdaEvent;
-use shared::domain::ids::PostId;
-use shared::domain::likes::{LikeOperation, LikeOutcome};
-use shared::domain::points::PointTypes;
+use shared::domain::ids::{OperationId, PostId};
+use shared::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
+use shared::domain::points::{PointTypes, PointsRequest};
 use shared::http::error_chain;
 use shared::message::Envelope;
 use shared::store::{Store, StoreError};
@@ -69,6 +69,7 @@ impl Worker {
             counter_writes = report.counter_writes,
             "batch done"
         );
+        report.emit_metrics();
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = report
             .failed
@@ -101,26 +102,32 @@ impl Worker {
                 Ok(envelope) => match (envelope.like_operation(), envelope.points_operation()) {
                     (Some(like), _) => likes.push((id, like)),
                     (None, Some(op)) => points_ops.push((id, op)),
-                    (None, None) => report.fail(id, "no handler for this operation"),
+                    (None, None) => report.fail(id, Kind::Undecodable),
                 },
                 Err(reason) => {
                     tracing::error!(message_id = %id, %reason, "undecodable message");
-                    report.fail(id, "undecodable");
+                    report.fail(id, Kind::Undecodable);
                 }
             }
         }
         let outcomes = self.apply_registers(likes).await;
         self.apply_counters(outcomes, &mut report).await;
+        let kinds: HashMap<String, Kind> = points_ops
+            .iter()
+            .map(|(id, op)| (id.clone(), Kind::of_points(&op.request)))
+            .collect();
         for (id, outcome) in
             points::apply_in_groups(&self.store, &self.point_types, points_ops).await
         {
+            let kind = kinds[&id];
             match outcome {
-                Some(PointsOutcome::Applied) => report.applied += 1,
-                Some(PointsOutcome::Rejected) => report.rejected += 1,
-                Some(PointsOutcome::AlreadyDone) => report.duplicates += 1,
-                None => report.fail(id, "points operation failed"),
+                Some(PointsOutcome::Applied) => report.tally(kind).applied += 1,
+                Some(PointsOutcome::Rejected) => report.tally(kind).rejected += 1,
+                Some(PointsOutcome::AlreadyDone) => report.tally(kind).duplicates += 1,
+                None => report.fail(id, kind),
             }
         }
+        report.total();
         report
     }
 
@@ -152,23 +159,25 @@ impl Worker {
             outcome,
         } in outcomes
         {
+            let kind = Kind::of_like(like.action);
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(err) => {
-                    tracing::warn!(message_id = %message_id, operation_id = %like.operation_id, error = %error_chain(&err), "register write failed");
-                    report.fail(message_id, "register write failed");
+                    tracing::warn!(operation_id = %like.operation_id, message_id = %message_id, error = %error_chain(&err), "register write failed");
+                    report.fail(message_id, kind);
                     continue;
                 }
             };
+            let tally = report.tally(kind);
             match outcome {
-                LikeOutcome::Applied { .. } => report.applied += 1,
-                LikeOutcome::AlreadyApplied => report.duplicates += 1,
-                LikeOutcome::Superseded => report.superseded += 1,
+                LikeOutcome::Applied { .. } => tally.applied += 1,
+                LikeOutcome::AlreadyApplied => tally.duplicates += 1,
+                LikeOutcome::Superseded => tally.superseded += 1,
             }
-            tracing::debug!(operation_id = %like.operation_id, ?outcome, "register");
+            tracing::info!(operation_id = %like.operation_id, user = %like.user, post = %like.post, ?outcome, "like operation");
             let change = by_post.entry(like.post).or_default();
             change.delta += outcome.count_delta();
-            change.message_ids.push(message_id);
+            change.members.push((message_id, like.operation_id, kind));
         }
         report.counter_writes = by_post.len();
         let writes = futures::stream::iter(by_post)
@@ -183,9 +192,9 @@ impl Worker {
             if let Err(err) = result {
                 // The registers moved but the count did not: redelivery marks the
                 // post changed and reconcile recounts it.
-                tracing::warn!(post = %post, error = %error_chain(&err), "counter write failed");
-                for id in change.message_ids {
-                    report.fail(id, "counter write failed");
+                for (message_id, operation_id, kind) in change.members {
+                    tracing::warn!(operation_id = %operation_id, post = %post, error = %error_chain(&err), "counter write failed");
+                    report.fail(message_id, kind);
                 }
             }
         }
@@ -203,26 +212,119 @@ pub struct RegisterOutcome {
 #[derive(Debug, Default)]
 struct PostChange {
     delta: i64,
-    message_ids: Vec<String>,
+    members: Vec<(String, OperationId, Kind)>,
 }
 
-/// What one batch did.
+/// The kind of operation a message carried, as metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Like,
+    Unlike,
+    Grant,
+    Spend,
+    Transfer,
+    Undecodable,
+}
+
+impl Kind {
+    fn of_like(action: LikeAction) -> Self {
+        match action {
+            LikeAction::Like => Kind::Like,
+            LikeAction::Unlike => Kind::Unlike,
+        }
+    }
+
+    fn of_points(request: &PointsRequest) -> Self {
+        match request {
+            PointsRequest::Grant(_) => Kind::Grant,
+            PointsRequest::Spend(_) => Kind::Spend,
+            PointsRequest::Transfer(_) => Kind::Transfer,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Like => "like",
+            Kind::Unlike => "unlike",
+            Kind::Grant => "grant",
+            Kind::Spend => "spend",
+            Kind::Transfer => "transfer",
+            Kind::Undecodable => "undecodable",
+        }
+    }
+}
+
+/// Outcomes of one kind of operation in a batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub applied: usize,
+    /// Already applied by an earlier delivery.
+    pub duplicates: usize,
+    /// Likes overtaken by a later operation on the same (user, post).
+    pub superseded: usize,
+    /// Points operations rejected for good (insufficient points, unknown type).
+    pub rejected: usize,
+    /// Left for SQS to deliver again.
+    pub failed: usize,
+}
+
+/// What one batch did: totals, per kind, and the messages to redeliver.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchReport {
     pub messages: usize,
     pub applied: usize,
     pub duplicates: usize,
     pub superseded: usize,
-    /// Points operations rejected (for good: insufficient points, unknown type).
     pub rejected: usize,
+    pub by_kind: BTreeMap<Kind, Tally>,
     /// Message ids SQS must deliver again.
     pub failed: Vec<String>,
+    /// Counter writes the batch made (one per post it touched).
     pub counter_writes: usize,
 }
 
 impl BatchReport {
-    fn fail(&mut self, message_id: String, why: &'static str) {
-        tracing::debug!(message_id = %message_id, why, "message failed");
+    fn tally(&mut self, kind: Kind) -> &mut Tally {
+        self.by_kind.entry(kind).or_default()
+    }
+
+    fn fail(&mut self, message_id: String, kind: Kind) {
+        self.tally(kind).failed += 1;
         self.failed.push(message_id);
+    }
+
+    fn total(&mut self) {
+        let sum = |field: fn(&Tally) -> usize| self.by_kind.values().map(field).sum::<usize>();
+        (
+            self.applied,
+            self.duplicates,
+            self.superseded,
+            self.rejected,
+        ) = (
+            sum(|t| t.applied),
+            sum(|t| t.duplicates),
+            sum(|t| t.superseded),
+            sum(|t| t.rejected),
+        );
+    }
+
+    /// One CloudWatch EMF line per kind of operation in the batch.
+    pub fn emit_metrics(&self) {
+        for (kind, tally) in &self.by_kind {
+            let mut counts = vec![
+                ("Applied", tally.applied as f64),
+                ("Duplicate", tally.duplicates as f64),
+                ("Superseded", tally.superseded as f64),
+                ("Rejected", tally.rejected as f64),
+                ("Failed", tally.failed as f64),
+            ];
+            if matches!(kind, Kind::Like | Kind::Unlike) {
+                counts.push(("CounterWrites", self.counter_writes as f64));
+            }
+            shared::metrics::emit(
+                &[("Function", "sqs-worker"), ("Kind", kind.name())],
+                &counts,
+            );
+        }
     }
 }

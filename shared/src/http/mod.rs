@@ -3,9 +3,11 @@
 
 mod caller;
 mod problem;
+mod routes;
 
 pub use caller::{Caller, caller_from_context};
 pub use problem::{Problem, error_chain};
+pub use routes::Routes;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
