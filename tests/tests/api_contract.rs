@@ -32,11 +32,11 @@ fn openapi_routes() -> RouteSet {
         if !in_paths {
             continue;
         }
-        if let Some(key) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
-            if !key.starts_with(' ') {
-                path = Some(key.trim_matches('"').to_owned());
-                continue;
-            }
+        if let Some(key) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':'))
+            && !key.starts_with(' ')
+        {
+            path = Some(key.trim_matches('"').to_owned());
+            continue;
         }
         if let Some(key) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
             const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "options"];
