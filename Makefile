@@ -1,5 +1,6 @@
 # The README's two commands are `make dev` and `make test`.
-.PHONY: dev test test-rust lint-template lint-openapi lint build reconcile invoke-examples
+# Deploying needs AWS SAM CLI, cargo-lambda and ziglang (see README: Deploy).
+.PHONY: deploy sam-build dev test test-rust lint-template lint-openapi lint build reconcile invoke-examples
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
@@ -34,3 +35,11 @@ build:
 # One reconcile run now, against the `make dev` stack; prints the report.
 reconcile:
 	@curl -fsS -X POST http://127.0.0.1:3000/_dev/reconcile && echo
+
+# Build every function for arm64 with cargo lambda, as template.yaml asks.
+sam-build:
+	sam build
+
+# Deploy to the AWS account of your credentials (the first time: `sam deploy --guided`).
+deploy: sam-build
+	sam deploy
