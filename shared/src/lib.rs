@@ -13,3 +13,4 @@ pub mod message;
 pub mod metrics;
 pub mod queue;
 pub mod store;
+pub mod usage;

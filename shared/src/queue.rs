@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsMessage;
@@ -15,6 +16,7 @@ use aws_sdk_sqs::types::{
 };
 
 use crate::message::Envelope;
+use crate::usage::Usage;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -47,6 +49,7 @@ where
 pub struct OperationQueue {
     client: Client,
     url: String,
+    usage: Arc<Usage>,
 }
 
 /// A queue and the dead-letter queue its redrive policy moves poison messages to.
@@ -72,7 +75,13 @@ impl OperationQueue {
         Self {
             client,
             url: url.into(),
+            usage: Arc::default(),
         }
+    }
+
+    /// The same queue, counting its calls on `usage`.
+    pub fn with_usage(self, usage: Arc<Usage>) -> Self {
+        Self { usage, ..self }
     }
 
     pub fn from_config(aws: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
@@ -108,6 +117,7 @@ impl OperationQueue {
             .send()
             .await
             .map_err(failed("SendMessage"))?;
+        self.usage.record("sqs:SendMessage", 0.0, 0.0);
         Ok(())
     }
 
@@ -216,6 +226,7 @@ impl OperationQueue {
             .send()
             .await
             .map_err(failed("ReceiveMessage"))?;
+        self.usage.record("sqs:ReceiveMessage", 0.0, 0.0);
         Ok(output
             .messages
             .unwrap_or_default()
@@ -262,6 +273,7 @@ impl OperationQueue {
                 .send()
                 .await
                 .map_err(failed("DeleteMessageBatch"))?;
+            self.usage.record("sqs:DeleteMessageBatch", 0.0, 0.0);
             if !output.failed.is_empty() {
                 return Err(QueueError {
                     action: "DeleteMessageBatch",

@@ -15,6 +15,7 @@ use super::{
 use crate::domain::ids::{PostId, UserId};
 use crate::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
 use crate::domain::timestamp;
+use crate::usage::read_units;
 
 /// How long an unlike's tombstone is kept: longer than any message can live in
 /// SQS (14 days at most, dead-letter queue included), so no older like can
@@ -112,6 +113,14 @@ impl Store {
                     .as_ref()
                     .and_then(|old| get_bool(old, "liked"))
                     .unwrap_or(false);
+                // The "my likes" index entry appears or goes only when the state flips.
+                let index_write = if previously_liked != now_liked {
+                    1.0
+                } else {
+                    0.0
+                };
+                self.usage
+                    .record("dynamodb:UpdateItem", 1.0 + index_write, 0.0);
                 Ok(LikeOutcome::Applied {
                     previously_liked,
                     now_liked,
@@ -119,6 +128,7 @@ impl Store {
             }
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    self.usage.record("dynamodb:UpdateItem", 1.0, 0.0);
                     let held = failed.item().and_then(|old| get_s(old, "like_version"));
                     Ok(if held == Some(version.as_str()) {
                         LikeOutcome::AlreadyApplied
@@ -134,7 +144,8 @@ impl Store {
     /// Adds a batch's net change to a post's counter in one write, and marks the
     /// post as changed so the next reconcile recounts it.
     pub async fn add_to_like_count(&self, post: &PostId, delta: i64) -> Result<(), StoreError> {
-        self.client
+        let output = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(keys::counter_pk(post)))
@@ -146,9 +157,18 @@ impl Store {
             .expression_attribute_values(":dirty", s(keys::dirty_post_gsi1pk(post)))
             .expression_attribute_values(":delta", n(delta))
             .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedOld)
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
+        // The "changed posts" index entry is written only when the mark is new.
+        let newly_marked = output
+            .attributes
+            .as_ref()
+            .is_none_or(|old| !old.contains_key(keys::GSI1_PK));
+        let index_write = if newly_marked { 1.0 } else { 0.0 };
+        self.usage
+            .record("dynamodb:UpdateItem", 1.0 + index_write, 0.0);
         Ok(())
     }
 
@@ -164,6 +184,7 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
+        self.usage.record("dynamodb:GetItem", 0.0, 0.5);
         Ok(output
             .item
             .as_ref()
@@ -245,6 +266,9 @@ impl Store {
             .await
             .map_err(StoreError::from_sdk)?;
         let mut rows = output.items.unwrap_or_default();
+        // Keys-only index entries are about 150 bytes.
+        self.usage
+            .record("dynamodb:Query", 0.0, read_units(rows.len(), 150, false));
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = match rows.last() {

@@ -11,11 +11,14 @@ pub mod schema;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+
+use crate::usage::Usage;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 pub type Item = HashMap<String, AttributeValue>;
@@ -62,6 +65,7 @@ impl StoreError {
 pub struct Store {
     client: Client,
     table: String,
+    usage: Arc<Usage>,
 }
 
 impl Store {
@@ -69,7 +73,17 @@ impl Store {
         Self {
             client,
             table: table.into(),
+            usage: Arc::default(),
         }
+    }
+
+    /// The same store, counting its calls on `usage`.
+    pub fn with_usage(self, usage: Arc<Usage>) -> Self {
+        Self { usage, ..self }
+    }
+
+    pub fn usage(&self) -> &Usage {
+        &self.usage
     }
 
     pub fn from_config(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
@@ -109,6 +123,7 @@ impl Store {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
             }
+            let keys_asked = request.keys().len();
             let output = self
                 .client
                 .batch_get_item()
@@ -116,6 +131,17 @@ impl Store {
                 .send()
                 .await
                 .map_err(StoreError::from_sdk)?;
+            // Every key asked is billed, found or not (less those left unprocessed).
+            let unprocessed = output
+                .unprocessed_keys
+                .as_ref()
+                .and_then(|left| left.get(&self.table))
+                .map_or(0, |left| left.keys().len());
+            self.usage.record(
+                "dynamodb:BatchGetItem",
+                0.0,
+                (keys_asked - unprocessed) as f64 * 0.5,
+            );
             if let Some(mut items) = output.responses {
                 found.extend(items.remove(&self.table).unwrap_or_default());
             }

@@ -22,6 +22,7 @@ use crate::domain::points::{
     Account, AccountChange, Entry, Expiry, PointsOperation, PointsRequest, Rejection,
 };
 use crate::domain::timestamp;
+use crate::usage::read_units;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -206,6 +207,12 @@ impl Store {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
+        if result
+            .as_ref()
+            .map_or_else(|e| e.as_service_error().is_some(), |_| true)
+        {
+            self.usage.record("dynamodb:PutItem", 1.0, 0.0);
+        }
         match result {
             Ok(_) => Ok(Recorded::New),
             Err(err) => match err.as_service_error() {
@@ -240,6 +247,7 @@ impl Store {
             .expression_attribute_values(":pending", s("pending"))
             .send()
             .await;
+        self.usage.record("dynamodb:DeleteItem", 1.0, 0.0);
         match result {
             Ok(_) => Ok(()),
             Err(err)
@@ -269,6 +277,7 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
+        self.usage.record("dynamodb:GetItem", 0.0, 1.0);
         output.item.map(from_item).transpose()
     }
 
@@ -284,6 +293,7 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
+        self.usage.record("dynamodb:GetItem", 0.0, 1.0);
         output
             .item
             .as_ref()
@@ -337,7 +347,8 @@ impl Store {
                 .put(entry_item(&change.user, &change.entry))
                 .condition_expression("attribute_not_exists(pk)")));
         }
-        self.transact(items, guarded).await
+        let index_writes: u32 = changes.iter().map(index_writes).sum();
+        self.transact(items, guarded, index_writes).await
     }
 
     /// Records a final rejection, unless the operation was already settled.
@@ -359,6 +370,7 @@ impl Store {
             .expression_attribute_values(":pending", s("pending"))
             .send()
             .await;
+        self.usage.record("dynamodb:PutItem", 1.0, 0.0);
         match result {
             Ok(_) => Ok(Commit::Done),
             Err(err)
@@ -402,12 +414,11 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
-        let mut items: Vec<Entry> = output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_item)
-            .collect::<Result<_, _>>()?;
+        let rows = output.items.unwrap_or_default();
+        // Ledger entries are about 300 bytes.
+        self.usage
+            .record("dynamodb:Query", 0.0, read_units(rows.len(), 300, false));
+        let mut items: Vec<Entry> = rows.into_iter().map(from_item).collect::<Result<_, _>>()?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         let next_cursor = match items.last() {
@@ -426,7 +437,10 @@ impl Store {
         &self,
         items: Vec<TransactWriteItem>,
         guarded: bool,
+        index_writes: u32,
     ) -> Result<Commit, StoreError> {
+        // A transaction bills two units per item, committed or cancelled.
+        let units = 2.0 * items.len() as f64;
         let result = self
             .client
             .transact_write_items()
@@ -434,9 +448,19 @@ impl Store {
             .send()
             .await;
         let err = match result {
-            Ok(_) => return Ok(Commit::Done),
+            Ok(_) => {
+                self.usage.record(
+                    "dynamodb:TransactWriteItems",
+                    units + f64::from(index_writes),
+                    0.0,
+                );
+                return Ok(Commit::Done);
+            }
             Err(err) => err,
         };
+        if err.as_service_error().is_some() {
+            self.usage.record("dynamodb:TransactWriteItems", units, 0.0);
+        }
         let Some(TransactWriteItemsError::TransactionCanceledException(canceled)) =
             err.as_service_error()
         else {
@@ -458,6 +482,19 @@ impl Store {
             _ => Err(StoreError::from_sdk(err)),
         }
     }
+}
+
+/// Index entries an account change writes: `gsi1` when the account is new (its
+/// "changed" mark; an audited account's returning mark is not counted), `gsi2`
+/// when its soonest expiry appears, goes (1) or moves (delete + put: 2).
+fn index_writes(change: &AccountChange) -> u32 {
+    let gsi1 = u32::from(change.before.seq == 0);
+    let gsi2 = match (change.before.next_expiry(), change.after.next_expiry()) {
+        (a, b) if a == b => 0,
+        (Some(_), Some(_)) => 2,
+        _ => 1,
+    };
+    gsi1 + gsi2
 }
 
 fn put(builder: aws_sdk_dynamodb::types::builders::PutBuilder) -> TransactWriteItem {
