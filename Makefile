@@ -1,6 +1,6 @@
 # The README's two commands are `make dev` and `make test`.
 # Deploying needs AWS SAM CLI, cargo-lambda and ziglang (see README: Deploy).
-.PHONY: deploy sam-build dev test test-rust lint-template lint-openapi lint build reconcile invoke-examples
+.PHONY: bench deploy sam-build dev test test-rust lint-template lint-openapi lint build reconcile invoke-examples
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
@@ -43,3 +43,9 @@ sam-build:
 # Deploy to the AWS account of your credentials (the first time: `sam deploy --guided`).
 deploy: sam-build
 	sam deploy
+
+# The benchmark (BENCHMARKS.md): release binaries, then every scenario against a
+# fresh emulator. `make bench BENCH_ARGS="--scale 0.2"` for a quick one.
+bench:
+	cargo build --release -p bench -p like -p points -p sqs-worker -p reconcile
+	scripts/with-emulator.sh target/release/bench --json bench-results.json $(BENCH_ARGS)

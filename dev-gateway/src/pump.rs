@@ -3,6 +3,8 @@
 //! again after the visibility timeout, and the queue's redrive policy moves them
 //! to the dead-letter queue after `maxReceiveCount` receives.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
@@ -22,6 +24,8 @@ pub struct EventSourceMapping {
     region: String,
     batch_size: usize,
     batching_window: Duration,
+    /// Worker invocations so far (a redelivered batch counts again).
+    invocations: Arc<AtomicU64>,
 }
 
 /// A fault to inject into one poll.
@@ -30,6 +34,8 @@ pub enum Fault {
     None,
     /// The process dies after the worker returned, before any message is deleted.
     CrashBeforeDelete,
+    /// The worker gets every batch twice (an at-least-once delivery, played out).
+    DeliverTwice,
 }
 
 /// What one poll did.
@@ -57,6 +63,7 @@ impl EventSourceMapping {
             region,
             batch_size,
             batching_window,
+            invocations: Arc::default(),
         })
     }
 
@@ -99,6 +106,12 @@ impl EventSourceMapping {
         let received = records.len();
         let mut event = SqsEvent::default();
         event.records = records.clone();
+        if fault == Fault::DeliverTwice {
+            let again = LambdaEvent::new(event.clone(), Context::default());
+            self.invocations.fetch_add(1, Ordering::Relaxed);
+            let _ = worker.handle(again).await;
+        }
+        self.invocations.fetch_add(1, Ordering::Relaxed);
         let failed: Vec<String> = match worker
             .handle(LambdaEvent::new(event, Context::default()))
             .await
@@ -135,6 +148,11 @@ impl EventSourceMapping {
             received,
             failed: failed.len(),
         })
+    }
+
+    /// Worker invocations this mapping made so far.
+    pub fn invocations(&self) -> u64 {
+        self.invocations.load(Ordering::Relaxed)
     }
 
     /// Polls until the process stops, logging (not dying on) queue errors.

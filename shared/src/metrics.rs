@@ -38,11 +38,16 @@ pub fn emf_line(
 }
 
 /// Writes an EMF line to stdout, where Lambda sends it to CloudWatch Logs.
+///
+/// Outside Lambda (`make dev`, tests, the benchmark) no agent reads stdout, so
+/// the line is left out and the text logs stay readable.
 pub fn emit(dimensions: &[(&str, &str)], counts: &[(&str, f64)]) {
-    println!(
-        "{}",
-        emf_line(dimensions, counts, time::OffsetDateTime::now_utc())
-    );
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        println!(
+            "{}",
+            emf_line(dimensions, counts, time::OffsetDateTime::now_utc())
+        );
+    }
 }
 
 #[cfg(test)]

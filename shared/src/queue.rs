@@ -117,7 +117,7 @@ impl OperationQueue {
             .send()
             .await
             .map_err(failed("SendMessage"))?;
-        self.usage.record("sqs:SendMessage", 0.0, 0.0);
+        self.usage.record("sqs:SendMessage send", 0.0, 0.0);
         Ok(())
     }
 
@@ -226,7 +226,7 @@ impl OperationQueue {
             .send()
             .await
             .map_err(failed("ReceiveMessage"))?;
-        self.usage.record("sqs:ReceiveMessage", 0.0, 0.0);
+        self.usage.record("sqs:ReceiveMessage receive", 0.0, 0.0);
         Ok(output
             .messages
             .unwrap_or_default()
@@ -273,7 +273,7 @@ impl OperationQueue {
                 .send()
                 .await
                 .map_err(failed("DeleteMessageBatch"))?;
-            self.usage.record("sqs:DeleteMessageBatch", 0.0, 0.0);
+            self.usage.record("sqs:DeleteMessageBatch delete", 0.0, 0.0);
             if !output.failed.is_empty() {
                 return Err(QueueError {
                     action: "DeleteMessageBatch",

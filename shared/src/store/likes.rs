@@ -120,7 +120,7 @@ impl Store {
                     0.0
                 };
                 self.usage
-                    .record("dynamodb:UpdateItem", 1.0 + index_write, 0.0);
+                    .record("dynamodb:UpdateItem apply_like", 1.0 + index_write, 0.0);
                 Ok(LikeOutcome::Applied {
                     previously_liked,
                     now_liked,
@@ -128,7 +128,8 @@ impl Store {
             }
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    self.usage.record("dynamodb:UpdateItem", 1.0, 0.0);
+                    self.usage
+                        .record("dynamodb:UpdateItem apply_like", 1.0, 0.0);
                     let held = failed.item().and_then(|old| get_s(old, "like_version"));
                     Ok(if held == Some(version.as_str()) {
                         LikeOutcome::AlreadyApplied
@@ -167,8 +168,11 @@ impl Store {
             .as_ref()
             .is_none_or(|old| !old.contains_key(keys::GSI1_PK));
         let index_write = if newly_marked { 1.0 } else { 0.0 };
-        self.usage
-            .record("dynamodb:UpdateItem", 1.0 + index_write, 0.0);
+        self.usage.record(
+            "dynamodb:UpdateItem add_to_like_count",
+            1.0 + index_write,
+            0.0,
+        );
         Ok(())
     }
 
@@ -184,7 +188,7 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
-        self.usage.record("dynamodb:GetItem", 0.0, 0.5);
+        self.usage.record("dynamodb:GetItem like_count", 0.0, 0.5);
         Ok(output
             .item
             .as_ref()
@@ -199,7 +203,15 @@ impl Store {
             .map(|post| key(keys::counter_pk(post), keys::COUNTER_SK.to_owned()))
             .collect();
         let mut counts: HashMap<PostId, u64> = posts.iter().map(|p| (p.clone(), 0)).collect();
-        for item in self.batch_get(keys, "post_id, like_count", &[]).await? {
+        for item in self
+            .batch_get(
+                "dynamodb:BatchGetItem like_counts",
+                keys,
+                "post_id, like_count",
+                &[],
+            )
+            .await?
+        {
             let post = post_id_of(&item)?;
             let count = get_i64(&item, "like_count").map_or(0, clamp_count);
             counts.insert(post, count);
@@ -223,7 +235,15 @@ impl Store {
             })
             .collect();
         let mut liked = HashSet::new();
-        for item in self.batch_get(keys, "post_id, liked", &[]).await? {
+        for item in self
+            .batch_get(
+                "dynamodb:BatchGetItem liked_posts",
+                keys,
+                "post_id, liked",
+                &[],
+            )
+            .await?
+        {
             if get_bool(&item, "liked") == Some(true) {
                 liked.insert(post_id_of(&item)?);
             }
@@ -267,8 +287,11 @@ impl Store {
             .map_err(StoreError::from_sdk)?;
         let mut rows = output.items.unwrap_or_default();
         // Keys-only index entries are about 150 bytes.
-        self.usage
-            .record("dynamodb:Query", 0.0, read_units(rows.len(), 150, false));
+        self.usage.record(
+            "dynamodb:Query my_likes",
+            0.0,
+            read_units(rows.len(), 150, false),
+        );
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = match rows.last() {

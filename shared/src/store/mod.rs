@@ -98,6 +98,7 @@ impl Store {
     /// left unprocessed (with backoff) until every key is answered. At most 100 keys.
     async fn batch_get(
         &self,
+        call: &'static str,
         keys: Vec<Item>,
         projection: &str,
         names: &[(&str, &str)],
@@ -137,11 +138,8 @@ impl Store {
                 .as_ref()
                 .and_then(|left| left.get(&self.table))
                 .map_or(0, |left| left.keys().len());
-            self.usage.record(
-                "dynamodb:BatchGetItem",
-                0.0,
-                (keys_asked - unprocessed) as f64 * 0.5,
-            );
+            self.usage
+                .record(call, 0.0, (keys_asked - unprocessed) as f64 * 0.5);
             if let Some(mut items) = output.responses {
                 found.extend(items.remove(&self.table).unwrap_or_default());
             }

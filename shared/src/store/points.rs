@@ -211,7 +211,8 @@ impl Store {
             .as_ref()
             .map_or_else(|e| e.as_service_error().is_some(), |_| true)
         {
-            self.usage.record("dynamodb:PutItem", 1.0, 0.0);
+            self.usage
+                .record("dynamodb:PutItem record_operation", 1.0, 0.0);
         }
         match result {
             Ok(_) => Ok(Recorded::New),
@@ -247,7 +248,8 @@ impl Store {
             .expression_attribute_values(":pending", s("pending"))
             .send()
             .await;
-        self.usage.record("dynamodb:DeleteItem", 1.0, 0.0);
+        self.usage
+            .record("dynamodb:DeleteItem forget_pending_operation", 1.0, 0.0);
         match result {
             Ok(_) => Ok(()),
             Err(err)
@@ -277,7 +279,7 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
-        self.usage.record("dynamodb:GetItem", 0.0, 1.0);
+        self.usage.record("dynamodb:GetItem operation", 0.0, 1.0);
         output.item.map(from_item).transpose()
     }
 
@@ -293,7 +295,7 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
-        self.usage.record("dynamodb:GetItem", 0.0, 1.0);
+        self.usage.record("dynamodb:GetItem account", 0.0, 1.0);
         output
             .item
             .as_ref()
@@ -370,7 +372,8 @@ impl Store {
             .expression_attribute_values(":pending", s("pending"))
             .send()
             .await;
-        self.usage.record("dynamodb:PutItem", 1.0, 0.0);
+        self.usage
+            .record("dynamodb:PutItem reject_operation", 1.0, 0.0);
         match result {
             Ok(_) => Ok(Commit::Done),
             Err(err)
@@ -416,8 +419,11 @@ impl Store {
             .map_err(StoreError::from_sdk)?;
         let rows = output.items.unwrap_or_default();
         // Ledger entries are about 300 bytes.
-        self.usage
-            .record("dynamodb:Query", 0.0, read_units(rows.len(), 300, false));
+        self.usage.record(
+            "dynamodb:Query history",
+            0.0,
+            read_units(rows.len(), 300, false),
+        );
         let mut items: Vec<Entry> = rows.into_iter().map(from_item).collect::<Result<_, _>>()?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
@@ -450,7 +456,7 @@ impl Store {
         let err = match result {
             Ok(_) => {
                 self.usage.record(
-                    "dynamodb:TransactWriteItems",
+                    "dynamodb:TransactWriteItems commit",
                     units + f64::from(index_writes),
                     0.0,
                 );
@@ -459,7 +465,8 @@ impl Store {
             Err(err) => err,
         };
         if err.as_service_error().is_some() {
-            self.usage.record("dynamodb:TransactWriteItems", units, 0.0);
+            self.usage
+                .record("dynamodb:TransactWriteItems commit", units, 0.0);
         }
         let Some(TransactWriteItemsError::TransactionCanceledException(canceled)) =
             err.as_service_error()

@@ -1,0 +1,253 @@
+//! One instrumented Tally in this process: the real like and points handlers,
+//! the real queues on the emulator, the real worker fed by the dev gateway's
+//! event source mapping, and a usage meter on every adapter.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use dev_gateway::{EventSourceMapping, Fault, LocalStack, Names};
+use lambda_http::request::LambdaRequest;
+use serde_json::json;
+use shared::config::SdkConfig;
+use shared::queue::{OperationQueue, mapping};
+use shared::store::Store;
+use shared::usage::{Counts, Usage};
+use sqs_worker::Worker;
+use tower::ServiceExt as _;
+
+pub struct Harness {
+    pub names: Names,
+    pub usage: Arc<Usage>,
+    /// An uninstrumented store, for the benchmark's own checks.
+    pub checks: Store,
+    pub like: Router,
+    pub points: Router,
+    pub worker: Worker,
+    pub likes_mapping: EventSourceMapping,
+    pub points_mapping: EventSourceMapping,
+    pub likes_queue: OperationQueue,
+    pub points_queue: OperationQueue,
+}
+
+impl Harness {
+    pub async fn new(aws: &SdkConfig) -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let names = Names {
+            table: format!("tally-bench-{id}"),
+            likes_queue: format!("tally-bench-likes-{id}"),
+            points_queue: format!("tally-bench-points-{id}"),
+        };
+        let stack = LocalStack::provision(aws, &names, LocalStack::deployed_queue_settings())
+            .await
+            .expect("provision the benchmark's table and queues");
+        let usage = Arc::new(Usage::default());
+        let store = stack.store.clone().with_usage(usage.clone());
+        let likes_queue = stack.likes.queue.clone().with_usage(usage.clone());
+        let points_queue = stack.points.queue.clone().with_usage(usage.clone());
+        let like = like::router(like::LikeApi {
+            store: store.clone(),
+            queue: likes_queue.clone(),
+        });
+        let points = points::router(points::PointsApi::new(store.clone(), points_queue.clone()));
+        let likes_mapping = EventSourceMapping::new(
+            likes_queue.clone(),
+            mapping::BATCH_SIZE,
+            mapping::BATCHING_WINDOW,
+        )
+        .await
+        .expect("likes queue arn");
+        let points_mapping = EventSourceMapping::new(
+            points_queue.clone(),
+            mapping::POINTS_BATCH_SIZE,
+            Duration::ZERO,
+        )
+        .await
+        .expect("points queue arn");
+        Self {
+            names,
+            usage,
+            worker: Worker::new(store.clone()),
+            checks: stack.store.clone(),
+            like,
+            points,
+            likes_mapping,
+            points_mapping,
+            likes_queue,
+            points_queue,
+        }
+    }
+
+    /// Starts `count` pollers on a mapping, as Lambda scales out consumers.
+    pub fn start_pumps(&self, mapping: &EventSourceMapping, count: usize, fault: Fault) -> Pumps {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicU64::new(0));
+        let tasks = (0..count)
+            .map(|_| {
+                let (mapping, worker, stop, failed) = (
+                    mapping.clone(),
+                    self.worker.clone(),
+                    stop.clone(),
+                    failed.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match mapping.poll_once_with(&worker, fault).await {
+                            Ok(poll) => failed.fetch_add(poll.failed as u64, Ordering::Relaxed),
+                            Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Pumps {
+            stop,
+            failed,
+            tasks,
+        }
+    }
+}
+
+pub struct Pumps {
+    stop: Arc<AtomicBool>,
+    pub failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pumps {
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// One HTTP call as API Gateway would make it: an HTTP API v2 event with the
+/// JWT authorizer context, turned into a request by `lambda_http`, served by
+/// the function's router. Answers the status and the handler's latency.
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub user: &'a str,
+    pub scope: &'a str,
+    pub key: Option<&'a str>,
+    pub body: Option<String>,
+}
+
+pub async fn http(router: &Router, call: Call<'_>) -> (u16, Duration) {
+    let mut headers = serde_json::Map::new();
+    headers.insert("content-type".into(), json!("application/json"));
+    if let Some(key) = call.key {
+        headers.insert("idempotency-key".into(), json!(key));
+    }
+    let event = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": call.path,
+        "rawQueryString": call.query,
+        "headers": headers,
+        "requestContext": {
+            "http": {"method": call.method, "path": call.path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
+            "authorizer": {"jwt": {"claims": {"sub": call.user, "scope": call.scope}}},
+            "requestId": "bench", "routeKey": "$default", "stage": "$default", "timeEpoch": 0,
+        },
+        "body": call.body,
+        "isBase64Encoded": false,
+    })
+    .to_string();
+    let started = Instant::now();
+    let event: LambdaRequest = serde_json::from_str(&event).expect("a valid API Gateway event");
+    let request: lambda_http::Request = event.into();
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("routers never fail");
+    let status = response.status().as_u16();
+    let _ = axum::body::to_bytes(response.into_body(), 1 << 20).await;
+    (status, started.elapsed())
+}
+
+/// Process CPU time (user + system, all threads) so far, from /proc/self/stat
+/// (10 ms ticks: phases run for seconds). The emulator runs in its own
+/// process, so this is Tally's CPU plus the benchmark's own request building.
+pub fn cpu_time() -> Duration {
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after_name
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+}
+
+/// What a phase cost: wall time, CPU, and the adapters' usage.
+pub struct Meter {
+    started: Instant,
+    cpu: Duration,
+    usage: BTreeMap<&'static str, Counts>,
+}
+
+pub struct Measured {
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub usage: BTreeMap<&'static str, Counts>,
+}
+
+impl Meter {
+    pub fn start(usage: &Usage) -> Self {
+        Self {
+            started: Instant::now(),
+            cpu: cpu_time(),
+            usage: usage.snapshot(),
+        }
+    }
+
+    pub fn finish(self, usage: &Usage) -> Measured {
+        let mut delta = usage.snapshot();
+        for (call, before) in self.usage {
+            let counts = delta.entry(call).or_default();
+            counts.requests -= before.requests;
+            counts.write_units -= before.write_units;
+            counts.read_units -= before.read_units;
+        }
+        Measured {
+            wall: self.started.elapsed(),
+            cpu: cpu_time() - self.cpu,
+            usage: delta,
+        }
+    }
+}
+
+impl Measured {
+    /// Usage summed over the calls `pick` selects.
+    pub fn sum(&self, pick: impl Fn(&str) -> bool) -> Counts {
+        let mut total = Counts::default();
+        for (call, counts) in &self.usage {
+            if pick(call) {
+                total.requests += counts.requests;
+                total.write_units += counts.write_units;
+                total.read_units += counts.read_units;
+            }
+        }
+        total
+    }
+}
+
+/// Latency percentile in milliseconds.
+pub fn percentile(latencies: &mut [Duration], p: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    latencies.sort();
+    let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+    latencies[index].as_secs_f64() * 1000.0
+}

@@ -1,0 +1,140 @@
+//! The emulator's own rate, measured in the same run with the same SDK and the
+//! same concurrency, for each request kind an operation needs at minimum. An
+//! operation needing requests A and B can go no faster than the emulator serves
+//! A then B back to back: limit = 1 / (1/rate(A) + 1/rate(B)).
+
+use std::time::Instant;
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use futures::StreamExt as _;
+use serde::Serialize;
+use shared::config::SdkConfig;
+
+use crate::harness::Harness;
+
+const CONCURRENCY: usize = 32;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub send_message_per_s: f64,
+    pub conditional_update_per_s: f64,
+    pub transaction_3_items_per_s: f64,
+    pub batch_get_20_per_s: f64,
+    /// A like: one SendMessage and one conditional write.
+    pub like: f64,
+    /// A points operation: one SendMessage and one transaction.
+    pub points: f64,
+    /// A read of 20 posts: one BatchGetItem.
+    pub batch_get: f64,
+}
+
+async fn rate<F: Future<Output = ()>>(requests: usize, call: impl Fn(usize) -> F) -> f64 {
+    let started = Instant::now();
+    futures::stream::iter(0..requests)
+        .map(call)
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    requests as f64 / started.elapsed().as_secs_f64()
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub async fn measure(aws: &SdkConfig, requests: usize) -> Limits {
+    let h = Harness::new(aws).await;
+    let table = h.names.table.clone();
+    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let queue = h.likes_queue.url().to_owned();
+
+    let send_message_per_s = rate(requests, |i| {
+        let (sqs, queue) = (sqs.clone(), queue.clone());
+        async move {
+            sqs.send_message()
+                .queue_url(queue)
+                .message_body(format!("raw {i}"))
+                .send()
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let conditional_update_per_s = rate(requests, |i| {
+        let (dynamodb, table) = (dynamodb.clone(), table.clone());
+        async move {
+            dynamodb
+                .update_item()
+                .table_name(table)
+                .key("pk", s(format!("RAW#{i}")))
+                .key("sk", s("R"))
+                .update_expression("SET v = :v")
+                .condition_expression("attribute_not_exists(v) OR v < :v")
+                .expression_attribute_values(":v", s("1"))
+                .send()
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let transaction_3_items_per_s = rate(requests / 2, |i| {
+        let (dynamodb, table) = (dynamodb.clone(), table.clone());
+        async move {
+            let items = (0..3)
+                .map(|j| {
+                    let put = Put::builder()
+                        .table_name(&table)
+                        .item("pk", s(format!("TX#{i}#{j}")))
+                        .item("sk", s("T"))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .unwrap();
+                    TransactWriteItem::builder().put(put).build()
+                })
+                .collect();
+            dynamodb
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let batch_get_20_per_s = rate(requests / 2, |i| {
+        let (dynamodb, table) = (dynamodb.clone(), table.clone());
+        async move {
+            let keys = (0..20)
+                .map(|j| {
+                    [
+                        ("pk".to_owned(), s(format!("RAW#{}", (i + j) % requests))),
+                        ("sk".to_owned(), s("R")),
+                    ]
+                    .into()
+                })
+                .collect();
+            let ask = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .build()
+                .unwrap();
+            dynamodb
+                .batch_get_item()
+                .request_items(table, ask)
+                .send()
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let serial = |a: f64, b: f64| 1.0 / (1.0 / a + 1.0 / b);
+    Limits {
+        like: serial(send_message_per_s, conditional_update_per_s),
+        points: serial(send_message_per_s, transaction_3_items_per_s),
+        batch_get: batch_get_20_per_s,
+        send_message_per_s,
+        conditional_update_per_s,
+        transaction_3_items_per_s,
+        batch_get_20_per_s,
+    }
+}

@@ -1,0 +1,218 @@
+//! `make bench`: what Tally costs per operation and how fast it goes against
+//! the emulator, measured in one run. Prints a table and writes it as JSON.
+//!
+//! ```text
+//! bench [--scale 1.0] [--json bench-results.json] [--arm64-dir target/lambda] [--skip-functions]
+//! ```
+//! Needs the emulator at `AWS_ENDPOINT_URL` (`make bench` starts one) and, for
+//! the function figures, the release binaries beside this one (`make bench` builds them).
+
+mod functions;
+mod harness;
+mod limits;
+mod scenarios;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Results {
+    command: String,
+    machine: Machine,
+    scale: f64,
+    limits: limits::Limits,
+    rows: Vec<scenarios::Row>,
+    hot_post: scenarios::HotPost,
+    functions: Vec<functions::Function>,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    memory_gib: f64,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mem_kb: f64 = field(&meminfo, "MemTotal")
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap_or(0.0);
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model: field(&cpuinfo, "model name"),
+        memory_gib: (mem_kb / 1_048_576.0 * 10.0).round() / 10.0,
+    }
+}
+
+struct Args {
+    scale: f64,
+    json: PathBuf,
+    arm64_dir: Option<PathBuf>,
+    skip_functions: bool,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        scale: 1.0,
+        json: PathBuf::from("bench-results.json"),
+        arm64_dir: None,
+        skip_functions: false,
+    };
+    let mut given = std::env::args().skip(1);
+    while let Some(flag) = given.next() {
+        match flag.as_str() {
+            "--scale" => {
+                args.scale = given
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--scale takes a number")
+            }
+            "--json" => args.json = given.next().expect("--json takes a path").into(),
+            "--arm64-dir" => {
+                args.arm64_dir = Some(given.next().expect("--arm64-dir takes a path").into())
+            }
+            "--skip-functions" => args.skip_functions = true,
+            other => panic!("unknown argument {other}; see the module docs"),
+        }
+    }
+    args
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL must name the emulator: run `make bench`");
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await;
+    eprintln!("bench: measuring the emulator's raw rates");
+    let limits = limits::measure(&aws, (400.0 * args.scale.max(0.25)) as usize).await;
+    eprintln!("bench: hot post");
+    let (hot_row, hot_post) = scenarios::hot_post(&aws, &limits, args.scale).await;
+    eprintln!("bench: mixed feed");
+    let mut rows = vec![hot_row];
+    rows.extend(scenarios::mixed(&aws, &limits, args.scale).await);
+    eprintln!("bench: points");
+    rows.extend(scenarios::points(&aws, &limits, args.scale).await);
+    let functions = if args.skip_functions {
+        Vec::new()
+    } else {
+        eprintln!("bench: functions (size, init, peak RSS)");
+        functions::measure(&aws, args.arm64_dir.clone()).await
+    };
+    let results = Results {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: machine(),
+        scale: args.scale,
+        limits,
+        rows,
+        hot_post,
+        functions,
+    };
+    print_table(&results);
+    std::fs::write(
+        &args.json,
+        serde_json::to_string_pretty(&results).unwrap() + "\n",
+    )
+    .unwrap();
+    eprintln!("bench: wrote {}", args.json.display());
+}
+
+fn print_table(r: &Results) {
+    let l = &r.limits;
+    println!(
+        "emulator raw rates (32 in flight): SendMessage {:.0}/s, conditional UpdateItem {:.0}/s, 3-item transaction {:.0}/s, 20-key BatchGetItem {:.0}/s",
+        l.send_message_per_s,
+        l.conditional_update_per_s,
+        l.transaction_3_items_per_s,
+        l.batch_get_20_per_s
+    );
+    println!();
+    println!(
+        "{:<11} {:<28} {:>6} {:>8} {:>8} {:>6} {:>7} {:>6} {:>6} {:>7} {:>8} {:>7} {:>7}",
+        "scenario",
+        "kind",
+        "ops",
+        "ops/s",
+        "limit",
+        "ratio",
+        "DDB req",
+        "WCU",
+        "RCU",
+        "SQS req",
+        "CPU µs",
+        "p50 ms",
+        "p99 ms"
+    );
+    for row in &r.rows {
+        println!(
+            "{:<11} {:<28} {:>6} {:>8.1} {:>8} {:>6} {:>7.2} {:>6.2} {:>6.2} {:>7.2} {:>8.0} {:>7.2} {:>7.2}",
+            row.scenario,
+            row.kind,
+            row.ops,
+            row.ops_per_s,
+            row.limit_ops_per_s
+                .map_or("-".to_owned(), |l| format!("{l:.1}")),
+            row.ratio_to_limit
+                .map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0)),
+            row.dynamodb_requests_per_op,
+            row.write_units_per_op,
+            row.read_units_per_op,
+            row.sqs_requests_per_op,
+            row.cpu_us_per_op,
+            row.handler_p50_ms,
+            row.handler_p99_ms
+        );
+    }
+    let h = &r.hot_post;
+    println!();
+    println!(
+        "hot post: {} likes → count {} ({}), {} worker invocations, {:.2} counter writes per invocation, {} failed messages, {} throttled",
+        h.likes,
+        h.final_count,
+        if h.final_count == h.likes {
+            "exact"
+        } else {
+            "NOT EXACT"
+        },
+        h.worker_invocations,
+        h.counter_writes_per_invocation,
+        h.failed_messages,
+        h.throttled
+    );
+    if !r.functions.is_empty() {
+        println!();
+        println!(
+            "{:<11} {:>12} {:>11} {:>16} {:>14}",
+            "function", "x86_64 MB", "arm64 MB", "init ms (med 5)", "peak RSS MB"
+        );
+        for f in &r.functions {
+            println!(
+                "{:<11} {:>12.2} {:>11} {:>16.1} {:>14.1}",
+                f.name,
+                f.size_x86_64_mb,
+                f.size_arm64_mb
+                    .map_or("n/a".to_owned(), |s| format!("{s:.2}")),
+                f.init_ms_median,
+                f.peak_rss_mb
+            );
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The three scenarios of the benchmark.
+
+use std::time::{Duration, Instant};
+
+use dev_gateway::Fault;
+use futures::StreamExt as _;
+use rand::Rng as _;
+use serde::Serialize;
+use shared::config::SdkConfig;
+use shared::domain::ids::PostId;
+use shared::usage::Counts;
+
+use crate::harness::{Call, Harness, Measured, Meter, http, percentile};
+use crate::limits::Limits;
+
+/// HTTP requests in flight at once, as many clients would send them.
+const CLIENTS: usize = 32;
+/// Worker pollers, as Lambda scales out the event source mapping.
+const POLLERS: usize = 4;
+
+/// One line of the results table: one kind of operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: &'static str,
+    pub kind: &'static str,
+    pub ops: u64,
+    pub ops_per_s: f64,
+    /// What the emulator could serve of the minimal requests for this kind,
+    /// measured in the same run (none for reads: they run at the offered load).
+    pub limit_ops_per_s: Option<f64>,
+    pub ratio_to_limit: Option<f64>,
+    pub dynamodb_requests_per_op: f64,
+    pub write_units_per_op: f64,
+    pub read_units_per_op: f64,
+    pub sqs_requests_per_op: f64,
+    /// CPU of this process (Tally's handlers, worker, adapters) per operation of the scenario.
+    pub cpu_us_per_op: f64,
+    pub handler_p50_ms: f64,
+    pub handler_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HotPost {
+    pub likes: u64,
+    pub final_count: u64,
+    pub worker_invocations: u64,
+    pub counter_writes: u64,
+    pub counter_writes_per_invocation: f64,
+    pub failed_messages: u64,
+    pub throttled: u64,
+}
+
+/// What a row is about; the figures come from a [`Measured`] phase.
+struct Spec {
+    scenario: &'static str,
+    kind: &'static str,
+    ops: u64,
+    dynamodb: Counts,
+    sqs: Counts,
+    /// Operations the phase's CPU time is shared by.
+    cpu_ops: u64,
+    limit: Option<f64>,
+}
+
+fn row(measured: &Measured, latencies: &mut [Duration], spec: Spec) -> Row {
+    let per = |x: f64| x / spec.ops.max(1) as f64;
+    let ops_per_s = spec.ops as f64 / measured.wall.as_secs_f64();
+    Row {
+        scenario: spec.scenario,
+        kind: spec.kind,
+        ops: spec.ops,
+        ops_per_s,
+        limit_ops_per_s: spec.limit,
+        ratio_to_limit: spec.limit.map(|limit| ops_per_s / limit),
+        dynamodb_requests_per_op: per(spec.dynamodb.requests as f64),
+        write_units_per_op: per(spec.dynamodb.write_units),
+        read_units_per_op: per(spec.dynamodb.read_units),
+        sqs_requests_per_op: per(spec.sqs.requests as f64),
+        cpu_us_per_op: measured.cpu.as_secs_f64() * 1e6 / spec.cpu_ops.max(1) as f64,
+        handler_p50_ms: percentile(latencies, 0.50),
+        handler_p99_ms: percentile(latencies, 0.99),
+    }
+}
+
+fn is_sqs(call: &str) -> bool {
+    call.starts_with("sqs:")
+}
+
+fn is_dynamodb(call: &str) -> bool {
+    call.starts_with("dynamodb:")
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Scenario 1, a viral post: distinct users like one post through handler → queue →
+/// worker, and the worker gets every batch twice.
+pub async fn hot_post(aws: &SdkConfig, limits: &Limits, scale: f64) -> (Row, HotPost) {
+    let h = Harness::new(aws).await;
+    let likes = (5000.0 * scale).round() as u64;
+    let pumps = h.start_pumps(&h.likes_mapping, POLLERS, Fault::DeliverTwice);
+    let meter = Meter::start(&h.usage);
+    let mut latencies: Vec<Duration> = futures::stream::iter(0..likes)
+        .map(|i| {
+            let user = format!("user-{i}");
+            let like = &h.like;
+            async move {
+                let call = Call {
+                    method: "PUT",
+                    path: "/v1/posts/viral/like",
+                    query: "",
+                    user: &user,
+                    scope: "",
+                    key: None,
+                    body: None,
+                };
+                let (status, latency) = http(like, call).await;
+                assert_eq!(status, 202);
+                latency
+            }
+        })
+        .buffer_unordered(CLIENTS)
+        .collect()
+        .await;
+    let viral = PostId::parse("viral").unwrap();
+    wait_until("the hot post to count every like", async || {
+        h.checks.like_count(&viral).await.unwrap() >= likes
+            && h.likes_queue.depth().await.unwrap() == 0
+    })
+    .await;
+    let measured = meter.finish(&h.usage);
+    let failed = pumps.stop().await;
+    let counter_writes = measured.sum(|c| c.ends_with("add_to_like_count")).requests;
+    let invocations = h.likes_mapping.invocations();
+    let result = HotPost {
+        likes,
+        final_count: h.checks.like_count(&viral).await.unwrap(),
+        worker_invocations: invocations,
+        counter_writes,
+        counter_writes_per_invocation: counter_writes as f64 / invocations.max(1) as f64,
+        failed_messages: failed,
+        throttled: 0,
+    };
+    let row = row(
+        &measured,
+        &mut latencies,
+        Spec {
+            scenario: "hot post",
+            kind: "like (each delivered twice)",
+            ops: likes,
+            dynamodb: measured.sum(is_dynamodb),
+            sqs: measured.sum(is_sqs),
+            cpu_ops: likes,
+            limit: Some(limits.like),
+        },
+    );
+    (row, result)
+}
+
+/// Zipf-distributed picks from 0..n (s = 1): a few posts take most of the traffic.
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut total = 0.0;
+        let cumulative = (1..=n)
+            .map(|k| {
+                total += 1.0 / (k as f64).powf(s);
+                total
+            })
+            .collect::<Vec<_>>();
+        Self {
+            cumulative: cumulative.iter().map(|c| c / total).collect(),
+        }
+    }
+
+    fn sample(&self, rng: &mut impl rand::Rng) -> usize {
+        let x: f64 = rng.random();
+        self.cumulative.partition_point(|c| *c < x)
+    }
+}
+
+enum Task {
+    Write {
+        user: usize,
+        post: usize,
+        like: bool,
+    },
+    DidILike {
+        user: usize,
+        posts: Vec<usize>,
+    },
+    Counts {
+        posts: Vec<usize>,
+    },
+}
+
+/// Scenario 2, a feed: likes and unlikes over 1,000 posts (Zipf) and 2,000 users, each
+/// delivered once, with "did I like these 20" and "counts for these 20" reads
+/// interleaved.
+pub async fn mixed(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
+    let h = Harness::new(aws).await;
+    let writes = (10_000.0 * scale).round() as usize;
+    let zipf = Zipf::new(1000, 1.0);
+    let mut rng = rand::rng();
+    let mut tasks = Vec::new();
+    for i in 0..writes {
+        let user = rng.random_range(0..2000);
+        tasks.push(Task::Write {
+            user,
+            post: zipf.sample(&mut rng),
+            like: rng.random_bool(0.75),
+        });
+        if i % 10 == 9 {
+            let feed = |rng: &mut rand::rngs::ThreadRng| {
+                (0..20).map(|_| zipf.sample(rng)).collect::<Vec<_>>()
+            };
+            tasks.push(Task::DidILike {
+                user,
+                posts: feed(&mut rng),
+            });
+            tasks.push(Task::Counts {
+                posts: feed(&mut rng),
+            });
+        }
+    }
+    let reads = (tasks.len() - writes) as u64 / 2;
+    let pumps = h.start_pumps(&h.likes_mapping, POLLERS, Fault::None);
+    let meter = Meter::start(&h.usage);
+    let results: Vec<(u8, Duration)> = futures::stream::iter(tasks)
+        .map(|task| {
+            let like = &h.like;
+            async move {
+                let ids = |posts: &[usize]| {
+                    posts
+                        .iter()
+                        .map(|p| format!("p{p}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let (kind, call_user, method, path, query) = match task {
+                    Task::Write { user, post, like } => (
+                        0,
+                        user,
+                        if like { "PUT" } else { "DELETE" },
+                        format!("/v1/posts/p{post}/like"),
+                        String::new(),
+                    ),
+                    Task::DidILike { user, posts } => (
+                        1,
+                        user,
+                        "GET",
+                        "/v1/me/likes".to_owned(),
+                        format!("post_ids={}", ids(&posts)),
+                    ),
+                    Task::Counts { posts } => (
+                        2,
+                        0,
+                        "GET",
+                        "/v1/likes/counts".to_owned(),
+                        format!("post_ids={}", ids(&posts)),
+                    ),
+                };
+                let user = format!("user-{call_user}");
+                let call = Call {
+                    method,
+                    path: &path,
+                    query: &query,
+                    user: &user,
+                    scope: "",
+                    key: None,
+                    body: None,
+                };
+                let (status, latency) = http(like, call).await;
+                assert!(status == 200 || status == 202, "{method} {path}: {status}");
+                (kind, latency)
+            }
+        })
+        .buffer_unordered(CLIENTS)
+        .collect()
+        .await;
+    wait_until("the likes queue to drain", async || {
+        h.likes_queue.depth().await.unwrap() == 0
+    })
+    .await;
+    let measured = meter.finish(&h.usage);
+    pumps.stop().await;
+    let latencies = |kind: u8| {
+        results
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, l)| *l)
+            .collect::<Vec<_>>()
+    };
+    let all_ops = writes as u64 + 2 * reads;
+    let write_calls = |c: &str| c.contains("apply_like") || c.contains("add_to_like_count");
+    vec![
+        row(
+            &measured,
+            &mut latencies(0),
+            Spec {
+                scenario: "mixed feed",
+                kind: "like/unlike",
+                ops: writes as u64,
+                dynamodb: measured.sum(write_calls),
+                sqs: measured.sum(is_sqs),
+                cpu_ops: all_ops,
+                limit: Some(limits.like),
+            },
+        ),
+        row(
+            &measured,
+            &mut latencies(1),
+            Spec {
+                scenario: "mixed feed",
+                kind: "did I like these 20",
+                ops: reads,
+                dynamodb: measured.sum(|c| c.ends_with("liked_posts")),
+                sqs: Counts::default(),
+                cpu_ops: all_ops,
+                limit: None,
+            },
+        ),
+        row(
+            &measured,
+            &mut latencies(2),
+            Spec {
+                scenario: "mixed feed",
+                kind: "counts for these 20",
+                ops: reads,
+                dynamodb: measured.sum(|c| c.ends_with("like_counts")),
+                sqs: Counts::default(),
+                cpu_ops: all_ops,
+                limit: None,
+            },
+        ),
+    ]
+}
+
+/// Scenario 3, points: grants, then spends, then transfers over 500 accounts, a fifth of
+/// them on ten hot accounts.
+pub async fn points(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
+    let h = Harness::new(aws).await;
+    let accounts = 500;
+    let account = |rng: &mut rand::rngs::ThreadRng| {
+        if rng.random_bool(0.2) {
+            rng.random_range(0..10)
+        } else {
+            rng.random_range(0..accounts)
+        }
+    };
+    let mut rows = Vec::new();
+    for (kind, count) in [("grant", 1000.0), ("spend", 2000.0), ("transfer", 2000.0)] {
+        let count = (count * scale).round() as usize;
+        let mut rng = rand::rng();
+        let calls: Vec<(String, &'static str, String, String)> = (0..count)
+            .map(|i| {
+                let key = format!("{kind}-{i}");
+                match kind {
+                    "grant" => (
+                        key,
+                        "/v1/points/grants",
+                        "admin".to_owned(),
+                        format!(
+                            r#"{{"user_id":"a{}","amount":1000,"point_type":"bonus"}}"#,
+                            i % accounts
+                        ),
+                    ),
+                    "spend" => (
+                        key,
+                        "/v1/me/points/spend",
+                        format!("a{}", account(&mut rng)),
+                        format!(r#"{{"amount":{}}}"#, rng.random_range(1..=50)),
+                    ),
+                    _ => {
+                        let from = account(&mut rng);
+                        let to = (from + rng.random_range(1..accounts)) % accounts;
+                        (
+                            key,
+                            "/v1/me/points/transfers",
+                            format!("a{from}"),
+                            format!(
+                                r#"{{"to_user_id":"a{to}","amount":{}}}"#,
+                                rng.random_range(1..=50)
+                            ),
+                        )
+                    }
+                }
+            })
+            .collect();
+        let pumps = h.start_pumps(&h.points_mapping, POLLERS, Fault::None);
+        let meter = Meter::start(&h.usage);
+        let mut latencies: Vec<Duration> = futures::stream::iter(calls)
+            .map(|(key, path, user, body)| {
+                let points = &h.points;
+                async move {
+                    let call = Call {
+                        method: "POST",
+                        path,
+                        query: "",
+                        user: &user,
+                        scope: "points:admin",
+                        key: Some(&key),
+                        body: Some(body),
+                    };
+                    let (status, latency) = http(points, call).await;
+                    assert_eq!(status, 202, "{path}");
+                    latency
+                }
+            })
+            .buffer_unordered(CLIENTS)
+            .collect()
+            .await;
+        wait_until("the points queue to drain", async || {
+            h.points_queue.depth().await.unwrap() == 0
+        })
+        .await;
+        let measured = meter.finish(&h.usage);
+        pumps.stop().await;
+        rows.push(row(
+            &measured,
+            &mut latencies,
+            Spec {
+                scenario: "points",
+                kind,
+                ops: count as u64,
+                dynamodb: measured.sum(is_dynamodb),
+                sqs: measured.sum(is_sqs),
+                cpu_ops: count as u64,
+                limit: Some(limits.points),
+            },
+        ));
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_picks_the_first_ranks_most_often() {
+        let zipf = Zipf::new(1000, 1.0);
+        let mut rng = rand::rng();
+        let picks: Vec<usize> = (0..20_000).map(|_| zipf.sample(&mut rng)).collect();
+        let top = picks.iter().filter(|p| **p == 0).count() as f64 / picks.len() as f64;
+        // P(rank 1) = 1 / H(1000) ≈ 0.134.
+        assert!((0.11..0.16).contains(&top), "{top}");
+        assert!(picks.iter().all(|p| *p < 1000));
+    }
+
+    #[test]
+    fn percentiles_come_from_the_sorted_latencies() {
+        let mut latencies: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile(&mut latencies, 0.5), 51.0);
+        assert_eq!(percentile(&mut latencies, 0.99), 99.0);
+    }
+}
