@@ -45,7 +45,7 @@ deploy: sam-build
 	sam deploy
 
 # The benchmark (BENCHMARKS.md): release binaries, then every scenario against a
-# fresh emulator. `make bench BENCH_ARGS="--scale 0.2"` for a quick one.
+# fresh emulator (default --scale 0.2: see BENCHMARKS.md). BENCH_ARGS="--scale 1" runs the full sizes.
 bench:
 	cargo build --release -p bench -p like -p points -p sqs-worker -p reconcile
 	scripts/with-emulator.sh target/release/bench --json bench-results.json $(BENCH_ARGS)

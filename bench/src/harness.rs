@@ -84,20 +84,25 @@ impl Harness {
     pub fn start_pumps(&self, mapping: &EventSourceMapping, count: usize, fault: Fault) -> Pumps {
         let stop = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
         let tasks = (0..count)
             .map(|_| {
-                let (mapping, worker, stop, failed) = (
-                    mapping.clone(),
-                    self.worker.clone(),
-                    stop.clone(),
-                    failed.clone(),
-                );
+                let (mapping, worker) = (mapping.clone(), self.worker.clone());
+                let (stop, failed, done) = (stop.clone(), failed.clone(), done.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         match mapping.poll_once_with(&worker, fault).await {
-                            Ok(poll) => failed.fetch_add(poll.failed as u64, Ordering::Relaxed),
-                            Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                        };
+                            Ok(poll) => {
+                                failed.fetch_add(poll.failed as u64, Ordering::Relaxed);
+                                done.fetch_add(
+                                    (poll.received - poll.failed) as u64,
+                                    Ordering::Relaxed,
+                                );
+                            }
+                            Err(_) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                 })
             })
@@ -105,6 +110,7 @@ impl Harness {
         Pumps {
             stop,
             failed,
+            done,
             tasks,
         }
     }
@@ -113,10 +119,24 @@ impl Harness {
 pub struct Pumps {
     stop: Arc<AtomicBool>,
     pub failed: Arc<AtomicU64>,
+    /// Messages the worker finished (deleted from the queue).
+    done: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Messages the senders may run ahead of the worker. moto scans a queue's whole
+/// backlog on every receive and delete, so an unbounded backlog would measure
+/// moto's slowdown, not Tally; SQS itself has no such limit.
+pub const MAX_BACKLOG: u64 = 200;
+
 impl Pumps {
+    /// Waits while more than [`MAX_BACKLOG`] of the `sent` messages are still queued.
+    pub async fn keep_up_with(&self, sent: u64) {
+        while sent > self.done.load(Ordering::Relaxed) + MAX_BACKLOG {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub async fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {

@@ -2,6 +2,10 @@
 //! same concurrency, for each request kind an operation needs at minimum. An
 //! operation needing requests A and B can go no faster than the emulator serves
 //! A then B back to back: limit = 1 / (1/rate(A) + 1/rate(B)).
+//!
+//! Each scenario measures right after its own phases, on its own table and
+//! queues: moto's cost per request grows with the table (a transaction copies
+//! the whole table), so the limit must see the same emulator state.
 
 use std::time::Instant;
 
@@ -10,16 +14,21 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use shared::config::SdkConfig;
 
-use crate::harness::Harness;
+use crate::harness::{Harness, cpu_time};
 
 const CONCURRENCY: usize = 32;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Limits {
+    pub scenario: &'static str,
     pub send_message_per_s: f64,
     pub conditional_update_per_s: f64,
     pub transaction_3_items_per_s: f64,
     pub batch_get_20_per_s: f64,
+    /// CPU the SDK spends in this process per request (signing, HTTP, JSON), by request kind.
+    pub sdk_cpu_us_per_send_message: f64,
+    pub sdk_cpu_us_per_conditional_update: f64,
+    pub sdk_cpu_us_per_transaction: f64,
     /// A like: one SendMessage and one conditional write.
     pub like: f64,
     /// A points operation: one SendMessage and one transaction.
@@ -28,28 +37,35 @@ pub struct Limits {
     pub batch_get: f64,
 }
 
-async fn rate<F: Future<Output = ()>>(requests: usize, call: impl Fn(usize) -> F) -> f64 {
+/// Requests per second, and this process's CPU per request (the SDK's own cost).
+async fn rate<F: Future<Output = ()>>(requests: usize, call: impl Fn(usize) -> F) -> (f64, f64) {
     let started = Instant::now();
+    let cpu = cpu_time();
     futures::stream::iter(0..requests)
         .map(call)
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<()>>()
         .await;
-    requests as f64 / started.elapsed().as_secs_f64()
+    let cpu_us = (cpu_time() - cpu).as_secs_f64() * 1e6 / requests as f64;
+    (requests as f64 / started.elapsed().as_secs_f64(), cpu_us)
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-pub async fn measure(aws: &SdkConfig, requests: usize) -> Limits {
-    let h = Harness::new(aws).await;
+pub async fn measure(
+    aws: &SdkConfig,
+    h: &Harness,
+    scenario: &'static str,
+    requests: usize,
+) -> Limits {
     let table = h.names.table.clone();
     let dynamodb = aws_sdk_dynamodb::Client::new(aws);
     let sqs = aws_sdk_sqs::Client::new(aws);
     let queue = h.likes_queue.url().to_owned();
 
-    let send_message_per_s = rate(requests, |i| {
+    let (send_message_per_s, cpu_send_message_per_s) = rate(requests, |i| {
         let (sqs, queue) = (sqs.clone(), queue.clone());
         async move {
             sqs.send_message()
@@ -61,13 +77,13 @@ pub async fn measure(aws: &SdkConfig, requests: usize) -> Limits {
         }
     })
     .await;
-    let conditional_update_per_s = rate(requests, |i| {
+    let (conditional_update_per_s, cpu_conditional_update_per_s) = rate(requests, |i| {
         let (dynamodb, table) = (dynamodb.clone(), table.clone());
         async move {
             dynamodb
                 .update_item()
                 .table_name(table)
-                .key("pk", s(format!("RAW#{i}")))
+                .key("pk", s(format!("RAW#{scenario}#{i}")))
                 .key("sk", s("R"))
                 .update_expression("SET v = :v")
                 .condition_expression("attribute_not_exists(v) OR v < :v")
@@ -78,14 +94,14 @@ pub async fn measure(aws: &SdkConfig, requests: usize) -> Limits {
         }
     })
     .await;
-    let transaction_3_items_per_s = rate(requests / 2, |i| {
+    let (transaction_3_items_per_s, cpu_transaction_3_items_per_s) = rate(requests / 2, |i| {
         let (dynamodb, table) = (dynamodb.clone(), table.clone());
         async move {
             let items = (0..3)
                 .map(|j| {
                     let put = Put::builder()
                         .table_name(&table)
-                        .item("pk", s(format!("TX#{i}#{j}")))
+                        .item("pk", s(format!("TX#{scenario}#{i}#{j}")))
                         .item("sk", s("T"))
                         .condition_expression("attribute_not_exists(pk)")
                         .build()
@@ -102,13 +118,16 @@ pub async fn measure(aws: &SdkConfig, requests: usize) -> Limits {
         }
     })
     .await;
-    let batch_get_20_per_s = rate(requests / 2, |i| {
+    let (batch_get_20_per_s, _) = rate(requests / 2, |i| {
         let (dynamodb, table) = (dynamodb.clone(), table.clone());
         async move {
             let keys = (0..20)
                 .map(|j| {
                     [
-                        ("pk".to_owned(), s(format!("RAW#{}", (i + j) % requests))),
+                        (
+                            "pk".to_owned(),
+                            s(format!("RAW#{scenario}#{}", (i + j) % requests)),
+                        ),
                         ("sk".to_owned(), s("R")),
                     ]
                     .into()
@@ -129,9 +148,13 @@ pub async fn measure(aws: &SdkConfig, requests: usize) -> Limits {
     .await;
     let serial = |a: f64, b: f64| 1.0 / (1.0 / a + 1.0 / b);
     Limits {
+        scenario,
         like: serial(send_message_per_s, conditional_update_per_s),
         points: serial(send_message_per_s, transaction_3_items_per_s),
         batch_get: batch_get_20_per_s,
+        sdk_cpu_us_per_send_message: cpu_send_message_per_s,
+        sdk_cpu_us_per_conditional_update: cpu_conditional_update_per_s,
+        sdk_cpu_us_per_transaction: cpu_transaction_3_items_per_s,
         send_message_per_s,
         conditional_update_per_s,
         transaction_3_items_per_s,

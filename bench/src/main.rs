@@ -2,7 +2,8 @@
 //! the emulator, measured in one run. Prints a table and writes it as JSON.
 //!
 //! ```text
-//! bench [--scale 1.0] [--json bench-results.json] [--arm64-dir target/lambda] [--skip-functions]
+//! bench [--scale 0.2] [--json bench-results.json] [--arm64-dir target/lambda]
+//!       [--skip-functions] [--only hot|mixed|points|functions]
 //! ```
 //! Needs the emulator at `AWS_ENDPOINT_URL` (`make bench` starts one) and, for
 //! the function figures, the release binaries beside this one (`make bench` builds them).
@@ -21,9 +22,9 @@ struct Results {
     command: String,
     machine: Machine,
     scale: f64,
-    limits: limits::Limits,
+    limits: Vec<limits::Limits>,
     rows: Vec<scenarios::Row>,
-    hot_post: scenarios::HotPost,
+    hot_post: Option<scenarios::HotPost>,
     functions: Vec<functions::Function>,
 }
 
@@ -60,14 +61,17 @@ struct Args {
     json: PathBuf,
     arm64_dir: Option<PathBuf>,
     skip_functions: bool,
+    /// Run one part only: hot, mixed, points or functions.
+    only: Option<String>,
 }
 
 fn args() -> Args {
     let mut args = Args {
-        scale: 1.0,
+        scale: 0.2,
         json: PathBuf::from("bench-results.json"),
         arm64_dir: None,
         skip_functions: false,
+        only: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -83,6 +87,13 @@ fn args() -> Args {
                 args.arm64_dir = Some(given.next().expect("--arm64-dir takes a path").into())
             }
             "--skip-functions" => args.skip_functions = true,
+            "--only" => {
+                args.only = Some(
+                    given
+                        .next()
+                        .expect("--only takes hot, mixed, points or functions"),
+                )
+            }
             other => panic!("unknown argument {other}; see the module docs"),
         }
     }
@@ -102,16 +113,31 @@ async fn main() {
         ))
         .load()
         .await;
-    eprintln!("bench: measuring the emulator's raw rates");
-    let limits = limits::measure(&aws, (400.0 * args.scale.max(0.25)) as usize).await;
-    eprintln!("bench: hot post");
-    let (hot_row, hot_post) = scenarios::hot_post(&aws, &limits, args.scale).await;
-    eprintln!("bench: mixed feed");
-    let mut rows = vec![hot_row];
-    rows.extend(scenarios::mixed(&aws, &limits, args.scale).await);
-    eprintln!("bench: points");
-    rows.extend(scenarios::points(&aws, &limits, args.scale).await);
-    let functions = if args.skip_functions {
+    let raw_requests = (400.0 * args.scale.clamp(0.25, 1.0)) as usize;
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
+    let mut rows = Vec::new();
+    let mut all_limits = Vec::new();
+    let mut hot_post = None;
+    if wanted("hot") {
+        eprintln!("bench: hot post");
+        let (row, result, limits) = scenarios::hot_post(&aws, args.scale, raw_requests).await;
+        rows.push(row);
+        hot_post = Some(result);
+        all_limits.push(limits);
+    }
+    if wanted("mixed") {
+        eprintln!("bench: mixed feed");
+        let (mixed, limits) = scenarios::mixed(&aws, args.scale, raw_requests).await;
+        rows.extend(mixed);
+        all_limits.push(limits);
+    }
+    if wanted("points") {
+        eprintln!("bench: points");
+        let (points, limits) = scenarios::points(&aws, args.scale, raw_requests).await;
+        rows.extend(points);
+        all_limits.extend(limits);
+    }
+    let functions = if args.skip_functions || !wanted("functions") {
         Vec::new()
     } else {
         eprintln!("bench: functions (size, init, peak RSS)");
@@ -121,7 +147,7 @@ async fn main() {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: machine(),
         scale: args.scale,
-        limits,
+        limits: all_limits,
         rows,
         hot_post,
         functions,
@@ -136,14 +162,19 @@ async fn main() {
 }
 
 fn print_table(r: &Results) {
-    let l = &r.limits;
-    println!(
-        "emulator raw rates (32 in flight): SendMessage {:.0}/s, conditional UpdateItem {:.0}/s, 3-item transaction {:.0}/s, 20-key BatchGetItem {:.0}/s",
-        l.send_message_per_s,
-        l.conditional_update_per_s,
-        l.transaction_3_items_per_s,
-        l.batch_get_20_per_s
-    );
+    for l in &r.limits {
+        println!(
+            "emulator after {:<10}: SendMessage {:.0}/s, conditional UpdateItem {:.0}/s, 3-item transaction {:.0}/s, 20-key BatchGetItem {:.0}/s (32 in flight); SDK CPU per request: SendMessage {:.0} µs, UpdateItem {:.0} µs, transaction {:.0} µs",
+            l.scenario,
+            l.send_message_per_s,
+            l.conditional_update_per_s,
+            l.transaction_3_items_per_s,
+            l.batch_get_20_per_s,
+            l.sdk_cpu_us_per_send_message,
+            l.sdk_cpu_us_per_conditional_update,
+            l.sdk_cpu_us_per_transaction
+        );
+    }
     println!();
     println!(
         "{:<11} {:<28} {:>6} {:>8} {:>8} {:>6} {:>7} {:>6} {:>6} {:>7} {:>8} {:>7} {:>7}",
@@ -181,22 +212,23 @@ fn print_table(r: &Results) {
             row.handler_p99_ms
         );
     }
-    let h = &r.hot_post;
-    println!();
-    println!(
-        "hot post: {} likes → count {} ({}), {} worker invocations, {:.2} counter writes per invocation, {} failed messages, {} throttled",
-        h.likes,
-        h.final_count,
-        if h.final_count == h.likes {
-            "exact"
-        } else {
-            "NOT EXACT"
-        },
-        h.worker_invocations,
-        h.counter_writes_per_invocation,
-        h.failed_messages,
-        h.throttled
-    );
+    if let Some(h) = &r.hot_post {
+        println!();
+        println!(
+            "hot post: {} likes → count {} ({}), {} worker invocations, {:.2} counter writes per invocation, {} failed messages, {} throttled",
+            h.likes,
+            h.final_count,
+            if h.final_count == h.likes {
+                "exact"
+            } else {
+                "NOT EXACT"
+            },
+            h.worker_invocations,
+            h.counter_writes_per_invocation,
+            h.failed_messages,
+            h.throttled
+        );
+    }
     if !r.functions.is_empty() {
         println!();
         println!(

@@ -100,7 +100,11 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 
 /// Scenario 1, a viral post: distinct users like one post through handler → queue →
 /// worker, and the worker gets every batch twice.
-pub async fn hot_post(aws: &SdkConfig, limits: &Limits, scale: f64) -> (Row, HotPost) {
+pub async fn hot_post(
+    aws: &SdkConfig,
+    scale: f64,
+    limit_requests: usize,
+) -> (Row, HotPost, Limits) {
     let h = Harness::new(aws).await;
     let likes = (5000.0 * scale).round() as u64;
     let pumps = h.start_pumps(&h.likes_mapping, POLLERS, Fault::DeliverTwice);
@@ -108,8 +112,9 @@ pub async fn hot_post(aws: &SdkConfig, limits: &Limits, scale: f64) -> (Row, Hot
     let mut latencies: Vec<Duration> = futures::stream::iter(0..likes)
         .map(|i| {
             let user = format!("user-{i}");
-            let like = &h.like;
+            let (like, pumps) = (&h.like, &pumps);
             async move {
+                pumps.keep_up_with(i).await;
                 let call = Call {
                     method: "PUT",
                     path: "/v1/posts/viral/like",
@@ -135,6 +140,7 @@ pub async fn hot_post(aws: &SdkConfig, limits: &Limits, scale: f64) -> (Row, Hot
     .await;
     let measured = meter.finish(&h.usage);
     let failed = pumps.stop().await;
+    let limits = crate::limits::measure(aws, &h, "hot post", limit_requests).await;
     let counter_writes = measured.sum(|c| c.ends_with("add_to_like_count")).requests;
     let invocations = h.likes_mapping.invocations();
     let result = HotPost {
@@ -159,7 +165,7 @@ pub async fn hot_post(aws: &SdkConfig, limits: &Limits, scale: f64) -> (Row, Hot
             limit: Some(limits.like),
         },
     );
-    (row, result)
+    (row, result, limits)
 }
 
 /// Zipf-distributed picks from 0..n (s = 1): a few posts take most of the traffic.
@@ -205,7 +211,7 @@ enum Task {
 /// Scenario 2, a feed: likes and unlikes over 1,000 posts (Zipf) and 2,000 users, each
 /// delivered once, with "did I like these 20" and "counts for these 20" reads
 /// interleaved.
-pub async fn mixed(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
+pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<Row>, Limits) {
     let h = Harness::new(aws).await;
     let writes = (10_000.0 * scale).round() as usize;
     let zipf = Zipf::new(1000, 1.0);
@@ -232,12 +238,15 @@ pub async fn mixed(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
         }
     }
     let reads = (tasks.len() - writes) as u64 / 2;
+    let total = tasks.len() as u64;
     let pumps = h.start_pumps(&h.likes_mapping, POLLERS, Fault::None);
     let meter = Meter::start(&h.usage);
-    let results: Vec<(u8, Duration)> = futures::stream::iter(tasks)
-        .map(|task| {
-            let like = &h.like;
+    let results: Vec<(u8, Duration)> = futures::stream::iter(tasks.into_iter().enumerate())
+        .map(|(i, task)| {
+            let (like, pumps) = (&h.like, &pumps);
             async move {
+                // Writes sent so far, roughly: reads are interleaved evenly.
+                pumps.keep_up_with(i as u64 * writes as u64 / total).await;
                 let ids = |posts: &[usize]| {
                     posts
                         .iter()
@@ -292,6 +301,7 @@ pub async fn mixed(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
     .await;
     let measured = meter.finish(&h.usage);
     pumps.stop().await;
+    let limits = crate::limits::measure(aws, &h, "mixed feed", limit_requests).await;
     let latencies = |kind: u8| {
         results
             .iter()
@@ -301,7 +311,7 @@ pub async fn mixed(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
     };
     let all_ops = writes as u64 + 2 * reads;
     let write_calls = |c: &str| c.contains("apply_like") || c.contains("add_to_like_count");
-    vec![
+    let rows = vec![
         row(
             &measured,
             &mut latencies(0),
@@ -341,12 +351,13 @@ pub async fn mixed(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
                 limit: None,
             },
         ),
-    ]
+    ];
+    (rows, limits)
 }
 
 /// Scenario 3, points: grants, then spends, then transfers over 500 accounts, a fifth of
 /// them on ten hot accounts.
-pub async fn points(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
+pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<Row>, Vec<Limits>) {
     let h = Harness::new(aws).await;
     let accounts = 500;
     let account = |rng: &mut rand::rngs::ThreadRng| {
@@ -357,6 +368,7 @@ pub async fn points(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
         }
     };
     let mut rows = Vec::new();
+    let mut all_limits = Vec::new();
     for (kind, count) in [("grant", 1000.0), ("spend", 2000.0), ("transfer", 2000.0)] {
         let count = (count * scale).round() as usize;
         let mut rng = rand::rng();
@@ -397,10 +409,11 @@ pub async fn points(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
             .collect();
         let pumps = h.start_pumps(&h.points_mapping, POLLERS, Fault::None);
         let meter = Meter::start(&h.usage);
-        let mut latencies: Vec<Duration> = futures::stream::iter(calls)
-            .map(|(key, path, user, body)| {
-                let points = &h.points;
+        let mut latencies: Vec<Duration> = futures::stream::iter(calls.into_iter().enumerate())
+            .map(|(i, (key, path, user, body))| {
+                let (points, pumps) = (&h.points, &pumps);
                 async move {
+                    pumps.keep_up_with(i as u64).await;
                     let call = Call {
                         method: "POST",
                         path,
@@ -424,6 +437,7 @@ pub async fn points(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
         .await;
         let measured = meter.finish(&h.usage);
         pumps.stop().await;
+        let limits = crate::limits::measure(aws, &h, kind, limit_requests).await;
         rows.push(row(
             &measured,
             &mut latencies,
@@ -437,8 +451,9 @@ pub async fn points(aws: &SdkConfig, limits: &Limits, scale: f64) -> Vec<Row> {
                 limit: Some(limits.points),
             },
         ));
+        all_limits.push(limits);
     }
-    rows
+    (rows, all_limits)
 }
 
 #[cfg(test)]
