@@ -36,6 +36,13 @@ case "${1:-}" in
   stop)
     if [ -n "${TALLY_EMULATOR_PID:-}" ]; then
       kill "$TALLY_EMULATOR_PID" 2>/dev/null || true
+      # moto finishes the request in hand before it exits; a long one (a
+      # transaction copying a big table) gets two seconds, then SIGKILL.
+      for _ in $(seq 1 20); do
+        kill -0 "$TALLY_EMULATOR_PID" 2>/dev/null || exit 0
+        sleep 0.1
+      done
+      kill -9 "$TALLY_EMULATOR_PID" 2>/dev/null || true
     fi
     ;;
   *)

@@ -140,7 +140,7 @@ pub async fn hot_post(
     .await;
     let measured = meter.finish(&h.usage);
     let failed = pumps.stop().await;
-    let limits = crate::limits::measure(aws, &h, "hot post", limit_requests).await;
+    let limits = crate::limits::measure(aws, &h, "hot post", limit_requests, false).await;
     let counter_writes = measured.sum(|c| c.ends_with("add_to_like_count")).requests;
     let invocations = h.likes_mapping.invocations();
     let result = HotPost {
@@ -301,7 +301,7 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
     .await;
     let measured = meter.finish(&h.usage);
     pumps.stop().await;
-    let limits = crate::limits::measure(aws, &h, "mixed feed", limit_requests).await;
+    let limits = crate::limits::measure(aws, &h, "mixed feed", limit_requests, false).await;
     let latencies = |kind: u8| {
         results
             .iter()
@@ -437,7 +437,7 @@ pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<
         .await;
         let measured = meter.finish(&h.usage);
         pumps.stop().await;
-        let limits = crate::limits::measure(aws, &h, kind, limit_requests).await;
+        let limits = crate::limits::measure(aws, &h, kind, limit_requests, true).await;
         rows.push(row(
             &measured,
             &mut latencies,

@@ -158,7 +158,9 @@ impl Store {
             .expression_attribute_values(":dirty", s(keys::dirty_post_gsi1pk(post)))
             .expression_attribute_values(":delta", n(delta))
             .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::UpdatedOld)
+            // The old item says whether the "changed" mark is new (moto leaves
+            // unchanged attributes out of UPDATED_OLD, so ask for all of it).
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
