@@ -11,7 +11,7 @@ use super::{
     Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n, required_s,
     s,
 };
-use crate::domain::ids::{PostId, UserId};
+use crate::domain::ids::{InvalidIdentifier, PostId, UserId};
 use crate::domain::points::Entry;
 use crate::domain::timestamp;
 
@@ -51,36 +51,33 @@ struct SweepCursor {
 impl Store {
     /// Posts whose counter was written since reconcile last settled it.
     pub async fn changed_posts(&self) -> Result<Vec<PostId>, StoreError> {
-        let mut posts = Vec::new();
-        for partition in 0..keys::DIRTY_PARTITIONS {
-            for sort_key in self
-                .gsi1_sort_keys(keys::dirty_partition_gsi1pk(partition))
-                .await?
-            {
-                posts.push(PostId::parse(&sort_key).map_err(|e| StoreError::Corrupt {
-                    key: format!("gsi1 {sort_key}"),
-                    problem: e.to_string(),
-                })?);
-            }
-        }
-        Ok(posts)
+        self.marked(keys::dirty_partition_gsi1pk, PostId::parse)
+            .await
     }
 
     /// Accounts written since their ledger was last audited clean.
     pub async fn changed_accounts(&self) -> Result<Vec<UserId>, StoreError> {
-        let mut users = Vec::new();
+        self.marked(keys::dirty_accounts_partition_gsi1pk, UserId::parse)
+            .await
+    }
+
+    /// The ids marked "changed" in every partition of one kind of `gsi1` mark.
+    async fn marked<T>(
+        &self,
+        partition_key: fn(u32) -> String,
+        parse: fn(String) -> Result<T, InvalidIdentifier>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut found = Vec::new();
         for partition in 0..keys::DIRTY_PARTITIONS {
-            for sort_key in self
-                .gsi1_sort_keys(keys::dirty_accounts_partition_gsi1pk(partition))
-                .await?
-            {
-                users.push(UserId::parse(&sort_key).map_err(|e| StoreError::Corrupt {
-                    key: format!("gsi1 {sort_key}"),
+            for sort_key in self.gsi1_sort_keys(partition_key(partition)).await? {
+                let key = format!("gsi1 {sort_key}");
+                found.push(parse(sort_key).map_err(|e| StoreError::Corrupt {
+                    key,
                     problem: e.to_string(),
                 })?);
             }
         }
-        Ok(users)
+        Ok(found)
     }
 
     async fn gsi1_sort_keys(&self, gsi1pk: String) -> Result<Vec<String>, StoreError> {
