@@ -47,22 +47,23 @@ pub async fn apply(
         for user in op.request.accounts(&op.caller) {
             accounts.insert(user.clone(), store.account(user).await?);
         }
-        let commit = match points::plan(op, &accounts, types) {
-            Ok(changes) => match store.commit_points(op, &changes).await? {
-                Commit::Done => return Ok(PointsOutcome::Applied),
-                other => other,
-            },
-            Err(rejection) => match store.reject_operation(op, rejection).await? {
-                Commit::Done => {
+        let (commit, outcome) = match points::plan(op, &accounts, types) {
+            Ok(changes) => (
+                store.commit_points(op, &changes).await?,
+                PointsOutcome::Applied,
+            ),
+            Err(rejection) => {
+                let commit = store.reject_operation(op, rejection).await?;
+                if commit == Commit::Done {
                     tracing::info!(operation_id = %op.operation_id, reason = rejection.code(), "rejected");
-                    return Ok(PointsOutcome::Rejected);
                 }
-                other => other,
-            },
+                (commit, PointsOutcome::Rejected)
+            }
         };
         match commit {
+            Commit::Done => return Ok(outcome),
             Commit::AlreadyDone => return Ok(PointsOutcome::AlreadyDone),
-            Commit::Conflict | Commit::Done => continue,
+            Commit::Conflict => continue,
         }
     }
     Err(StoreError::Unavailable(
