@@ -1,10 +1,16 @@
 //! One instrumented Tally in this process: the real like and points handlers,
 //! the real queues on the emulator, the real worker fed by the dev gateway's
 //! event source mapping, and a usage meter on every adapter.
+//!
+//! Tally's functions run apart from the benchmark's own clients and pollers: on
+//! a single-threaded runtime on its own thread ([`FUNCTIONS_THREAD`]), with
+//! their own SDK clients (so their own connections), as a Lambda function runs
+//! in its own process. [`functions_cpu`] is that thread's CPU: Tally's, without
+//! the load generator's or the event source mapping's (AWS runs that one).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -28,8 +34,48 @@ pub struct Harness {
     pub worker: Worker,
     pub likes_mapping: EventSourceMapping,
     pub points_mapping: EventSourceMapping,
+    /// Uninstrumented, for the benchmark's own checks (queue depth).
     pub likes_queue: OperationQueue,
     pub points_queue: OperationQueue,
+}
+
+/// The name of the thread (and of its blocking pool's threads) Tally's functions run on.
+pub const FUNCTIONS_THREAD: &str = "tally-functions";
+
+/// The functions' runtime: current-thread, as the functions' own `main` builds it.
+static FUNCTIONS: LazyLock<tokio::runtime::Handle> = LazyLock::new(|| {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(FUNCTIONS_THREAD)
+        .build()
+        .expect("the functions' runtime");
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(FUNCTIONS_THREAD.into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .expect("the functions' thread");
+    handle
+});
+
+/// The runtime Tally's functions run on.
+pub fn functions() -> &'static tokio::runtime::Handle {
+    &FUNCTIONS
+}
+
+/// CPU time of Tally's functions so far: the scheduler's run time of every
+/// thread named [`FUNCTIONS_THREAD`] (`/proc/self/task/*/schedstat`, in ns).
+pub fn functions_cpu() -> Duration {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    let nanos: u64 = tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.trim_end() == FUNCTIONS_THREAD)
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 impl Harness {
@@ -44,39 +90,48 @@ impl Harness {
             .await
             .expect("provision the benchmark's table and queues");
         let usage = Arc::new(Usage::default());
-        let store = stack.store.clone().with_usage(usage.clone());
-        let likes_queue = stack.likes.queue.clone().with_usage(usage.clone());
-        let points_queue = stack.points.queue.clone().with_usage(usage.clone());
+        // `Client::new` gives each adapter its own HTTP client: the functions'
+        // connections are opened, and their I/O done, on the functions' runtime.
+        let metered_queue = |queue: &OperationQueue| {
+            OperationQueue::from_config(aws, queue.url()).with_usage(usage.clone())
+        };
+        let store = Store::from_config(aws, &names.table).with_usage(usage.clone());
         let like = like::router(like::LikeApi {
             store: store.clone(),
-            queue: likes_queue.clone(),
+            queue: metered_queue(&stack.likes.queue),
         });
-        let points = points::router(points::PointsApi::new(store.clone(), points_queue.clone()));
+        let points = points::router(points::PointsApi::new(
+            store.clone(),
+            metered_queue(&stack.points.queue),
+        ));
+        let functions = FUNCTIONS.clone();
         let likes_mapping = EventSourceMapping::new(
-            likes_queue.clone(),
+            metered_queue(&stack.likes.queue),
             mapping::BATCH_SIZE,
             mapping::BATCHING_WINDOW,
         )
         .await
-        .expect("likes queue arn");
+        .expect("likes queue arn")
+        .with_worker_runtime(functions.clone());
         let points_mapping = EventSourceMapping::new(
-            points_queue.clone(),
+            metered_queue(&stack.points.queue),
             mapping::POINTS_BATCH_SIZE,
             Duration::ZERO,
         )
         .await
-        .expect("points queue arn");
+        .expect("points queue arn")
+        .with_worker_runtime(functions);
         Self {
             names,
             usage,
-            worker: Worker::new(store.clone()),
+            worker: Worker::new(store),
             checks: stack.store.clone(),
             like,
             points,
             likes_mapping,
             points_mapping,
-            likes_queue,
-            points_queue,
+            likes_queue: stack.likes.queue.clone(),
+            points_queue: stack.points.queue.clone(),
         }
     }
 
@@ -180,23 +235,32 @@ pub async fn http(router: &Router, call: Call<'_>) -> (u16, Duration) {
         "isBase64Encoded": false,
     })
     .to_string();
+    let router = router.clone();
     let started = Instant::now();
-    let event: LambdaRequest = serde_json::from_str(&event).expect("a valid API Gateway event");
-    let request: lambda_http::Request = event.into();
-    let response = router
-        .clone()
-        .oneshot(request)
+    // What the function's process does with one invocation: parse the event,
+    // route, handle, and produce the response body.
+    let status = FUNCTIONS
+        .spawn(async move {
+            let event: LambdaRequest =
+                serde_json::from_str(&event).expect("a valid API Gateway event");
+            let request: lambda_http::Request = event.into();
+            let response = router
+                .oneshot(request)
+                .await
+                .expect("routers never fail");
+            let status = response.status().as_u16();
+            let _ = axum::body::to_bytes(response.into_body(), 1 << 20).await;
+            status
+        })
         .await
-        .expect("routers never fail");
-    let status = response.status().as_u16();
-    let _ = axum::body::to_bytes(response.into_body(), 1 << 20).await;
+        .expect("the handler does not panic");
     (status, started.elapsed())
 }
 
-/// Process CPU time (user + system, all threads) so far, from /proc/self/stat
-/// (10 ms ticks: phases run for seconds). The emulator runs in its own
-/// process, so this is Tally's CPU plus the benchmark's own request building.
-pub fn cpu_time() -> Duration {
+/// CPU time of this whole process so far (user + system, all threads) from
+/// /proc/self/stat, in 10 ms ticks: Tally's functions plus the load generator
+/// and the event source mapping. Reported beside [`functions_cpu`].
+pub fn process_cpu() -> Duration {
     const TICKS_PER_SECOND: u64 = 100;
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at field 3.
@@ -213,12 +277,16 @@ pub fn cpu_time() -> Duration {
 pub struct Meter {
     started: Instant,
     cpu: Duration,
+    process_cpu: Duration,
     usage: BTreeMap<&'static str, Counts>,
 }
 
 pub struct Measured {
     pub wall: Duration,
+    /// Tally's functions.
     pub cpu: Duration,
+    /// The whole benchmark process.
+    pub process_cpu: Duration,
     pub usage: BTreeMap<&'static str, Counts>,
 }
 
@@ -226,7 +294,8 @@ impl Meter {
     pub fn start(usage: &Usage) -> Self {
         Self {
             started: Instant::now(),
-            cpu: cpu_time(),
+            cpu: functions_cpu(),
+            process_cpu: process_cpu(),
             usage: usage.snapshot(),
         }
     }
@@ -241,7 +310,8 @@ impl Meter {
         }
         Measured {
             wall: self.started.elapsed(),
-            cpu: cpu_time() - self.cpu,
+            cpu: functions_cpu() - self.cpu,
+            process_cpu: process_cpu() - self.process_cpu,
             usage: delta,
         }
     }

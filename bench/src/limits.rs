@@ -14,7 +14,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use shared::config::SdkConfig;
 
-use crate::harness::{Harness, cpu_time};
+use crate::harness::{Harness, functions, functions_cpu};
 
 const CONCURRENCY: usize = 32;
 
@@ -37,16 +37,25 @@ pub struct Limits {
     pub batch_get: f64,
 }
 
-/// Requests per second, and this process's CPU per request (the SDK's own cost).
-async fn rate<F: Future<Output = ()>>(requests: usize, call: impl Fn(usize) -> F) -> (f64, f64) {
+/// Requests per second, and the CPU per request (the SDK's own cost), sent
+/// from the functions' runtime as Tally's functions send theirs.
+async fn rate<F>(requests: usize, call: impl Fn(usize) -> F + Send + 'static) -> (f64, f64)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let started = Instant::now();
-    let cpu = cpu_time();
-    futures::stream::iter(0..requests)
-        .map(call)
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
-    let cpu_us = (cpu_time() - cpu).as_secs_f64() * 1e6 / requests as f64;
+    let cpu = functions_cpu();
+    functions()
+        .spawn(async move {
+            futures::stream::iter(0..requests)
+                .map(call)
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<()>>()
+                .await
+        })
+        .await
+        .expect("raw requests do not panic");
+    let cpu_us = (functions_cpu() - cpu).as_secs_f64() * 1e6 / requests as f64;
     (requests as f64 / started.elapsed().as_secs_f64(), cpu_us)
 }
 
@@ -66,90 +75,102 @@ pub async fn measure(
     let sqs = aws_sdk_sqs::Client::new(aws);
     let queue = h.likes_queue.url().to_owned();
 
-    let (send_message_per_s, cpu_send_message_per_s) = rate(requests, |i| {
+    let (send_message_per_s, cpu_send_message_per_s) = rate(requests, {
         let (sqs, queue) = (sqs.clone(), queue.clone());
-        async move {
-            sqs.send_message()
-                .queue_url(queue)
-                .message_body(format!("raw {i}"))
-                .send()
-                .await
-                .unwrap();
+        move |i| {
+            let (sqs, queue) = (sqs.clone(), queue.clone());
+            async move {
+                sqs.send_message()
+                    .queue_url(queue)
+                    .message_body(format!("raw {i}"))
+                    .send()
+                    .await
+                    .unwrap();
+            }
         }
     })
     .await;
-    let (conditional_update_per_s, cpu_conditional_update_per_s) = rate(requests, |i| {
+    let (conditional_update_per_s, cpu_conditional_update_per_s) = rate(requests, {
         let (dynamodb, table) = (dynamodb.clone(), table.clone());
-        async move {
-            dynamodb
-                .update_item()
-                .table_name(table)
-                .key("pk", s(format!("RAW#{scenario}#{i}")))
-                .key("sk", s("R"))
-                .update_expression("SET v = :v")
-                .condition_expression("attribute_not_exists(v) OR v < :v")
-                .expression_attribute_values(":v", s("1"))
-                .send()
-                .await
-                .unwrap();
+        move |i| {
+            let (dynamodb, table) = (dynamodb.clone(), table.clone());
+            async move {
+                dynamodb
+                    .update_item()
+                    .table_name(table)
+                    .key("pk", s(format!("RAW#{scenario}#{i}")))
+                    .key("sk", s("R"))
+                    .update_expression("SET v = :v")
+                    .condition_expression("attribute_not_exists(v) OR v < :v")
+                    .expression_attribute_values(":v", s("1"))
+                    .send()
+                    .await
+                    .unwrap();
+            }
         }
     })
     .await;
     // Likes need no transaction, and moto's transactions copy the whole table:
     // measured only where an operation needs them.
     let (transaction_3_items_per_s, cpu_transaction_3_items_per_s) = if needs_transactions {
-        rate(requests / 2, |i| {
+        rate(requests / 2, {
             let (dynamodb, table) = (dynamodb.clone(), table.clone());
-            async move {
-                let items = (0..3)
-                    .map(|j| {
-                        let put = Put::builder()
-                            .table_name(&table)
-                            .item("pk", s(format!("TX#{scenario}#{i}#{j}")))
-                            .item("sk", s("T"))
-                            .condition_expression("attribute_not_exists(pk)")
-                            .build()
-                            .unwrap();
-                        TransactWriteItem::builder().put(put).build()
-                    })
-                    .collect();
-                dynamodb
-                    .transact_write_items()
-                    .set_transact_items(Some(items))
-                    .send()
-                    .await
-                    .unwrap();
+            move |i| {
+                let (dynamodb, table) = (dynamodb.clone(), table.clone());
+                async move {
+                    let items = (0..3)
+                        .map(|j| {
+                            let put = Put::builder()
+                                .table_name(&table)
+                                .item("pk", s(format!("TX#{scenario}#{i}#{j}")))
+                                .item("sk", s("T"))
+                                .condition_expression("attribute_not_exists(pk)")
+                                .build()
+                                .unwrap();
+                            TransactWriteItem::builder().put(put).build()
+                        })
+                        .collect();
+                    dynamodb
+                        .transact_write_items()
+                        .set_transact_items(Some(items))
+                        .send()
+                        .await
+                        .unwrap();
+                }
             }
         })
         .await
     } else {
         (f64::NAN, f64::NAN)
     };
-    let (batch_get_20_per_s, _) = rate(requests / 2, |i| {
+    let (batch_get_20_per_s, _) = rate(requests / 2, {
         let (dynamodb, table) = (dynamodb.clone(), table.clone());
-        async move {
-            let keys = (0..20)
-                .map(|j| {
-                    [
-                        (
-                            "pk".to_owned(),
-                            s(format!("RAW#{scenario}#{}", (i + j) % requests)),
-                        ),
-                        ("sk".to_owned(), s("R")),
-                    ]
-                    .into()
-                })
-                .collect();
-            let ask = KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .build()
-                .unwrap();
-            dynamodb
-                .batch_get_item()
-                .request_items(table, ask)
-                .send()
-                .await
-                .unwrap();
+        move |i| {
+            let (dynamodb, table) = (dynamodb.clone(), table.clone());
+            async move {
+                let keys = (0..20)
+                    .map(|j| {
+                        [
+                            (
+                                "pk".to_owned(),
+                                s(format!("RAW#{scenario}#{}", (i + j) % requests)),
+                            ),
+                            ("sk".to_owned(), s("R")),
+                        ]
+                        .into()
+                    })
+                    .collect();
+                let ask = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .build()
+                    .unwrap();
+                dynamodb
+                    .batch_get_item()
+                    .request_items(table, ask)
+                    .send()
+                    .await
+                    .unwrap();
+            }
         }
     })
     .await;

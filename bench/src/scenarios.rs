@@ -33,8 +33,11 @@ pub struct Row {
     pub write_units_per_op: f64,
     pub read_units_per_op: f64,
     pub sqs_requests_per_op: f64,
-    /// CPU of this process (Tally's handlers, worker, adapters) per operation of the scenario.
+    /// CPU of Tally's functions (handlers, worker, adapters) per operation of the scenario.
     pub cpu_us_per_op: f64,
+    /// CPU of the whole benchmark process (functions, load generator, event
+    /// source mapping) per operation of the scenario.
+    pub process_cpu_us_per_op: f64,
     pub handler_p50_ms: f64,
     pub handler_p99_ms: f64,
 }
@@ -77,6 +80,8 @@ fn row(measured: &Measured, latencies: &mut [Duration], spec: Spec) -> Row {
         read_units_per_op: per(spec.dynamodb.read_units),
         sqs_requests_per_op: per(spec.sqs.requests as f64),
         cpu_us_per_op: measured.cpu.as_secs_f64() * 1e6 / spec.cpu_ops.max(1) as f64,
+        process_cpu_us_per_op: measured.process_cpu.as_secs_f64() * 1e6
+            / spec.cpu_ops.max(1) as f64,
         handler_p50_ms: percentile(latencies, 0.50),
         handler_p99_ms: percentile(latencies, 0.99),
     }

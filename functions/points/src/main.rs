@@ -1,4 +1,6 @@
-#[tokio::main]
+// One invocation at a time, mostly waiting on DynamoDB and SQS: a single-threaded
+// runtime spends no CPU handing work between threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let api = points::PointsApi::from_env().await?;

@@ -1,6 +1,8 @@
 use lambda_runtime::{LambdaEvent, service_fn};
 
-#[tokio::main]
+// One invocation at a time, mostly waiting on DynamoDB and SQS: a single-threaded
+// runtime spends no CPU handing work between threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let worker = sqs_worker::Worker::from_env().await?;
