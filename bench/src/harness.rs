@@ -244,10 +244,7 @@ pub async fn http(router: &Router, call: Call<'_>) -> (u16, Duration) {
             let event: LambdaRequest =
                 serde_json::from_str(&event).expect("a valid API Gateway event");
             let request: lambda_http::Request = event.into();
-            let response = router
-                .oneshot(request)
-                .await
-                .expect("routers never fail");
+            let response = router.oneshot(request).await.expect("routers never fail");
             let status = response.status().as_u16();
             let _ = axum::body::to_bytes(response.into_body(), 1 << 20).await;
             status

@@ -189,3 +189,14 @@ pub async fn measure(
         batch_get_20_per_s,
     }
 }
+
+impl Limits {
+    /// Operations per second the emulator could serve if each operation needed
+    /// exactly these requests, back to back: a scenario whose operations also
+    /// need a duplicate delivery's write, or come with reads, counts those too.
+    pub fn serving(&self, sends: f64, conditional_writes: f64, batch_gets: f64) -> f64 {
+        1.0 / (sends / self.send_message_per_s
+            + conditional_writes / self.conditional_update_per_s
+            + batch_gets / self.batch_get_20_per_s)
+    }
+}

@@ -25,6 +25,8 @@ struct Results {
     limits: Vec<limits::Limits>,
     rows: Vec<scenarios::Row>,
     hot_post: Option<scenarios::HotPost>,
+    /// Mean messages per worker invocation while the mixed feed's backlog drained.
+    backlogged_batch: Option<f64>,
     functions: Vec<functions::Function>,
 }
 
@@ -118,6 +120,7 @@ async fn main() {
     let mut rows = Vec::new();
     let mut all_limits = Vec::new();
     let mut hot_post = None;
+    let mut backlogged_batch = None;
     if wanted("hot") {
         eprintln!("bench: hot post");
         let (row, result, limits) = scenarios::hot_post(&aws, args.scale, raw_requests).await;
@@ -127,9 +130,10 @@ async fn main() {
     }
     if wanted("mixed") {
         eprintln!("bench: mixed feed");
-        let (mixed, limits) = scenarios::mixed(&aws, args.scale, raw_requests).await;
+        let (mixed, limits, batch) = scenarios::mixed(&aws, args.scale, raw_requests).await;
         rows.extend(mixed);
         all_limits.push(limits);
+        backlogged_batch = Some(batch);
     }
     if wanted("points") {
         eprintln!("bench: points");
@@ -150,6 +154,7 @@ async fn main() {
         limits: all_limits,
         rows,
         hot_post,
+        backlogged_batch,
         functions,
     };
     print_table(&results);
@@ -227,6 +232,13 @@ fn print_table(r: &Results) {
             h.counter_writes_per_invocation,
             h.failed_messages,
             h.throttled
+        );
+    }
+    if let Some(batch) = r.backlogged_batch {
+        println!(
+            "mixed feed, backlogged: {batch:.0} messages per worker invocation (batch size {}, window {} s)",
+            shared::queue::mapping::BATCH_SIZE,
+            shared::queue::mapping::BATCHING_WINDOW.as_secs()
         );
     }
     if !r.functions.is_empty() {

@@ -8,6 +8,7 @@ use rand::Rng as _;
 use serde::Serialize;
 use shared::config::SdkConfig;
 use shared::domain::ids::PostId;
+use shared::queue::mapping;
 use shared::usage::Counts;
 
 use crate::harness::{Call, Harness, Measured, Meter, http, percentile};
@@ -167,7 +168,8 @@ pub async fn hot_post(
             dynamodb: measured.sum(is_dynamodb),
             sqs: measured.sum(is_sqs),
             cpu_ops: likes,
-            limit: Some(limits.like),
+            // Each delivery of a like needs its own conditional write.
+            limit: Some(limits.serving(1.0, 2.0, 0.0)),
         },
     );
     (row, result, limits)
@@ -216,7 +218,7 @@ enum Task {
 /// Scenario 2, a feed: likes and unlikes over 1,000 posts (Zipf) and 2,000 users, each
 /// delivered once, with "did I like these 20" and "counts for these 20" reads
 /// interleaved.
-pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<Row>, Limits) {
+pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<Row>, Limits, f64) {
     let h = Harness::new(aws).await;
     let writes = (10_000.0 * scale).round() as usize;
     let zipf = Zipf::new(1000, 1.0);
@@ -306,6 +308,7 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
     .await;
     let measured = meter.finish(&h.usage);
     pumps.stop().await;
+    let (backlogged, batch) = backlogged_feed(&h, &zipf, writes).await;
     let limits = crate::limits::measure(aws, &h, "mixed feed", limit_requests, false).await;
     let latencies = |kind: u8| {
         results
@@ -327,7 +330,9 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
                 dynamodb: measured.sum(write_calls),
                 sqs: measured.sum(is_sqs),
                 cpu_ops: all_ops,
-                limit: Some(limits.like),
+                // Each write needs a send and a conditional write; the reads
+                // interleaved with it, one BatchGetItem each.
+                limit: Some(limits.serving(1.0, 1.0, 2.0 * reads as f64 / writes as f64)),
             },
         ),
         row(
@@ -356,8 +361,87 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
                 limit: None,
             },
         ),
+        row(
+            &backlogged.measured,
+            &mut backlogged.latencies.clone(),
+            Spec {
+                scenario: "mixed feed",
+                kind: "like/unlike, backlogged",
+                ops: writes as u64,
+                dynamodb: backlogged.measured.sum(write_calls),
+                sqs: backlogged.measured.sum(is_sqs),
+                cpu_ops: writes as u64,
+                // Sent, then drained: its pace says nothing about the limit.
+                limit: None,
+            },
+        ),
     ];
-    (rows, limits)
+    (rows, limits, batch)
+}
+
+struct Phase {
+    measured: Measured,
+    latencies: Vec<Duration>,
+}
+
+/// The same feed arriving faster than the worker drains it (a burst, or any
+/// load above what the pollers take at once): messages wait in the queue, and
+/// each worker invocation gets a full batch. Played in rounds of one batch
+/// size, sent and then drained, because moto's receive slows with the length
+/// of the queue (SQS's does not). Answers the phase and the mean messages per
+/// worker invocation.
+async fn backlogged_feed(h: &Harness, zipf: &Zipf, writes: usize) -> (Phase, f64) {
+    let mut rng = rand::rng();
+    let burst: Vec<(usize, usize, bool)> = (0..writes)
+        .map(|_| {
+            let user = rng.random_range(0..2000);
+            (user, zipf.sample(&mut rng), rng.random_bool(0.75))
+        })
+        .collect();
+    let invocations = h.likes_mapping.invocations();
+    let meter = Meter::start(&h.usage);
+    let mut latencies = Vec::new();
+    for round in burst.chunks(mapping::BATCH_SIZE) {
+        let sent: Vec<Duration> = futures::stream::iter(round)
+            .map(|&(user, post, like)| async move {
+                let (path, user) = (format!("/v1/posts/p{post}/like"), format!("user-{user}"));
+                let call = Call {
+                    method: if like { "PUT" } else { "DELETE" },
+                    path: &path,
+                    query: "",
+                    user: &user,
+                    scope: "",
+                    key: None,
+                    body: None,
+                };
+                let (status, latency) = http(&h.like, call).await;
+                assert_eq!(status, 202, "{path}");
+                latency
+            })
+            .buffer_unordered(CLIENTS)
+            .collect()
+            .await;
+        latencies.extend(sent);
+        let mut drained = 0;
+        while drained < round.len() {
+            let poll = h
+                .likes_mapping
+                .poll_once(&h.worker)
+                .await
+                .expect("the worker drains the backlog");
+            drained += poll.received - poll.failed;
+        }
+    }
+    let measured = meter.finish(&h.usage);
+    let batches = h.likes_mapping.invocations() - invocations;
+    let batch = writes as f64 / batches.max(1) as f64;
+    (
+        Phase {
+            measured,
+            latencies,
+        },
+        batch,
+    )
 }
 
 /// Scenario 3, points: grants, then spends, then transfers over 500 accounts, a fifth of

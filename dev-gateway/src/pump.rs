@@ -17,6 +17,8 @@ use tokio::time::Instant;
 
 /// Long-poll wait for the first message of a batch.
 const LONG_POLL: Duration = Duration::from_secs(1);
+/// Pause between receives while a partial batch waits out its batching window.
+const PARTIAL_BATCH_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct EventSourceMapping {
@@ -119,12 +121,16 @@ impl EventSourceMapping {
                 .queue
                 .receive(want, wait, &self.source_arn, &self.region)
                 .await?;
-            if received.is_empty() && (records.is_empty() || Instant::now() >= deadline) {
+            let got_none = received.is_empty();
+            records.extend(received);
+            let now = Instant::now();
+            if records.is_empty() || now >= deadline {
                 break;
             }
-            records.extend(received);
-            if Instant::now() >= deadline {
-                break;
+            if got_none {
+                // A partial batch and, for now, an empty queue: wait a little
+                // within the window rather than ask SQS again at once.
+                tokio::time::sleep((deadline - now).min(PARTIAL_BATCH_PAUSE)).await;
             }
         }
         if records.is_empty() {
