@@ -115,7 +115,8 @@ async fn main() {
         ))
         .load()
         .await;
-    let raw_requests = (400.0 * args.scale.clamp(0.25, 1.0)) as usize;
+    // Raw-rate samples: enough for a second or more of each request kind at any scale.
+    let raw_requests = 400;
     let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
     let mut rows = Vec::new();
     let mut all_limits = Vec::new();
