@@ -24,14 +24,26 @@ every condition, transaction and queue rule is still evaluated by moto.
    directly. moto computes every queue attribute (approximate counts included,
    a scan of the whole queue) for each message it receives, which made a
    receive cost grow with the square of the backlog; SQS has no such cost.
+
+4. TransactWriteItems snapshots the items it touches, not whole tables. moto
+   deep-copies every table a transaction names so it can roll back, so a
+   transaction cost grew with the table (a few per second on a benchmark's
+   table). moto still applies the transaction and decides its outcome; when it
+   fails, this puts back each touched item as it was, which is what restoring
+   the table copy did (a transaction writes only the items it names).
 """
 
 import argparse
+import copy
 import os
 import threading
+import types
 
 import waitress
 from moto.core.utils import unix_time
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import SQSBackend
@@ -50,8 +62,65 @@ def _retained(self, queue_name, message):
     return int(queue.message_retention_period) + message.sent_timestamp / 1000 > unix_time()
 
 
+_in_transaction = threading.local()
+_transact_write_items = DynamoDBBackend.transact_write_items
+
+
+def _deepcopy(value, *args, **kwargs):
+    # Inside a transaction, moto's whole-table snapshot is skipped: the table
+    # itself stands in, and its rollback (putting the table back) changes nothing.
+    if getattr(_in_transaction, "active", False) and isinstance(value, Table):
+        return value
+    return copy.deepcopy(value, *args, **kwargs)
+
+
+dynamodb_models.copy = types.SimpleNamespace(deepcopy=_deepcopy, copy=copy.copy)
+
+
+def _touched_items(backend, transact_items):
+    """(table, key, item as it is now or None) for each item the transaction names."""
+    touched = []
+    for entry in transact_items:
+        for op_type, op in entry.items():
+            table_name = op.get("TableName")
+            if table_name not in backend.tables:
+                continue  # moto answers this one itself
+            table = backend.tables[table_name]
+            if op_type == "Put":
+                attrs = op.get("Item", {})
+                names = [table.hash_key_attr, table.range_key_attr]
+                key = {n: attrs[n] for n in names if n is not None and n in attrs}
+            else:
+                key = op.get("Key", {})
+            try:
+                current = backend.get_item(table_name, key)
+            except Exception:  # a malformed key: moto rejects the transaction
+                continue
+            before = copy.deepcopy(current.to_json()["Attributes"]) if current else None
+            touched.append((table_name, key, before))
+    return touched
+
+
+def _item_snapshot_transact_write_items(self, transact_items):
+    touched = _touched_items(self, transact_items)
+    _in_transaction.active = True
+    try:
+        return _transact_write_items(self, transact_items)
+    except Exception:
+        # Latest first, so an item named twice ends as it was before both.
+        for table_name, key, before in reversed(touched):
+            if before is None:
+                self.delete_item(table_name, key)
+            else:
+                self.put_item(table_name, before)
+        raise
+    finally:
+        _in_transaction.active = False
+
+
 DynamoHandler.call_action = _serialized_call_action
 SQSBackend.is_message_valid_based_on_retention_period = _retained
+DynamoDBBackend.transact_write_items = _item_snapshot_transact_write_items
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -73,12 +73,19 @@ pub async fn measure(
     let table = h.names.table.clone();
     let dynamodb = aws_sdk_dynamodb::Client::new(aws);
     let sqs = aws_sdk_sqs::Client::new(aws);
-    let queue = h.likes_queue.url().to_owned();
+    // A queue of its own, created empty and deleted after.
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("tally-bench-raw-{}", uuid::Uuid::now_v7().simple()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
 
     // moto's SendMessage slows with the queue's length (it computes every
     // queue attribute, message counts included, on each send; SQS does not):
-    // sent from an empty queue up to the backlog the scenarios run at, then
-    // purged.
+    // sent from an empty queue up to the backlog the scenarios run at.
     let (send_message_per_s, cpu_send_message_per_s) = rate(MAX_BACKLOG as usize, {
         let (sqs, queue) = (sqs.clone(), queue.clone());
         move |i| {
@@ -94,7 +101,7 @@ pub async fn measure(
         }
     })
     .await;
-    sqs.purge_queue().queue_url(&queue).send().await.unwrap();
+    sqs.delete_queue().queue_url(&queue).send().await.unwrap();
     let (conditional_update_per_s, cpu_conditional_update_per_s) = rate(requests, {
         let (dynamodb, table) = (dynamodb.clone(), table.clone());
         move |i| {

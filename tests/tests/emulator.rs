@@ -1,0 +1,125 @@
+//! The emulator behaves as DynamoDB does where Tally relies on it, with the
+//! changes `scripts/moto_server.py` makes to moto: a cancelled transaction
+//! leaves every item it named as it was, and a successful one writes them all.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use tests::TestApp;
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn put(table: &str, pk: &str, v: &str, condition: Option<&str>) -> TransactWriteItem {
+    let put = Put::builder()
+        .table_name(table)
+        .item("pk", s(pk))
+        .item("sk", s("ITEM"))
+        .item("v", s(v))
+        .set_condition_expression(condition.map(str::to_owned))
+        .build()
+        .unwrap();
+    TransactWriteItem::builder().put(put).build()
+}
+
+fn update(table: &str, pk: &str, v: &str) -> TransactWriteItem {
+    let update = Update::builder()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s("ITEM"))
+        .update_expression("SET v = :v")
+        .expression_attribute_values(":v", s(v))
+        .build()
+        .unwrap();
+    TransactWriteItem::builder().update(update).build()
+}
+
+async fn value(client: &Client, table: &str, pk: &str) -> Option<String> {
+    let item = client
+        .get_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s("ITEM"))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item?;
+    item.get("v")?.as_s().ok().cloned()
+}
+
+#[tokio::test]
+async fn a_cancelled_transaction_leaves_every_item_as_it_was_and_a_successful_one_writes_all() {
+    let app = TestApp::spawn().await;
+    let table = app.store().table_name().to_owned();
+    let client = Client::new(&tests::emulator().await);
+    for pk in ["existing", "updated"] {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("pk", s(pk))
+            .item("sk", s("ITEM"))
+            .item("v", s("before"))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // moto applies items in order: the first two are written before the
+    // third's condition fails, and must be undone.
+    let cancelled = client
+        .transact_write_items()
+        .transact_items(put(&table, "new", "during", None))
+        .transact_items(update(&table, "updated", "during"))
+        .transact_items(put(
+            &table,
+            "existing",
+            "during",
+            Some("attribute_not_exists(pk)"),
+        ))
+        .send()
+        .await;
+    let error = cancelled.expect_err("the third item's condition fails");
+    let TransactWriteItemsError::TransactionCanceledException(cancellation) =
+        error.into_service_error()
+    else {
+        panic!("a cancelled transaction");
+    };
+    let reasons: Vec<&str> = cancellation
+        .cancellation_reasons()
+        .iter()
+        .map(|r| r.code().unwrap_or_default())
+        .collect();
+    assert_eq!(reasons, ["None", "None", "ConditionalCheckFailed"]);
+    assert_eq!(value(&client, &table, "new").await, None);
+    assert_eq!(
+        value(&client, &table, "updated").await.as_deref(),
+        Some("before")
+    );
+    assert_eq!(
+        value(&client, &table, "existing").await.as_deref(),
+        Some("before")
+    );
+
+    client
+        .transact_write_items()
+        .transact_items(put(
+            &table,
+            "new",
+            "after",
+            Some("attribute_not_exists(pk)"),
+        ))
+        .transact_items(update(&table, "updated", "after"))
+        .send()
+        .await
+        .expect("both conditions hold");
+    assert_eq!(
+        value(&client, &table, "new").await.as_deref(),
+        Some("after")
+    );
+    assert_eq!(
+        value(&client, &table, "updated").await.as_deref(),
+        Some("after")
+    );
+}
