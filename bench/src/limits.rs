@@ -25,7 +25,7 @@ pub struct Limits {
     pub conditional_update_per_s: f64,
     pub transaction_3_items_per_s: f64,
     pub batch_get_20_per_s: f64,
-    /// CPU the SDK spends in this process per request (signing, HTTP, JSON), by request kind.
+    /// CPU the SDK spends per request on the functions' runtime (signing, HTTP, JSON), by request kind.
     pub sdk_cpu_us_per_send_message: f64,
     pub sdk_cpu_us_per_conditional_update: f64,
     pub sdk_cpu_us_per_transaction: f64,
