@@ -20,10 +20,13 @@ every condition, transaction and queue rule is still evaluated by moto.
    server) serves the same moto application with HTTP/1.1 keep-alive and a
    fixed thread pool.
 
-3. ReceiveMessage's retention check reads the queue's retention period
-   directly. moto computes every queue attribute (approximate counts included,
-   a scan of the whole queue) for each message it receives, which made a
-   receive cost grow with the square of the backlog; SQS has no such cost.
+3. SendMessage and ReceiveMessage do not count the queue's messages. moto
+   computes every queue attribute, the approximate message counts included (a
+   scan of the whole queue each), on each send and for each message received,
+   to read one setting; a send cost grew with the backlog and a receive with
+   its square. SQS has no such cost. Inside a send the counts read 0 (moto
+   does not use them there), and the receive's retention check reads the
+   retention period directly. GetQueueAttributes still counts exactly.
 
 4. TransactWriteItems snapshots the items it touches, not whole tables. moto
    deep-copies every table a transaction names so it can roll back, so a
@@ -46,7 +49,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from moto.sqs.models import SQSBackend
+from moto.sqs.models import Queue, SQSBackend
 
 _dynamodb_lock = threading.Lock()
 _call_action = DynamoHandler.call_action
@@ -118,7 +121,34 @@ def _item_snapshot_transact_write_items(self, transact_items):
         _in_transaction.active = False
 
 
+_sending = threading.local()
+_send_message = SQSBackend.send_message
+
+
+def _send_message_without_counting(self, *args, **kwargs):
+    _sending.active = True
+    try:
+        return _send_message(self, *args, **kwargs)
+    finally:
+        _sending.active = False
+
+
+def _not_counted_while_sending(count):
+    def approximate(queue):
+        return 0 if getattr(_sending, "active", False) else count.fget(queue)
+
+    return property(approximate)
+
+
+for _count in (
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_delayed",
+    "approximate_number_of_messages_not_visible",
+):
+    setattr(Queue, _count, _not_counted_while_sending(getattr(Queue, _count)))
+
 DynamoHandler.call_action = _serialized_call_action
+SQSBackend.send_message = _send_message_without_counting
 SQSBackend.is_message_valid_based_on_retention_period = _retained
 DynamoDBBackend.transact_write_items = _item_snapshot_transact_write_items
 

@@ -180,7 +180,7 @@ pub struct Pumps {
 }
 
 /// Messages the senders may run ahead of the worker. moto scans a queue's whole
-/// backlog on every send, receive and delete, so an unbounded backlog would
+/// backlog on every receive and delete, so an unbounded backlog would
 /// measure moto's slowdown, not Tally; SQS itself has no such limit.
 pub const MAX_BACKLOG: u64 = 200;
 
