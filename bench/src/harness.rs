@@ -155,7 +155,9 @@ impl Harness {
                                 );
                             }
                             Err(_) => {
+                                // The emulator is unreachable: count it, and do not spin.
                                 failed.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_secs(1)).await;
                             }
                         }
                     }
