@@ -104,23 +104,25 @@ impl Harness {
             store.clone(),
             metered_queue(&stack.points.queue),
         ));
-        let functions = FUNCTIONS.clone();
-        let likes_mapping = EventSourceMapping::new(
-            metered_queue(&stack.likes.queue),
+        // The worker runs on the functions' runtime; the polling stays here.
+        let event_source = async |queue: &OperationQueue, batch_size, window| {
+            EventSourceMapping::new(metered_queue(queue), batch_size, window)
+                .await
+                .expect("queue arn")
+                .with_worker_runtime(FUNCTIONS.clone())
+        };
+        let likes_mapping = event_source(
+            &stack.likes.queue,
             mapping::BATCH_SIZE,
             mapping::BATCHING_WINDOW,
         )
-        .await
-        .expect("likes queue arn")
-        .with_worker_runtime(functions.clone());
-        let points_mapping = EventSourceMapping::new(
-            metered_queue(&stack.points.queue),
+        .await;
+        let points_mapping = event_source(
+            &stack.points.queue,
             mapping::POINTS_BATCH_SIZE,
             Duration::ZERO,
         )
-        .await
-        .expect("points queue arn")
-        .with_worker_runtime(functions);
+        .await;
         Self {
             names,
             usage,

@@ -3,9 +3,8 @@
 //! operation needing requests A and B can go no faster than the emulator serves
 //! A then B back to back: limit = 1 / (1/rate(A) + 1/rate(B)).
 //!
-//! Each scenario measures right after its own phases, on its own table and
-//! queues: moto's cost per request grows with the table (a transaction copies
-//! the whole table), so the limit must see the same emulator state.
+//! Each scenario measures right after its own phases, on its own table, so
+//! the limit sees the emulator in the state the scenario left it in.
 
 use std::time::Instant;
 
@@ -33,22 +32,45 @@ pub struct Limits {
     pub like: f64,
     /// A points operation: one SendMessage and one transaction.
     pub points: f64,
-    /// A read of 20 posts: one BatchGetItem.
-    pub batch_get: f64,
+}
+
+impl Limits {
+    /// Operations per second the emulator could serve if each operation needed
+    /// exactly these requests, back to back: a scenario whose operations also
+    /// need a duplicate delivery's write, or come with reads, counts those too.
+    pub fn serving(&self, sends: f64, conditional_writes: f64, batch_gets: f64) -> f64 {
+        1.0 / (sends / self.send_message_per_s
+            + conditional_writes / self.conditional_update_per_s
+            + batch_gets / self.batch_get_20_per_s)
+    }
+}
+
+/// What every raw request needs: the clients, where to send, and the scenario
+/// its keys are named after.
+#[derive(Clone)]
+struct Raw {
+    dynamodb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    table: String,
+    queue: String,
+    scenario: &'static str,
+    /// Items the conditional writes created, for the batch reads to read.
+    written: usize,
 }
 
 /// Requests per second, and the CPU per request (the SDK's own cost), sent
 /// from the functions' runtime as Tally's functions send theirs.
-async fn rate<F>(requests: usize, call: impl Fn(usize) -> F + Send + 'static) -> (f64, f64)
+async fn rate<F>(requests: usize, raw: &Raw, call: fn(Raw, usize) -> F) -> (f64, f64)
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let raw = raw.clone();
     let started = Instant::now();
     let cpu = functions_cpu();
     functions()
         .spawn(async move {
             futures::stream::iter(0..requests)
-                .map(call)
+                .map(|i| call(raw.clone(), i))
                 .buffer_unordered(CONCURRENCY)
                 .collect::<Vec<()>>()
                 .await
@@ -63,6 +85,70 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
+async fn send_message(raw: Raw, i: usize) {
+    raw.sqs
+        .send_message()
+        .queue_url(raw.queue)
+        .message_body(format!("raw {i}"))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn conditional_update(raw: Raw, i: usize) {
+    raw.dynamodb
+        .update_item()
+        .table_name(raw.table)
+        .key("pk", s(format!("RAW#{}#{i}", raw.scenario)))
+        .key("sk", s("R"))
+        .update_expression("SET v = :v")
+        .condition_expression("attribute_not_exists(v) OR v < :v")
+        .expression_attribute_values(":v", s("1"))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn transaction_3_items(raw: Raw, i: usize) {
+    let items = (0..3)
+        .map(|j| {
+            let put = Put::builder()
+                .table_name(&raw.table)
+                .item("pk", s(format!("TX#{}#{i}#{j}", raw.scenario)))
+                .item("sk", s("T"))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .unwrap();
+            TransactWriteItem::builder().put(put).build()
+        })
+        .collect();
+    raw.dynamodb
+        .transact_write_items()
+        .set_transact_items(Some(items))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn batch_get_20(raw: Raw, i: usize) {
+    let keys = (0..20)
+        .map(|j| {
+            let pk = format!("RAW#{}#{}", raw.scenario, (i + j) % raw.written);
+            [("pk".to_owned(), s(pk)), ("sk".to_owned(), s("R"))].into()
+        })
+        .collect();
+    let ask = KeysAndAttributes::builder()
+        .set_keys(Some(keys))
+        .build()
+        .unwrap();
+    raw.dynamodb
+        .batch_get_item()
+        .request_items(raw.table, ask)
+        .send()
+        .await
+        .unwrap();
+}
+
 pub async fn measure(
     aws: &SdkConfig,
     h: &Harness,
@@ -70,10 +156,10 @@ pub async fn measure(
     requests: usize,
     needs_transactions: bool,
 ) -> Limits {
-    let table = h.names.table.clone();
-    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
     let sqs = aws_sdk_sqs::Client::new(aws);
-    // A queue of its own, created empty and deleted after.
+    // A queue of its own, created empty and deleted after: sent from empty up
+    // to the backlog the scenarios run at, as moto's receive and delete (not
+    // its send, see scripts/moto_server.py) still scan the queue.
     let queue = sqs
         .create_queue()
         .queue_name(format!("tally-bench-raw-{}", uuid::Uuid::now_v7().simple()))
@@ -82,117 +168,32 @@ pub async fn measure(
         .unwrap()
         .queue_url
         .unwrap();
-
-    // On a queue of its own, from empty up to the backlog the scenarios run
-    // at: moto's receive and delete still scan the queue, its send no longer
-    // does (scripts/moto_server.py), and this keeps the sample like the runs.
-    let (send_message_per_s, cpu_send_message_per_s) = rate(MAX_BACKLOG as usize, {
-        let (sqs, queue) = (sqs.clone(), queue.clone());
-        move |i| {
-            let (sqs, queue) = (sqs.clone(), queue.clone());
-            async move {
-                sqs.send_message()
-                    .queue_url(queue)
-                    .message_body(format!("raw {i}"))
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
-    })
-    .await;
+    let raw = Raw {
+        dynamodb: aws_sdk_dynamodb::Client::new(aws),
+        sqs: sqs.clone(),
+        table: h.names.table.clone(),
+        queue: queue.clone(),
+        scenario,
+        written: requests,
+    };
+    let (send_message_per_s, cpu_send_message_per_s) =
+        rate(MAX_BACKLOG as usize, &raw, send_message).await;
     sqs.delete_queue().queue_url(&queue).send().await.unwrap();
-    let (conditional_update_per_s, cpu_conditional_update_per_s) = rate(requests, {
-        let (dynamodb, table) = (dynamodb.clone(), table.clone());
-        move |i| {
-            let (dynamodb, table) = (dynamodb.clone(), table.clone());
-            async move {
-                dynamodb
-                    .update_item()
-                    .table_name(table)
-                    .key("pk", s(format!("RAW#{scenario}#{i}")))
-                    .key("sk", s("R"))
-                    .update_expression("SET v = :v")
-                    .condition_expression("attribute_not_exists(v) OR v < :v")
-                    .expression_attribute_values(":v", s("1"))
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
-    })
-    .await;
-    // Likes need no transaction, and moto's transactions copy the whole table:
-    // measured only where an operation needs them.
+    let (conditional_update_per_s, cpu_conditional_update_per_s) =
+        rate(requests, &raw, conditional_update).await;
+    // Measured only where an operation needs them; fewer samples, as each
+    // writes three items.
     let (transaction_3_items_per_s, cpu_transaction_3_items_per_s) = if needs_transactions {
-        // moto serves a handful per second on a big table: fewer samples.
-        rate(requests / 10, {
-            let (dynamodb, table) = (dynamodb.clone(), table.clone());
-            move |i| {
-                let (dynamodb, table) = (dynamodb.clone(), table.clone());
-                async move {
-                    let items = (0..3)
-                        .map(|j| {
-                            let put = Put::builder()
-                                .table_name(&table)
-                                .item("pk", s(format!("TX#{scenario}#{i}#{j}")))
-                                .item("sk", s("T"))
-                                .condition_expression("attribute_not_exists(pk)")
-                                .build()
-                                .unwrap();
-                            TransactWriteItem::builder().put(put).build()
-                        })
-                        .collect();
-                    dynamodb
-                        .transact_write_items()
-                        .set_transact_items(Some(items))
-                        .send()
-                        .await
-                        .unwrap();
-                }
-            }
-        })
-        .await
+        rate(requests / 10, &raw, transaction_3_items).await
     } else {
         (f64::NAN, f64::NAN)
     };
-    let (batch_get_20_per_s, _) = rate(requests / 2, {
-        let (dynamodb, table) = (dynamodb.clone(), table.clone());
-        move |i| {
-            let (dynamodb, table) = (dynamodb.clone(), table.clone());
-            async move {
-                let keys = (0..20)
-                    .map(|j| {
-                        [
-                            (
-                                "pk".to_owned(),
-                                s(format!("RAW#{scenario}#{}", (i + j) % requests)),
-                            ),
-                            ("sk".to_owned(), s("R")),
-                        ]
-                        .into()
-                    })
-                    .collect();
-                let ask = KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .build()
-                    .unwrap();
-                dynamodb
-                    .batch_get_item()
-                    .request_items(table, ask)
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
-    })
-    .await;
+    let (batch_get_20_per_s, _) = rate(requests / 2, &raw, batch_get_20).await;
     let serial = |a: f64, b: f64| 1.0 / (1.0 / a + 1.0 / b);
     Limits {
         scenario,
         like: serial(send_message_per_s, conditional_update_per_s),
         points: serial(send_message_per_s, transaction_3_items_per_s),
-        batch_get: batch_get_20_per_s,
         sdk_cpu_us_per_send_message: cpu_send_message_per_s,
         sdk_cpu_us_per_conditional_update: cpu_conditional_update_per_s,
         sdk_cpu_us_per_transaction: cpu_transaction_3_items_per_s,
@@ -200,16 +201,5 @@ pub async fn measure(
         conditional_update_per_s,
         transaction_3_items_per_s,
         batch_get_20_per_s,
-    }
-}
-
-impl Limits {
-    /// Operations per second the emulator could serve if each operation needed
-    /// exactly these requests, back to back: a scenario whose operations also
-    /// need a duplicate delivery's write, or come with reads, counts those too.
-    pub fn serving(&self, sends: f64, conditional_writes: f64, batch_gets: f64) -> f64 {
-        1.0 / (sends / self.send_message_per_s
-            + conditional_writes / self.conditional_update_per_s
-            + batch_gets / self.batch_get_20_per_s)
     }
 }

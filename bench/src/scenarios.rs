@@ -8,7 +8,7 @@ use rand::Rng as _;
 use serde::Serialize;
 use shared::config::SdkConfig;
 use shared::domain::ids::PostId;
-use shared::queue::mapping;
+use shared::queue::{OperationQueue, mapping};
 use shared::usage::Counts;
 
 use crate::harness::{Call, Harness, Measured, Meter, http, percentile};
@@ -102,6 +102,14 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until the queue holds no message, visible or in flight.
+async fn drained(queue: &OperationQueue) {
+    wait_until("the queue to drain", async || {
+        queue.depth().await.unwrap() == 0
+    })
+    .await;
 }
 
 /// Scenario 1, a viral post: distinct users like one post through handler → queue →
@@ -302,10 +310,7 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
         .buffer_unordered(CLIENTS)
         .collect()
         .await;
-    wait_until("the likes queue to drain", async || {
-        h.likes_queue.depth().await.unwrap() == 0
-    })
-    .await;
+    drained(&h.likes_queue).await;
     let measured = meter.finish(&h.usage);
     pumps.stop().await;
     let (backlogged, batch) = backlogged_feed(&h, &zipf, writes).await;
@@ -520,10 +525,7 @@ pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<
             .buffer_unordered(CLIENTS)
             .collect()
             .await;
-        wait_until("the points queue to drain", async || {
-            h.points_queue.depth().await.unwrap() == 0
-        })
-        .await;
+        drained(&h.points_queue).await;
         let measured = meter.finish(&h.usage);
         pumps.stop().await;
         let limits = crate::limits::measure(aws, &h, kind, limit_requests, true).await;
