@@ -18,13 +18,20 @@ cargo run -q -p dev-gateway -- provision >"$env_file"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cargo lambda watch --invoke-port "$port" --env-file "$env_file" >".tally/watch-$$.log" 2>&1 &
 watch=$!
-trap 'kill $watch 2>/dev/null; rm -f "$env_file"' EXIT
+trap 'kill $watch 2>/dev/null; rm -f "$env_file" ".tally/event-$$.json"' EXIT
 
 failures=0
+# The examples were accepted on 2026-11-21; the worker refuses messages accepted
+# more than 15 days ago, so each is sent as if accepted yesterday.
+yesterday="$(date -u -d yesterday +%F)"
+fresh() { # event -> path of a copy dated yesterday
+  sed "s/2026-11-21T/${yesterday}T/g" "events/$1" >".tally/event-$$.json"
+  echo ".tally/event-$$.json"
+}
 invoke() { # function event expected-substring
   local out
   for _ in $(seq 1 120); do # the first invoke of a function compiles it
-    if out="$(cargo lambda invoke "$1" --invoke-port "$port" --data-file "events/$2" 2>&1)"; then break; fi
+    if out="$(cargo lambda invoke "$1" --invoke-port "$port" --data-file "$(fresh "$2")" 2>&1)"; then break; fi
     sleep 1
   done
   if grep -qF -- "$3" <<<"$out"; then

@@ -141,7 +141,7 @@ fn worker_batch() -> String {
         .map(|i| {
             let body = json!({
                 "version": 1, "operation_id": format!("bench-{i}"), "caller": format!("user-{i}"),
-                "accepted_at": "2026-11-21T05:30:10.123456Z", "operation": {"type": "like", "post_id": "p1"},
+                "accepted_at": shared::domain::timestamp::format(time::OffsetDateTime::now_utc()), "operation": {"type": "like", "post_id": "p1"},
             });
             json!({
                 "messageId": format!("m{i}"), "receiptHandle": format!("r{i}"), "body": body.to_string(),

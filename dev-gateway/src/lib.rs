@@ -73,6 +73,12 @@ impl LocalStack {
         Gateway::new(like::router(like_api), points::router(points_api))
     }
 
+    /// The worker, setting unusable points messages aside on the points dead-letter queue.
+    pub fn worker(&self) -> sqs_worker::Worker {
+        sqs_worker::Worker::new(self.store.clone())
+            .with_dead_letters(self.points.dead_letters.clone())
+    }
+
     /// The worker's event source mappings: the likes queue, then the points FIFO queue.
     pub async fn mappings(
         &self,

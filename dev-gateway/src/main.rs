@@ -61,12 +61,12 @@ async fn main() -> Result<(), Error> {
         }
         return Ok(());
     }
-    let worker = sqs_worker::Worker::new(stack.store.clone());
+    let worker = stack.worker();
     for mapping in stack.mappings(mapping::BATCHING_WINDOW).await? {
         tokio::spawn(mapping.run(worker.clone()));
     }
 
-    let reconciler = reconcile::Reconciler::new(stack.store.clone());
+    let reconciler = reconcile::Reconciler::new(stack.store.clone(), stack.points.queue.clone());
     let every = Duration::from_secs(env_or("TALLY_RECONCILE_INTERVAL_SECS", "60").parse()?);
     tokio::spawn(reconcile_every(reconciler.clone(), every));
     let dev_routes = Router::new().route(

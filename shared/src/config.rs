@@ -7,6 +7,7 @@ pub use aws_config::SdkConfig;
 pub const TABLE_NAME: &str = "TALLY_TABLE_NAME";
 pub const LIKES_QUEUE_URL: &str = "TALLY_LIKES_QUEUE_URL";
 pub const POINTS_QUEUE_URL: &str = "TALLY_POINTS_QUEUE_URL";
+pub const POINTS_DEAD_LETTER_QUEUE_URL: &str = "TALLY_POINTS_DEAD_LETTER_QUEUE_URL";
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name} must be set: {why}")]
@@ -41,6 +42,13 @@ pub fn points_queue_url() -> Result<String, ConfigError> {
     required(
         POINTS_QUEUE_URL,
         "the SQS FIFO queue that points operations are sent to",
+    )
+}
+
+pub fn points_dead_letter_queue_url() -> Result<String, ConfigError> {
+    required(
+        POINTS_DEAD_LETTER_QUEUE_URL,
+        "the points dead-letter queue, where the worker sets aside messages that can never be applied",
     )
 }
 

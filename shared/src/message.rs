@@ -14,15 +14,16 @@
 //! ```
 //!
 //! Decoding is strict (unknown fields, unknown versions and invalid identifiers
-//! are errors), so a malformed message fails loudly and ends in the dead-letter
-//! queue instead of being half-applied.
+//! are errors), and [`Envelope::read`] says what a worker can do with a message
+//! that breaks a rule: one that still names its caller and operation id can be
+//! given a final outcome; one that does not can only be set aside.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::ids::{OperationId, PostId, UserId};
 use crate::domain::likes::{LikeAction, LikeOperation};
-use crate::domain::points::{Grant, PointsOperation, PointsRequest, Spend, Transfer};
+use crate::domain::points::{Grant, PointTypes, PointsOperation, PointsRequest, Spend, Transfer};
 use crate::domain::timestamp;
 
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -52,6 +53,38 @@ pub enum Operation {
     Spend(Spend),
     /// The caller gives points to `to_user_id`.
     Transfer(Transfer),
+}
+
+/// What a queue message turned out to be.
+#[derive(Debug)]
+pub enum Read {
+    Valid(Envelope),
+    /// Breaks a rule, but names a valid caller and operation id: it can be
+    /// answered (a points operation ends `rejected`, `invalid_operation`).
+    Invalid {
+        operation_id: OperationId,
+        caller: UserId,
+        /// Whether it claims to be a like or unlike (which have no outcome to record).
+        like: bool,
+        detail: String,
+    },
+    /// Names no valid caller and operation id: nobody to answer.
+    Unattributable(String),
+}
+
+/// The two fields that make a message answerable, read loosely.
+#[derive(Deserialize)]
+struct Attribution {
+    operation_id: String,
+    caller: String,
+    #[serde(default)]
+    operation: Option<OperationType>,
+}
+
+#[derive(Deserialize)]
+struct OperationType {
+    #[serde(rename = "type")]
+    kind: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +148,46 @@ impl Envelope {
             request,
             accepted_at: self.accepted_at,
         })
+    }
+
+    /// Decodes a queue message and holds it to every rule HTTP applies (SPEC
+    /// section 4), its accept time checked against `now`.
+    pub fn read(body: &str, types: &PointTypes, now: OffsetDateTime) -> Read {
+        let broken = match Self::decode(body) {
+            Ok(envelope) => match envelope.check(types, now) {
+                Ok(()) => return Read::Valid(envelope),
+                Err(reason) => reason,
+            },
+            Err(err) => err.to_string(),
+        };
+        let Ok(attribution) = serde_json::from_str::<Attribution>(body) else {
+            return Read::Unattributable(broken);
+        };
+        match (
+            OperationId::parse(attribution.operation_id),
+            UserId::parse(attribution.caller),
+        ) {
+            (Ok(operation_id), Ok(caller)) => Read::Invalid {
+                operation_id,
+                caller,
+                like: attribution
+                    .operation
+                    .and_then(|op| op.kind)
+                    .is_some_and(|kind| kind == "like" || kind == "unlike"),
+                detail: broken,
+            },
+            _ => Read::Unattributable(broken),
+        }
+    }
+
+    /// The rules beyond the field types: the accept time, and the request rules
+    /// of points operations.
+    fn check(&self, types: &PointTypes, now: OffsetDateTime) -> Result<(), String> {
+        match self.points_operation() {
+            Some(op) => op.validate(types, now),
+            None => timestamp::check_accepted_at(self.accepted_at, now).map_err(Into::into),
+        }
+        .map_err(|err| err.to_string())
     }
 
     pub fn decode(body: &str) -> Result<Self, DecodeError> {

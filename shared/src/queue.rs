@@ -121,6 +121,28 @@ impl OperationQueue {
         Ok(())
     }
 
+    /// Puts a message that can never be applied on this (dead-letter) queue as it
+    /// came, in its group when it had one; `deduplication_id` (its first message
+    /// id) keeps a retried move from storing it twice.
+    pub async fn forward(
+        &self,
+        body: &str,
+        group: Option<&str>,
+        deduplication_id: &str,
+    ) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .set_message_group_id(group.map(str::to_owned))
+            .set_message_deduplication_id(group.map(|_| deduplication_id.to_owned()))
+            .send()
+            .await
+            .map_err(failed("SendMessage"))?;
+        self.usage.record("sqs:SendMessage forward", 0.0, 0.0);
+        Ok(())
+    }
+
     /// Creates `name` and `name-dlq` (or finds them) with a redrive policy between
     /// them. FIFO queues get the `.fifo` suffix SQS requires.
     pub async fn create_with_dead_letters(

@@ -1,6 +1,8 @@
 //! Test helpers: every test gets its own world (a fresh table and queues with
 //! unique names) on the shared emulator that `make test` starts.
 
+pub mod faults;
+
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsMessage;
@@ -9,7 +11,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use dev_gateway::{EventSourceMapping, LocalStack, Names};
 use http_body_util::BodyExt as _;
-use shared::queue::QueueSettings;
+use shared::queue::{OperationQueue, QueueSettings};
+
+use crate::faults::FaultInjector;
 use shared::store::Store;
 use sqs_worker::Worker;
 use tower::ServiceExt as _;
@@ -56,6 +60,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(settings: QueueSettings) -> Self {
+        Self::spawn_inner(settings, None).await
+    }
+
+    /// A world whose functions (HTTP, worker, reconcile) reach DynamoDB and SQS
+    /// through clients that carry `faults`.
+    pub async fn spawn_with_faults(faults: &FaultInjector) -> Self {
+        Self::spawn_inner(TEST_QUEUES, Some(faults)).await
+    }
+
+    async fn spawn_inner(settings: QueueSettings, faults: Option<&FaultInjector>) -> Self {
         let aws = emulator().await;
         let id = uuid::Uuid::now_v7().simple().to_string();
         let names = Names {
@@ -63,10 +77,27 @@ impl TestApp {
             likes_queue: format!("tally-test-likes-{id}"),
             points_queue: format!("tally-test-points-{id}"),
         };
-        let stack = LocalStack::provision(&aws, &names, settings)
+        let mut stack = LocalStack::provision(&aws, &names, settings)
             .await
             .expect("provision the table and queues on the emulator");
-        let worker = Worker::new(stack.store.clone());
+        if let Some(faults) = faults {
+            let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&aws)
+                    .interceptor(faults.interceptor())
+                    .build(),
+            );
+            let sqs = aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&aws)
+                    .interceptor(faults.interceptor())
+                    .build(),
+            );
+            stack.store = Store::new(dynamodb, stack.store.table_name());
+            for pair in [&mut stack.likes, &mut stack.points] {
+                pair.queue = OperationQueue::new(sqs.clone(), pair.queue.url());
+                pair.dead_letters = OperationQueue::new(sqs.clone(), pair.dead_letters.url());
+            }
+        }
+        let worker = stack.worker();
         let gateway = stack.gateway().router();
         let [mapping, points_mapping] = stack
             .mappings(Duration::from_millis(200))

@@ -9,8 +9,17 @@ use lambda_runtime::{Context, LambdaEvent};
 use tests::TestApp;
 use tower::ServiceExt as _;
 
+/// An example event, dated yesterday: the examples were accepted on 2026-11-21,
+/// and the worker refuses messages accepted more than 15 days before it runs
+/// (`scripts/invoke-examples.sh` does the same).
 fn event(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    let text = std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
+    let yesterday = time::OffsetDateTime::now_utc()
+        .date()
+        .previous_day()
+        .unwrap();
+    text.replace("2026-11-21T", &format!("{yesterday}T"))
 }
 
 /// Sends an API Gateway v2 example event to a function's router, as `lambda_http` does.
@@ -136,7 +145,7 @@ async fn the_reconcile_example_runs_a_clean_pass() {
     let app = TestApp::spawn().await;
     let _schedule: serde_json::Value =
         serde_json::from_str(&event("reconcile-schedule.json")).unwrap();
-    let report = reconcile::Reconciler::new(app.store().clone())
+    let report = reconcile::Reconciler::new(app.store().clone(), app.stack.points.queue.clone())
         .run(time::OffsetDateTime::now_utc())
         .await
         .unwrap();

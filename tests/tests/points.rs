@@ -521,7 +521,7 @@ async fn bad_points_requests_answer_the_right_problem_and_enqueue_nothing() {
                 key: Some("k"),
                 body: Some(json!({"amount": 5, "pad": big})),
             },
-            StatusCode::BAD_REQUEST,
+            StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             "16384",
         ),
@@ -874,26 +874,37 @@ async fn spends_take_the_soonest_expiring_lots_and_the_balance_lists_what_expire
 }
 
 #[tokio::test]
-async fn a_bad_points_message_fails_alone_and_an_unknown_point_type_is_rejected() {
+async fn a_bad_points_message_is_rejected_with_the_rule_it_broke_and_fails_nothing_beside_it() {
     let app = TestApp::spawn().await;
     let good = Envelope::for_points(&op("g1", "admin", grant("alice", 10, "bonus"))).encode();
     let unknown = Envelope::for_points(&op("g2", "admin", grant("alice", 10, "gift"))).encode();
+    let zero = format!(
+        r#"{{"version":1,"operation_id":"x","caller":"a","accepted_at":"{}","operation":{{"type":"spend","amount":0}}}}"#,
+        shared::domain::timestamp::format(OffsetDateTime::now_utc())
+    );
     let report = app
         .worker
         .apply_batch(vec![
-            sqs_record("bad", r#"{"version":1,"operation_id":"x","caller":"a","accepted_at":"2026-01-01T00:00:00Z","operation":{"type":"spend","amount":0}}"#),
+            sqs_record("bad", &zero),
             sqs_record("unknown", &unknown),
             sqs_record("good", &good),
         ])
         .await;
-    assert_eq!(report.failed, ["bad"]);
-    assert_eq!((report.applied, report.rejected), (1, 1));
-    let record = app
-        .store()
-        .operation(&user("admin"), &OperationId::parse("g2").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(record.reason.map(|r| r.code()), Some("unknown_point_type"));
+    assert_eq!(report.failed, Vec::<String>::new());
+    assert_eq!((report.applied, report.rejected), (1, 2));
+    for (caller, id, needle) in [("admin", "g2", "gift"), ("a", "x", "amount")] {
+        let record = app
+            .store()
+            .operation(&user(caller), &OperationId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.reason.map(|r| r.code()), Some("invalid_operation"));
+        let detail = record.detail.unwrap_or_default();
+        assert!(detail.contains(needle), "{id}: {detail}");
+    }
+    let answer = status_of(&app, "a", "x").await;
+    assert_eq!(answer["status"], "rejected");
+    assert_eq!(answer["reason"], "invalid_operation");
     assert_eq!(app.get("alice", "/v1/me/points").await["balance"], 10);
 }

@@ -77,7 +77,10 @@ fn key(pk: &str, sk: &str) -> std::collections::HashMap<String, AttributeValue> 
 }
 
 async fn run(app: &TestApp, now: OffsetDateTime) -> reconcile::Report {
-    Reconciler::new(app.store().clone()).run(now).await.unwrap()
+    Reconciler::new(app.store().clone(), app.stack.points.queue.clone())
+        .run(now)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -336,13 +339,16 @@ async fn an_interrupted_expiry_run_and_its_rerun_expire_each_lot_exactly_once() 
     apply(&app, &grants).await;
     let later = OffsetDateTime::now_utc() + Duration::days(40);
     // A bounded run that stops after four accounts: as good as interrupted.
-    let mut bounded = Reconciler::new(app.store().clone());
+    let mut bounded = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
     bounded.expiry_accounts_per_run = 4;
     let mut first = reconcile::Report::default();
-    bounded.expire_points(later, &mut first).await.unwrap();
+    bounded
+        .expire_points(later, far_off(), &mut first)
+        .await
+        .unwrap();
     assert_eq!(first.accounts_expired, 4);
     // The rerun, twice at once for good measure.
-    let full = Reconciler::new(app.store().clone());
+    let full = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
     let (a, b) = tokio::join!(full.run(later), full.run(later));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
@@ -365,4 +371,9 @@ async fn an_interrupted_expiry_run_and_its_rerun_expire_each_lot_exactly_once() 
             0
         );
     }
+}
+
+/// A deadline no test run reaches.
+fn far_off() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(3600)
 }

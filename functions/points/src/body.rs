@@ -1,23 +1,12 @@
-//! Request bodies: strict JSON, at most 16 KiB, with a `detail` that names the
-//! field and what is wrong with it.
+//! Request bodies: strict JSON with a `detail` that names the field and what is
+//! wrong with it. (Their size, at most 16 KiB, is held by the router's body limit.)
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use shared::domain::points::{MAX_AMOUNT, MAX_DESCRIPTION_CHARS};
+use shared::domain::points::MAX_AMOUNT;
 use shared::http::Problem;
 
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(Problem::bad_request(
-            "body_too_large",
-            format!(
-                "the body is {} bytes; at most {MAX_BODY_BYTES} are accepted",
-                bytes.len()
-            ),
-        ));
-    }
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         Problem::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
@@ -79,15 +68,5 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-pub fn check_description(description: Option<&str>) -> Result<(), Problem> {
-    match description {
-        Some(text) if text.chars().count() > MAX_DESCRIPTION_CHARS => Err(Problem::bad_request(
-            "description_too_long",
-            format!("description may be at most {MAX_DESCRIPTION_CHARS} characters"),
-        )),
-        _ => Ok(()),
     }
 }

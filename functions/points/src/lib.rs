@@ -3,6 +3,12 @@
 //! A write is recorded as a pending operation under the caller's
 //! `Idempotency-Key` (the idempotency guard), then put on the points FIFO queue,
 //! grouped by account; the worker applies it. Reads go straight to DynamoDB.
+//!
+//! The record is a transactional outbox: once it is written the answer is 202,
+//! whatever SendMessage does, because the operation will be applied or rejected
+//! (a same-key retry queues it again at once; reconcile re-drives it otherwise).
+//! Only a failed record write answers 503: then Tally cannot know whether it
+//! recorded the operation, and a same-key retry answers its real status.
 
 mod body;
 
@@ -94,18 +100,6 @@ async fn grant(
     }
     let key = idempotency_key(&headers)?;
     let grant: Grant = body::parse(&body)?;
-    body::check_description(grant.description.as_deref())?;
-    if api.point_types.lifetime(&grant.point_type).is_none() {
-        let known: Vec<&str> = api.point_types.names().collect();
-        return Err(Problem::bad_request(
-            "unknown_point_type",
-            format!(
-                "point_type {:?} is not one of {}",
-                grant.point_type,
-                known.join(", ")
-            ),
-        ));
-    }
     accept(&api, caller.user, key, PointsRequest::Grant(grant)).await
 }
 
@@ -117,7 +111,6 @@ async fn spend(
 ) -> Answer {
     let key = idempotency_key(&headers)?;
     let spend: Spend = body::parse(&body)?;
-    body::check_description(spend.description.as_deref())?;
     accept(&api, caller.user, key, PointsRequest::Spend(spend)).await
 }
 
@@ -129,13 +122,6 @@ async fn transfer(
 ) -> Answer {
     let key = idempotency_key(&headers)?;
     let transfer: Transfer = body::parse(&body)?;
-    body::check_description(transfer.description.as_deref())?;
-    if transfer.to_user_id == caller.user {
-        return Err(Problem::bad_request(
-            "transfer_to_self",
-            "to_user_id must name another user",
-        ));
-    }
     accept(&api, caller.user, key, PointsRequest::Transfer(transfer)).await
 }
 
@@ -157,15 +143,19 @@ fn idempotency_key(headers: &HeaderMap) -> Result<OperationId, Problem> {
     })
 }
 
-/// Records the operation under the caller's key and queues it. A key used
-/// before answers what it holds (and queues it again while it is pending, which
-/// the worker and the FIFO queue's deduplication make harmless).
+/// Checks the request by the domain's rules, records it under the caller's key
+/// and queues it. A key used before answers what it holds (and queues it again
+/// while it is pending, which the worker and the FIFO queue's deduplication
+/// make harmless).
 async fn accept(
     api: &PointsApi,
     caller: UserId,
     key: OperationId,
     request: PointsRequest,
 ) -> Answer {
+    request
+        .validate(&caller, &api.point_types)
+        .map_err(|invalid| Problem::bad_request(invalid.code(), invalid.to_string()))?;
     let op = PointsOperation {
         operation_id: key,
         caller,
@@ -174,23 +164,12 @@ async fn accept(
     };
     let status = match api.store.record_operation(&op).await? {
         Recorded::New => {
-            if let Err(err) = enqueue(api, &op).await {
-                // Not queued means not accepted: drop the pending record so a
-                // retry starts afresh and the status never says pending forever.
-                if let Err(cleanup) = api
-                    .store
-                    .forget_pending_operation(&op.caller, &op.operation_id)
-                    .await
-                {
-                    tracing::error!(operation_id = %op.operation_id, error = %shared::http::error_chain(&cleanup), "could not drop the pending record");
-                }
-                return Err(err.into());
-            }
+            enqueue(api, &op).await;
             tracing::info!(operation_id = %op.operation_id, caller = %op.caller, "accepted");
             OperationStatus::Pending
         }
         Recorded::Existing(record) => {
-            if record.request != op.request {
+            if record.request.as_ref() != Some(&op.request) {
                 return Err(Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "idempotency_key_reused",
@@ -198,13 +177,10 @@ async fn accept(
                     "this Idempotency-Key was used for a different request",
                 ));
             }
-            if record.status == OperationStatus::Pending {
-                let original = PointsOperation {
-                    accepted_at: shared::domain::timestamp::parse(&record.accepted_at)
-                        .unwrap_or(op.accepted_at),
-                    ..op.clone()
-                };
-                enqueue(api, &original).await?;
+            if let Some(original) = record.operation()
+                && record.status == OperationStatus::Pending
+            {
+                enqueue(api, &original).await;
             }
             tracing::info!(operation_id = %op.operation_id, status = ?record.status, "replayed");
             record.status
@@ -219,11 +195,17 @@ async fn accept(
     ))
 }
 
-async fn enqueue(api: &PointsApi, op: &PointsOperation) -> Result<(), shared::queue::QueueError> {
+/// Queues a recorded operation. A failure (or a lost answer) is logged, not
+/// answered: the record is the outbox, and reconcile re-drives what stays pending.
+async fn enqueue(api: &PointsApi, op: &PointsOperation) {
     let group = op.request.ordering_account(&op.caller);
-    api.queue
+    if let Err(err) = api
+        .queue
         .send_ordered(&Envelope::for_points(op), group.as_str())
         .await
+    {
+        tracing::warn!(operation_id = %op.operation_id, error = %shared::http::error_chain(&err), "recorded but not queued: a same-key retry or reconcile's re-drive queues it");
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -239,7 +221,13 @@ struct Expiring {
 }
 
 async fn balance(State(api): State<PointsApi>, caller: Caller) -> Result<Json<Balance>, Problem> {
-    let account = api.store.account(&caller.user).await?;
+    // Points past their expiry are gone now, whether or not the expiry run has
+    // written their `expire` entry yet.
+    let account = api
+        .store
+        .account(&caller.user)
+        .await?
+        .as_of(OffsetDateTime::now_utc());
     Ok(Json(Balance {
         balance: account.balance,
         expiring: account
@@ -292,6 +280,8 @@ struct OperationAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     entry: Option<Entry>,
 }
 
@@ -319,6 +309,7 @@ async fn operation(
         operation_id: record.operation_id,
         status: record.status,
         reason: record.reason.map(Rejection::code),
+        detail: record.detail,
         entry: record.entry,
     }))
 }

@@ -1,45 +1,79 @@
 //! Reconcile: the scheduled safety net.
 //!
-//! Each run, in three steps that are each safe to interrupt and run again:
-//! 1. **Likes**: recounts every post whose counter was written since it was last
+//! Each run, in steps that are each safe to interrupt and run again:
+//! 1. **Outbox**: re-drives points operations still pending [`REDRIVE_AFTER`]
+//!    after they were accepted (their message was lost, or dead-lettered after
+//!    contention outlasted every retry), so every recorded operation ends
+//!    applied or rejected.
+//! 2. **Expiry**: turns lots whose time has passed into `expire` entries, many
+//!    accounts at once, each in one transaction conditioned on the account's
+//!    `seq`, so a rerun never expires the same lots twice. (Expired points are
+//!    already gone from balances and spends at their expiry time; this writes
+//!    the entries that explain it.)
+//! 3. **Likes**: recounts every post whose counter was written since it was last
 //!    settled (the worker marks it), and sets each counter to the true count with
 //!    a write conditioned on the counter's revision: if the worker wrote in
 //!    between, nothing is lost, the post stays marked, and the next run settles it.
-//! 2. **Ledgers**: audits every account written since its last clean audit
+//! 4. **Ledgers**: audits every account written since its last clean audit
 //!    (gapless `seq`, linked balances, balance = Σ entries, lots = balance). A
 //!    mismatch is reported, never rewritten, and reported again each run until
 //!    someone fixes it.
 //!
-//! Both also take the posts and accounts of one bounded page of a **background
-//! sweep** of the whole table, which over many runs visits everything once: it
-//! catches damage that no write marked (a counter deleted or edited by hand, a
-//! ledger edited behind the service's back).
-//! 3. **Expiry**: turns lots whose time has passed into `expire` entries, a
-//!    bounded number of accounts per run, each in one transaction conditioned on
-//!    the account's `seq`, so a rerun never expires the same lots twice.
+//! Likes and ledgers also take the posts and accounts of one bounded page of a
+//! **background sweep** of the whole table, which over many runs visits
+//! everything once: it catches damage that no write marked.
+//!
+//! A run keeps to a time budget, each step to its share of it; what a step does
+//! not reach stays marked (or due, or pending) for the next run. A malformed
+//! item is logged with its key, counted (`MalformedItems`, alarmed) and skipped:
+//! it never stops the rest of the run.
 
-use std::time::Instant;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use serde::Serialize;
 use shared::domain::ids::{PostId, UserId};
 use shared::domain::points::{self, Finding};
 use shared::http::error_chain;
-use shared::store::points::Commit;
+use shared::message::Envelope;
+use shared::queue::{OperationQueue, mapping};
+use shared::store::points::{Commit, OperationStatus};
 use shared::store::{Store, StoreError};
 use time::OffsetDateTime;
 
 /// Items the background sweep reads per run.
 pub const SWEEP_ITEMS_PER_RUN: i32 = 500;
-/// Accounts whose points one run expires; the rest wait for the next run.
-pub const EXPIRY_ACCOUNTS_PER_RUN: usize = 200;
+/// How long a run may take: the function's timeout is 300 s; the rest is margin.
+pub const RUN_BUDGET: Duration = Duration::from_secs(240);
+/// Accounts expired at once. Each is a GetItem and a TransactWriteItems on its
+/// own partition, so they do not contend; see README "Point expiry" for the rate.
+pub const EXPIRY_CONCURRENCY: usize = 32;
+/// Due accounts read from the expiry index per query.
+const EXPIRY_PAGE: usize = 1000;
 /// Times an expiry is planned again when the worker moved the account meanwhile.
 const EXPIRY_ATTEMPTS: u32 = 5;
+/// A pending operation older than this is re-driven: by then SQS has made every
+/// delivery it would make (`maxReceiveCount` receives, each hidden for the
+/// visibility timeout: 5 × 180 s = 15 min), so the message is lost or
+/// dead-lettered. A re-drive before that would only duplicate a live message
+/// (harmless: the worker applies an operation once), so this bound trades
+/// nothing for less traffic. A client retrying under its key re-queues at once.
+pub const REDRIVE_AFTER: Duration =
+    Duration::from_secs(mapping::MAX_RECEIVE_COUNT as u64 * mapping::VISIBILITY_TIMEOUT.as_secs());
+/// Pending operations one run re-drives at most.
+const REDRIVE_PER_RUN: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct Reconciler {
     pub store: Store,
+    /// The points queue, where pending operations are re-driven.
+    pub queue: OperationQueue,
     pub sweep_items_per_run: i32,
+    /// Accounts one run expires at most (besides the time budget).
     pub expiry_accounts_per_run: usize,
+    pub budget: Duration,
+    pub redrive_after: Duration,
 }
 
 /// What one run did.
@@ -55,7 +89,44 @@ pub struct Report {
     pub mismatches: u64,
     pub accounts_expired: u64,
     pub points_expired: u64,
+    /// Pending operations queued again.
+    pub operations_redriven: u64,
+    /// Malformed items skipped (each logged with its key).
+    pub malformed_items: u64,
+    /// Steps that ran out of their share of the time budget; the next run goes on.
+    pub steps_cut_short: u64,
     pub duration_ms: u64,
+}
+
+impl Report {
+    /// Passes a result through, or logs and counts a malformed item and answers
+    /// `None`, so the run goes on without it. Other errors stop the run.
+    fn skip_malformed<T>(
+        &mut self,
+        result: Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(StoreError::Corrupt { key, problem }) => {
+                self.malformed_items += 1;
+                tracing::error!(key = %key, problem = %problem, "malformed item skipped");
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// When each step must stop taking new work: its cumulative share of the budget.
+struct Deadlines {
+    started: Instant,
+    budget: Duration,
+}
+
+impl Deadlines {
+    fn step(&self, share_through: f64) -> Instant {
+        self.started + self.budget.mul_f64(share_through)
+    }
 }
 
 /// Why a run stopped part way (the next run resumes where it stopped).
@@ -88,18 +159,25 @@ struct Mismatch<'a> {
 }
 
 impl Reconciler {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, queue: OperationQueue) -> Self {
         Self {
             store,
+            queue,
             sweep_items_per_run: SWEEP_ITEMS_PER_RUN,
-            expiry_accounts_per_run: EXPIRY_ACCOUNTS_PER_RUN,
+            expiry_accounts_per_run: usize::MAX,
+            budget: RUN_BUDGET,
+            redrive_after: REDRIVE_AFTER,
         }
     }
 
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let table = shared::config::table_name()?;
+        let queue_url = shared::config::points_queue_url()?;
         let aws = shared::config::aws().await;
-        Ok(Self::new(Store::from_config(&aws, table)))
+        Ok(Self::new(
+            Store::from_config(&aws, table),
+            OperationQueue::from_config(&aws, queue_url),
+        ))
     }
 
     /// One run at time `now` (injectable, so tests need no sleeps). Logs the
@@ -107,16 +185,33 @@ impl Reconciler {
     pub async fn run(&self, now: OffsetDateTime) -> Result<Report, RunFailed> {
         let started = Instant::now();
         let mut report = Report::default();
+        let deadlines = Deadlines {
+            started,
+            budget: self.budget,
+        };
         let result = async {
-            let mut state = self.store.reconcile_state().await?;
+            let state = self.store.reconcile_state().await;
+            let mut state = report.skip_malformed(state)?.unwrap_or_default();
+            self.redrive_pending(now, deadlines.step(0.1), &mut report)
+                .await?;
+            self.expire_points(now, deadlines.step(0.6), &mut report)
+                .await?;
             let sweep = self
                 .store
                 .sweep(state.sweep_cursor.as_deref(), self.sweep_items_per_run)
                 .await?;
-            self.reconcile_likes(&sweep.posts, &mut report).await?;
-            self.audit_ledgers(&sweep.accounts, &mut report).await?;
-            self.expire_points(now, &mut report).await?;
-            state.sweep_cursor = sweep.next_cursor;
+            for malformed in sweep.malformed {
+                report.skip_malformed::<()>(Err(malformed))?;
+            }
+            let cut_short = report.steps_cut_short;
+            self.reconcile_likes(&sweep.posts, deadlines.step(0.8), &mut report)
+                .await?;
+            self.audit_ledgers(&sweep.accounts, deadlines.step(1.0), &mut report)
+                .await?;
+            // The sweep moves on only once its page was fully checked.
+            if report.steps_cut_short == cut_short {
+                state.sweep_cursor = sweep.next_cursor;
+            }
             state.last_success_at = Some(shared::domain::timestamp::format(now));
             self.store.save_reconcile_state(&state).await
         }
@@ -135,6 +230,9 @@ impl Reconciler {
             mismatches = report.mismatches,
             accounts_expired = report.accounts_expired,
             points_expired = report.points_expired,
+            operations_redriven = report.operations_redriven,
+            malformed_items = report.malformed_items,
+            steps_cut_short = report.steps_cut_short,
             duration_ms = report.duration_ms,
             "reconcile report"
         );
@@ -147,24 +245,93 @@ impl Reconciler {
                 ("AccountsAudited", report.accounts_audited as f64),
                 ("LedgerMismatches", report.mismatches as f64),
                 ("PointsExpired", report.points_expired as f64),
+                ("OperationsRedriven", report.operations_redriven as f64),
+                ("MalformedItems", report.malformed_items as f64),
+                ("StepsCutShort", report.steps_cut_short as f64),
                 ("DurationMs", report.duration_ms as f64),
             ],
         );
         Ok(report)
     }
 
-    /// Step 1: marked posts and the sweep's posts, each recounted once.
+    /// Re-drives operations pending longer than [`REDRIVE_AFTER`]: each is queued
+    /// again, exactly as first accepted, in its account's group.
+    pub async fn redrive_pending(
+        &self,
+        now: OffsetDateTime,
+        until: Instant,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        let before = now - self.redrive_after;
+        for found in self
+            .store
+            .pending_operations(before, REDRIVE_PER_RUN)
+            .await?
+        {
+            if Instant::now() >= until {
+                report.steps_cut_short += 1;
+                return Ok(());
+            }
+            let Some((caller, operation_id)) = report.skip_malformed(found)? else {
+                continue;
+            };
+            let record = self.store.operation(&caller, &operation_id).await;
+            let Some(Some(record)) = report.skip_malformed(record)? else {
+                continue;
+            };
+            if record.status != OperationStatus::Pending {
+                continue; // settled since the index was read
+            }
+            let Some(op) = record.operation() else {
+                report.skip_malformed::<()>(Err(StoreError::Corrupt {
+                    key: format!("ACCOUNT#{caller}/OPERATION#{operation_id}"),
+                    problem: "a pending operation without a readable request".into(),
+                }))?;
+                continue;
+            };
+            let group = op.request.ordering_account(&op.caller);
+            match self
+                .queue
+                .send_ordered(&Envelope::for_points(&op), group.as_str())
+                .await
+            {
+                Ok(()) => {
+                    report.operations_redriven += 1;
+                    tracing::warn!(operation_id = %op.operation_id, caller = %op.caller, accepted_at = %record.accepted_at, "pending operation re-driven");
+                }
+                // The queue is down: the next run tries again.
+                Err(err) => {
+                    tracing::warn!(operation_id = %op.operation_id, error = %error_chain(&err), "re-drive failed");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marked posts and the sweep's posts, each recounted once, until `until`.
     pub async fn reconcile_likes(
         &self,
         swept: &[PostId],
+        until: Instant,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        let changed = self.store.changed_posts().await?;
-        for post in &changed {
-            self.reconcile_post(post, true, report).await?;
+        let mut changed = Vec::new();
+        for post in self.store.changed_posts().await? {
+            changed.extend(report.skip_malformed(post)?);
         }
-        for post in swept.iter().filter(|post| !changed.contains(post)) {
-            self.reconcile_post(post, false, report).await?;
+        let unmarked = swept.iter().filter(|post| !changed.contains(post));
+        let posts: Vec<(&PostId, bool)> = changed
+            .iter()
+            .map(|post| (post, true))
+            .chain(unmarked.map(|post| (post, false)))
+            .collect();
+        for (post, marked) in posts {
+            if Instant::now() >= until {
+                report.steps_cut_short += 1;
+                return Ok(());
+            }
+            self.reconcile_post(post, marked, report).await?;
         }
         Ok(())
     }
@@ -196,13 +363,18 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Step 2: audit each changed or swept account; clear its mark only when clean.
+    /// Audits each changed or swept account until `until`; clears its mark only
+    /// when clean. An account with a malformed item stays marked and is reported.
     pub async fn audit_ledgers(
         &self,
         swept: &[UserId],
+        until: Instant,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        let changed = self.store.changed_accounts().await?;
+        let mut changed = Vec::new();
+        for user in self.store.changed_accounts().await? {
+            changed.extend(report.skip_malformed(user)?);
+        }
         let unmarked = swept.iter().filter(|user| !changed.contains(user));
         let accounts: Vec<(&UserId, bool)> = changed
             .iter()
@@ -210,8 +382,18 @@ impl Reconciler {
             .chain(unmarked.map(|user| (user, false)))
             .collect();
         for (user, marked) in accounts {
-            let account = self.store.account(user).await?;
-            let entries = self.store.ledger(user).await?;
+            if Instant::now() >= until {
+                report.steps_cut_short += 1;
+                return Ok(());
+            }
+            let account = self.store.account(user).await;
+            let Some(account) = report.skip_malformed(account)? else {
+                continue;
+            };
+            let entries = self.store.ledger(user).await;
+            let Some(entries) = report.skip_malformed(entries)? else {
+                continue;
+            };
             report.accounts_audited += 1;
             let findings = points::audit(&account, &entries);
             if findings.is_empty() {
@@ -222,8 +404,8 @@ impl Reconciler {
             }
             // The worker may have committed between the two reads; only a
             // mismatch that survives a second look is reported.
-            let again = self.store.account(user).await?;
-            if again != account {
+            let again = self.store.account(user).await;
+            if report.skip_malformed(again)?.as_ref() != Some(&account) {
                 continue;
             }
             report.mismatches += 1;
@@ -236,40 +418,81 @@ impl Reconciler {
             };
             tracing::error!(
                 account = %user,
-                mismatch = %serde_json::to_string(&mismatch).expect("mismatch serializes"),
+                mismatch = %serde_json::to_string(&mismatch).unwrap_or_default(),
                 "ledger mismatch"
             );
         }
         Ok(())
     }
 
-    /// Step 3: expire due lots, a bounded number of accounts per run.
+    /// Expires due lots, [`EXPIRY_CONCURRENCY`] accounts at once, until `until`
+    /// or [`expiry_accounts_per_run`](Self::expiry_accounts_per_run).
     pub async fn expire_points(
         &self,
         now: OffsetDateTime,
+        until: Instant,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        for user in self
-            .store
-            .accounts_due_for_expiry(now, self.expiry_accounts_per_run)
-            .await?
-        {
-            for _ in 0..EXPIRY_ATTEMPTS {
-                let account = self.store.account(&user).await?;
-                let Some(change) = points::expire_due(&user, &account, now) else {
-                    break;
-                };
-                match self.store.commit_account_change(&change).await? {
-                    Commit::Done => {
-                        report.accounts_expired += 1;
-                        report.points_expired += change.entry.amount.unsigned_abs();
-                        tracing::info!(account = %user, expired = -change.entry.amount, seq = change.entry.seq, "points expired");
-                        break;
-                    }
-                    Commit::Conflict | Commit::AlreadyDone => continue,
+        // The index is eventually consistent: an account expired a moment ago
+        // may still be listed. Each is tried once per run.
+        let mut seen: HashSet<UserId> = HashSet::new();
+        loop {
+            let room = self.expiry_accounts_per_run.saturating_sub(seen.len());
+            let due = self
+                .store
+                .accounts_due_for_expiry(now, room.min(EXPIRY_PAGE))
+                .await?;
+            let mut fresh = Vec::new();
+            for user in due {
+                if let Some(user) = report.skip_malformed(user)?
+                    && seen.insert(user.clone())
+                {
+                    fresh.push(user);
                 }
             }
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            let results: Vec<_> = futures::stream::iter(fresh)
+                .take_while(|_| std::future::ready(Instant::now() < until))
+                .map(|user| async move {
+                    let expired = self.expire_account(&user, now).await;
+                    (user, expired)
+                })
+                .buffer_unordered(EXPIRY_CONCURRENCY)
+                .collect()
+                .await;
+            for (user, expired) in results {
+                if let Some(Some(points)) = report.skip_malformed(expired)? {
+                    report.accounts_expired += 1;
+                    report.points_expired += points;
+                    tracing::info!(account = %user, expired = points, "points expired");
+                }
+            }
+            if Instant::now() >= until {
+                report.steps_cut_short += 1;
+                return Ok(());
+            }
         }
-        Ok(())
+    }
+
+    /// Writes the `expire` entry of one account's due lots; answers the points
+    /// expired, `None` when nothing was due (or the account stayed busy).
+    async fn expire_account(
+        &self,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Option<u64>, StoreError> {
+        for _ in 0..EXPIRY_ATTEMPTS {
+            let account = self.store.account(user).await?;
+            let Some(change) = points::expire_due(user, &account, now) else {
+                return Ok(None);
+            };
+            match self.store.commit_account_change(&change).await? {
+                Commit::Done => return Ok(Some(change.entry.amount.unsigned_abs())),
+                Commit::Conflict | Commit::AlreadyDone => continue,
+            }
+        }
+        Ok(None)
     }
 }

@@ -10,9 +10,16 @@
 //! changes nothing. Should the worker die between the steps, the redelivered
 //! messages still mark their posts changed in step 2, and reconcile recounts them.
 //!
-//! Failures are per message (`ReportBatchItemFailures`): a message that cannot
-//! be decoded, or whose writes failed, is reported alone and redelivered by SQS
-//! until the redrive policy moves it to the dead-letter queue.
+//! Every message is held to the rules HTTP applies ([`Envelope::read`]), and no
+//! message can fail the ones batched with it (SPEC section 4):
+//! - a points message that breaks a rule but names its caller and operation id
+//!   ends `rejected` (`invalid_operation`, with the rule in `detail`);
+//! - one that names nobody, and a like that breaks a rule, is set aside: from
+//!   the points FIFO queue the worker moves it to the dead-letter queue itself,
+//!   so its message group waits no longer than this one receive; from the likes
+//!   queue it is reported failed and SQS's redrive policy moves it;
+//! - a message whose writes failed is reported alone (`ReportBatchItemFailures`)
+//!   and redelivered.
 
 pub mod points;
 
@@ -25,8 +32,11 @@ use shared::domain::ids::{OperationId, PostId};
 use shared::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
 use shared::domain::points::{PointTypes, PointsRequest};
 use shared::http::error_chain;
-use shared::message::Envelope;
+use shared::message::{Envelope, Read};
+use shared::queue::OperationQueue;
+use shared::store::points::Commit;
 use shared::store::{Store, StoreError};
+use time::OffsetDateTime;
 
 use crate::points::PointsOutcome;
 
@@ -37,6 +47,8 @@ const CONCURRENT_WRITES: usize = 16;
 pub struct Worker {
     pub store: Store,
     pub point_types: PointTypes,
+    /// Where messages from the points FIFO queue that can never be applied go.
+    pub dead_letters: Option<OperationQueue>,
 }
 
 impl Worker {
@@ -44,13 +56,24 @@ impl Worker {
         Self {
             store,
             point_types: PointTypes::shipped(),
+            dead_letters: None,
+        }
+    }
+
+    /// The same worker, setting unusable points messages aside on `queue`.
+    pub fn with_dead_letters(self, queue: OperationQueue) -> Self {
+        Self {
+            dead_letters: Some(queue),
+            ..self
         }
     }
 
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let table = shared::config::table_name()?;
+        let dead_letters = shared::config::points_dead_letter_queue_url()?;
         let aws = shared::config::aws().await;
-        Ok(Self::new(Store::from_config(&aws, table)))
+        Ok(Self::new(Store::from_config(&aws, table))
+            .with_dead_letters(OperationQueue::from_config(&aws, dead_letters)))
     }
 
     /// The Lambda handler: applies the batch and names the messages to retry.
@@ -85,31 +108,53 @@ impl Worker {
 
     /// Applies every message it can; the report lists the ones SQS must redeliver.
     pub async fn apply_batch(&self, messages: Vec<SqsMessage>) -> BatchReport {
+        self.apply_batch_at(messages, OffsetDateTime::now_utc())
+            .await
+    }
+
+    /// [`apply_batch`](Self::apply_batch) at `now`, the time accept times are
+    /// checked against and points expire at.
+    pub async fn apply_batch_at(
+        &self,
+        messages: Vec<SqsMessage>,
+        now: OffsetDateTime,
+    ) -> BatchReport {
         let mut report = BatchReport {
             messages: messages.len(),
             ..BatchReport::default()
         };
         let mut likes = Vec::new();
         let mut points_ops = Vec::new();
+        let mut invalid = Vec::new();
+        let mut set_aside = Vec::new();
         for message in messages {
-            let id = message.message_id.unwrap_or_default();
-            let decoded = message
-                .body
-                .as_deref()
-                .ok_or_else(|| "message has no body".to_owned())
-                .and_then(|body| Envelope::decode(body).map_err(|e| e.to_string()));
-            match decoded {
-                Ok(envelope) => match (envelope.like_operation(), envelope.points_operation()) {
-                    (Some(like), _) => likes.push((id, like)),
-                    (None, Some(op)) => points_ops.push((id, op)),
-                    (None, None) => report.fail(id, Kind::Undecodable),
-                },
-                Err(reason) => {
-                    tracing::error!(message_id = %id, %reason, "undecodable message");
-                    report.fail(id, Kind::Undecodable);
+            let id = message.message_id.clone().unwrap_or_default();
+            let read = match message.body.as_deref() {
+                None => Read::Unattributable("message has no body".to_owned()),
+                Some(body) => Envelope::read(body, &self.point_types, now),
+            };
+            match read {
+                Read::Valid(envelope) => {
+                    if let Some(like) = envelope.like_operation() {
+                        likes.push((id, like));
+                    } else if let Some(op) = envelope.points_operation() {
+                        points_ops.push((id, op));
+                    }
+                }
+                Read::Invalid {
+                    operation_id,
+                    caller,
+                    like: false,
+                    detail,
+                } => invalid.push((id, caller, operation_id, detail)),
+                Read::Invalid { detail, .. } | Read::Unattributable(detail) => {
+                    tracing::error!(message_id = %id, reason = %detail, "message set aside: it can never be applied");
+                    set_aside.push(message);
                 }
             }
         }
+        self.set_aside(set_aside, &mut report).await;
+        self.reject_invalid(invalid, now, &mut report).await;
         let outcomes = self.apply_registers(likes).await;
         self.apply_counters(outcomes, &mut report).await;
         let kinds: HashMap<String, Kind> = points_ops
@@ -117,7 +162,7 @@ impl Worker {
             .map(|(id, op)| (id.clone(), Kind::of_points(&op.request)))
             .collect();
         for (id, outcome) in
-            points::apply_in_groups(&self.store, &self.point_types, points_ops).await
+            points::apply_in_groups(&self.store, &self.point_types, points_ops, now).await
         {
             let kind = kinds[&id];
             match outcome {
@@ -129,6 +174,66 @@ impl Worker {
         }
         report.total();
         report
+    }
+
+    /// Points messages that name their caller and operation id but break a rule
+    /// end `rejected`, so their caller learns why and their group moves on.
+    async fn reject_invalid(
+        &self,
+        invalid: Vec<(String, shared::domain::ids::UserId, OperationId, String)>,
+        now: OffsetDateTime,
+        report: &mut BatchReport,
+    ) {
+        let results: Vec<_> = futures::stream::iter(invalid)
+            .map(|(message_id, caller, operation_id, detail)| async move {
+                let result = self
+                    .store
+                    .reject_invalid_message(&caller, &operation_id, detail.clone(), now)
+                    .await;
+                (message_id, operation_id, detail, result)
+            })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        for (message_id, operation_id, detail, result) in results {
+            match result {
+                Ok(commit) => {
+                    tracing::warn!(operation_id = %operation_id, reason = "invalid_operation", %detail, already_settled = (commit == Commit::AlreadyDone), "rejected");
+                    report.tally(Kind::Invalid).rejected += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(operation_id = %operation_id, error = %error_chain(&err), "could not record the rejection");
+                    report.fail(message_id, Kind::Invalid);
+                }
+            }
+        }
+    }
+
+    /// Messages nothing can be done with: moved to the dead-letter queue at once
+    /// when they hold up a FIFO group, else left to SQS's redrive policy.
+    async fn set_aside(&self, messages: Vec<SqsMessage>, report: &mut BatchReport) {
+        for message in messages {
+            let id = message.message_id.clone().unwrap_or_default();
+            let group = message.attributes.get("MessageGroupId");
+            let moved = match (&self.dead_letters, group) {
+                (Some(dead_letters), Some(group)) => {
+                    let body = message.body.as_deref().unwrap_or_default();
+                    match dead_letters.forward(body, Some(group), &id).await {
+                        Ok(()) => true,
+                        Err(err) => {
+                            tracing::warn!(message_id = %id, error = %error_chain(&err), "could not move the message to the dead-letter queue");
+                            false
+                        }
+                    }
+                }
+                _ => false,
+            };
+            if moved {
+                report.tally(Kind::Undecodable).dead_lettered += 1;
+            } else {
+                report.fail(id, Kind::Undecodable);
+            }
+        }
     }
 
     /// Step 1: one conditional write per operation, at most [`CONCURRENT_WRITES`] at once.
@@ -223,6 +328,9 @@ pub enum Kind {
     Grant,
     Spend,
     Transfer,
+    /// A points message that breaks a rule, rejected `invalid_operation`.
+    Invalid,
+    /// A message that can never be applied: set aside.
     Undecodable,
 }
 
@@ -249,6 +357,7 @@ impl Kind {
             Kind::Grant => "grant",
             Kind::Spend => "spend",
             Kind::Transfer => "transfer",
+            Kind::Invalid => "invalid",
             Kind::Undecodable => "undecodable",
         }
     }
@@ -266,6 +375,8 @@ pub struct Tally {
     pub rejected: usize,
     /// Left for SQS to deliver again.
     pub failed: usize,
+    /// Moved to the dead-letter queue by the worker.
+    pub dead_lettered: usize,
 }
 
 /// What one batch did: totals, per kind, and the messages to redeliver.
@@ -317,6 +428,7 @@ impl BatchReport {
                 ("Superseded", tally.superseded as f64),
                 ("Rejected", tally.rejected as f64),
                 ("Failed", tally.failed as f64),
+                ("DeadLettered", tally.dead_lettered as f64),
             ];
             if matches!(kind, Kind::Like | Kind::Unlike) {
                 counts.push(("CounterWrites", self.counter_writes as f64));

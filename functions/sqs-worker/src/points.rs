@@ -14,6 +14,7 @@ use shared::domain::points::{self, PointTypes, PointsOperation};
 use shared::http::error_chain;
 use shared::store::points::Commit;
 use shared::store::{Store, StoreError};
+use time::OffsetDateTime;
 
 /// Times an operation is planned again after another writer moved an account
 /// it touches (a transfer in from another group).
@@ -36,6 +37,7 @@ pub async fn apply(
     store: &Store,
     types: &PointTypes,
     op: &PointsOperation,
+    now: OffsetDateTime,
 ) -> Result<PointsOutcome, StoreError> {
     for attempt in 0..MAX_CONFLICTS {
         if attempt > 0 {
@@ -47,13 +49,13 @@ pub async fn apply(
         for user in op.request.accounts(&op.caller) {
             accounts.insert(user.clone(), store.account(user).await?);
         }
-        let (commit, outcome) = match points::plan(op, &accounts, types) {
+        let (commit, outcome) = match points::plan(op, &accounts, types, now) {
             Ok(changes) => (
                 store.commit_points(op, &changes).await?,
                 PointsOutcome::Applied,
             ),
             Err(rejection) => {
-                let commit = store.reject_operation(op, rejection).await?;
+                let commit = store.reject_operation(op, rejection, None).await?;
                 if commit == Commit::Done {
                     tracing::info!(operation_id = %op.operation_id, reason = rejection.code(), "rejected");
                 }
@@ -77,6 +79,7 @@ pub async fn apply_in_groups(
     store: &Store,
     types: &PointTypes,
     operations: Vec<(String, PointsOperation)>,
+    now: OffsetDateTime,
 ) -> Vec<(String, Option<PointsOutcome>)> {
     let mut groups: Vec<(UserId, Vec<(String, PointsOperation)>)> = Vec::new();
     for (message_id, op) in operations {
@@ -95,7 +98,7 @@ pub async fn apply_in_groups(
                     outcomes.push((message_id, None));
                     continue;
                 }
-                match apply(store, types, &op).await {
+                match apply(store, types, &op, now).await {
                     Ok(outcome) => {
                         tracing::info!(operation_id = %op.operation_id, ?outcome, "points operation");
                         outcomes.push((message_id, Some(outcome)));

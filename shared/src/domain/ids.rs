@@ -1,5 +1,8 @@
-//! Identifiers: post ids, user ids and operation ids share one rule (SPEC section 3):
-//! 1 to 128 characters of `[A-Za-z0-9._:-]`.
+//! Identifiers (SPEC section 3). Post ids, operation ids (idempotency keys) and
+//! references: 1 to 128 characters of `[A-Za-z0-9._:-]`. User ids are subjects as
+//! identity providers issue them (`auth0|5f7c…`, `google-oauth2|1087…`, a UUID,
+//! an e-mail address): 1 to 128 printable ASCII characters other than space and
+//! `#` (the table's key separator).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -14,18 +17,36 @@ pub enum InvalidIdentifier {
     TooLong(usize),
     #[error("may contain only A-Z, a-z, 0-9, '.', '_', ':' and '-', found {0:?}")]
     BadCharacter(char),
+    #[error("may contain only printable ASCII other than space and '#', found {0:?}")]
+    BadUserCharacter(char),
 }
 
+/// Post ids, operation ids and references.
 fn check_identifier(value: &str) -> Result<(), InvalidIdentifier> {
+    check_chars(value, |c| {
+        (c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+            .then_some(())
+            .ok_or(InvalidIdentifier::BadCharacter(c))
+    })
+}
+
+/// User ids: printable ASCII (`!` to `~`) but `#`.
+fn check_user_id(value: &str) -> Result<(), InvalidIdentifier> {
+    check_chars(value, |c| {
+        (c.is_ascii_graphic() && c != '#')
+            .then_some(())
+            .ok_or(InvalidIdentifier::BadUserCharacter(c))
+    })
+}
+
+fn check_chars(
+    value: &str,
+    allowed: impl Fn(char) -> Result<(), InvalidIdentifier>,
+) -> Result<(), InvalidIdentifier> {
     if value.is_empty() {
         return Err(InvalidIdentifier::Empty);
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-    {
-        return Err(InvalidIdentifier::BadCharacter(bad));
-    }
+    value.chars().try_for_each(allowed)?;
     // Every allowed character is one byte, so the byte length is the character count.
     if value.len() > MAX_IDENTIFIER_LEN {
         return Err(InvalidIdentifier::TooLong(value.len()));
@@ -34,7 +55,7 @@ fn check_identifier(value: &str) -> Result<(), InvalidIdentifier> {
 }
 
 macro_rules! identifier {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $check:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -43,7 +64,7 @@ macro_rules! identifier {
         impl $name {
             pub fn parse(value: impl Into<String>) -> Result<Self, InvalidIdentifier> {
                 let value = value.into();
-                check_identifier(&value)?;
+                $check(&value)?;
                 Ok(Self(value))
             }
 
@@ -75,15 +96,18 @@ macro_rules! identifier {
 
 identifier!(
     /// A post, as named by the client app.
-    PostId
+    PostId,
+    check_identifier
 );
 identifier!(
     /// A user: the JWT `sub` of the caller, or a user named in a request body.
-    UserId
+    UserId,
+    check_user_id
 );
 identifier!(
     /// One accepted operation: server-made for likes, the `Idempotency-Key` for points.
-    OperationId
+    OperationId,
+    check_identifier
 );
 
 impl OperationId {
@@ -116,11 +140,37 @@ mod tests {
         );
         assert_eq!(
             UserId::parse("é"),
-            Err(InvalidIdentifier::BadCharacter('é'))
+            Err(InvalidIdentifier::BadUserCharacter('é'))
         );
         assert_eq!(
             UserId::parse("a b"),
-            Err(InvalidIdentifier::BadCharacter(' '))
+            Err(InvalidIdentifier::BadUserCharacter(' '))
+        );
+        assert_eq!(
+            UserId::parse("a#b"),
+            Err(InvalidIdentifier::BadUserCharacter('#'))
+        );
+        assert_eq!(
+            UserId::parse("a\tb"),
+            Err(InvalidIdentifier::BadUserCharacter('\t'))
+        );
+    }
+
+    #[test]
+    fn user_ids_take_subjects_as_identity_providers_issue_them() {
+        for sub in [
+            "auth0|5f7c8ec7c33c6c004bbafe82",
+            "google-oauth2|108750324561234567890",
+            "0b5f2c8e-9d7a-4c1e-8f3b-2a6d9e4c7b10",
+            "ana.lopez+tally@example.com",
+            "github|12345!~",
+        ] {
+            assert!(UserId::parse(sub).is_ok(), "{sub}");
+        }
+        assert!(UserId::parse("x".repeat(129)).is_err());
+        assert!(
+            PostId::parse("auth0|5f7c").is_err(),
+            "post ids keep the narrow alphabet"
         );
     }
 

@@ -9,10 +9,16 @@
 
 use std::collections::HashSet;
 
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use super::ids::{InvalidIdentifier, OperationId, PostId, UserId};
 use super::timestamp;
+
+/// How long an unlike's tombstone is kept: longer than any message can live in
+/// SQS (14 days at most, dead-letter queue included) and than the oldest accept
+/// time the worker takes (15 days), so no older like can arrive after the
+/// tombstone is gone and resurrect the like.
+pub const TOMBSTONE_RETENTION: Duration = Duration::days(30);
 
 /// Most posts one read may name (`post_ids=` on counts and "did I like").
 pub const MAX_POSTS_PER_READ: usize = 100;
@@ -46,6 +52,14 @@ pub struct LikeOperation {
 impl LikeOperation {
     pub fn version(&self) -> LikeVersion {
         LikeVersion::new(self.accepted_at, &self.operation_id)
+    }
+
+    /// When an unlike's tombstone may go (epoch seconds, the table's TTL).
+    /// Past the calendar's end it is kept for good rather than overflow.
+    pub fn tombstone_expires_at(&self) -> i64 {
+        self.accepted_at
+            .checked_add(TOMBSTONE_RETENTION)
+            .map_or(i64::MAX, OffsetDateTime::unix_timestamp)
     }
 }
 

@@ -17,12 +17,15 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime, Time};
 
 use super::ids::{OperationId, UserId};
-use super::timestamp;
+use super::timestamp::{self, AcceptedAtOutOfRange};
 
 /// Amounts are integers from 1 to this (SPEC section 3).
 pub const MAX_AMOUNT: u64 = 1_000_000_000;
 /// Longest `description` a write may carry, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
+/// The largest balance an account may hold: every balance and signed entry
+/// amount then fits an `i64`, so no sum over a ledger can overflow.
+pub const MAX_BALANCE: u64 = i64::MAX as u64;
 
 /// How many points an operation moves: 1 to [`MAX_AMOUNT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -44,6 +47,11 @@ impl Amount {
 
     pub fn get(self) -> u64 {
         self.0
+    }
+
+    /// The amount as a signed entry amount (it is at most [`MAX_AMOUNT`]).
+    pub fn signed(self) -> i64 {
+        self.0 as i64
     }
 }
 
@@ -70,19 +78,19 @@ pub enum Expiry {
 impl Expiry {
     /// Points granted at `at` with this lifetime expire at the first UTC midnight
     /// at or after `at + lifetime`; without a lifetime they never do.
+    /// A date past the calendar's end (year 9999) never comes: `Never`.
     pub fn after(at: OffsetDateTime, lifetime: Option<Duration>) -> Self {
-        match lifetime {
-            None => Expiry::Never,
-            Some(lifetime) => {
-                let due = (at + lifetime).to_offset(time::UtcOffset::UTC);
-                let midnight = due.replace_time(Time::MIDNIGHT);
-                Expiry::At(if midnight == due {
-                    due
-                } else {
-                    midnight + Duration::days(1)
-                })
-            }
+        let due = lifetime.and_then(|lifetime| at.checked_add(lifetime));
+        let Some(due) = due.map(|due| due.to_offset(time::UtcOffset::UTC)) else {
+            return Expiry::Never;
+        };
+        let midnight = due.replace_time(Time::MIDNIGHT);
+        if midnight == due {
+            return Expiry::At(due);
         }
+        midnight
+            .checked_add(Duration::days(1))
+            .map_or(Expiry::Never, Expiry::At)
     }
 
     /// The stored form: the fixed-width timestamp, or `never`.
@@ -181,7 +189,62 @@ pub struct Transfer {
     pub description: Option<String>,
 }
 
+/// A request that breaks a rule of SPEC section 3, wherever it entered (HTTP
+/// answers 400 with [`code`](InvalidRequest::code); a queued one ends rejected
+/// `invalid_operation` with this text as its detail).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequest {
+    #[error("description may be at most {MAX_DESCRIPTION_CHARS} characters, got {0}")]
+    DescriptionTooLong(usize),
+    #[error("point_type {given:?} is not one of {known}")]
+    UnknownPointType { given: String, known: String },
+    #[error("to_user_id must name another user than the caller")]
+    TransferToSelf,
+    #[error(transparent)]
+    AcceptedAt(#[from] AcceptedAtOutOfRange),
+}
+
+impl InvalidRequest {
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvalidRequest::DescriptionTooLong(_) => "description_too_long",
+            InvalidRequest::UnknownPointType { .. } => "unknown_point_type",
+            InvalidRequest::TransferToSelf => "transfer_to_self",
+            InvalidRequest::AcceptedAt(_) => "invalid_accepted_at",
+        }
+    }
+}
+
 impl PointsRequest {
+    /// The rules a request obeys beyond its field types (which deserializing
+    /// already checked: identifiers, amounts), the same for HTTP and the queue.
+    pub fn validate(&self, caller: &UserId, types: &PointTypes) -> Result<(), InvalidRequest> {
+        let description = match self {
+            PointsRequest::Grant(grant) => {
+                if types.lifetime(&grant.point_type).is_none() {
+                    return Err(InvalidRequest::UnknownPointType {
+                        given: grant.point_type.clone(),
+                        known: types.names().collect::<Vec<_>>().join(", "),
+                    });
+                }
+                &grant.description
+            }
+            PointsRequest::Spend(spend) => &spend.description,
+            PointsRequest::Transfer(transfer) => {
+                if transfer.to_user_id == *caller {
+                    return Err(InvalidRequest::TransferToSelf);
+                }
+                &transfer.description
+            }
+        };
+        match description.as_deref().map(|text| text.chars().count()) {
+            Some(chars) if chars > MAX_DESCRIPTION_CHARS => {
+                Err(InvalidRequest::DescriptionTooLong(chars))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The account whose operations must apply in order with this one: the
     /// account the points come from (or, for a grant, go to).
     pub fn ordering_account<'a>(&'a self, caller: &'a UserId) -> &'a UserId {
@@ -208,6 +271,15 @@ pub struct PointsOperation {
     pub caller: UserId,
     pub request: PointsRequest,
     pub accepted_at: OffsetDateTime,
+}
+
+impl PointsOperation {
+    /// Everything [`PointsRequest::validate`] checks, and an accept time that is
+    /// sane at `now`: what the worker holds a queued operation to.
+    pub fn validate(&self, types: &PointTypes, now: OffsetDateTime) -> Result<(), InvalidRequest> {
+        timestamp::check_accepted_at(self.accepted_at, now)?;
+        self.request.validate(&self.caller, types)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -255,6 +327,11 @@ pub enum Rejection {
     InsufficientPoints,
     #[error("the point type is not one this service knows")]
     UnknownPointType,
+    /// A queued message that breaks a rule HTTP would have answered 400 for.
+    #[error("the operation breaks a rule of the API")]
+    InvalidOperation,
+    #[error("the account would hold more than the largest balance Tally keeps")]
+    BalanceLimitExceeded,
 }
 
 impl Rejection {
@@ -262,26 +339,66 @@ impl Rejection {
         match self {
             Rejection::InsufficientPoints => "insufficient_points",
             Rejection::UnknownPointType => "unknown_point_type",
+            Rejection::InvalidOperation => "invalid_operation",
+            Rejection::BalanceLimitExceeded => "balance_limit_exceeded",
         }
     }
 }
 
 /// How one account changes: its state before (`seq` 0 and no item when new),
-/// its state after, and the entry that explains the difference.
+/// its state after, and the entry that explains the difference. When some of
+/// its points had expired without an `expire` entry yet, `expired` is that entry,
+/// written just before `entry` in the same transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountChange {
     pub user: UserId,
     pub before: Account,
     pub after: Account,
+    pub expired: Option<Entry>,
     pub entry: Entry,
 }
 
+impl AccountChange {
+    /// Every entry the change writes, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.expired.iter().chain(std::iter::once(&self.entry))
+    }
+}
+
 impl Account {
-    fn add_lots(&mut self, lots: &[(Expiry, u64)]) {
+    fn add_lots(&mut self, lots: &[(Expiry, u64)]) -> Result<(), Rejection> {
         for (expiry, amount) in lots {
-            *self.lots.entry(*expiry).or_default() += amount;
-            self.balance += amount;
+            let balance = self
+                .balance
+                .checked_add(*amount)
+                .filter(|balance| *balance <= MAX_BALANCE)
+                .ok_or(Rejection::BalanceLimitExceeded)?;
+            let lot = self.lots.entry(*expiry).or_default();
+            *lot = lot
+                .checked_add(*amount)
+                .ok_or(Rejection::BalanceLimitExceeded)?;
+            self.balance = balance;
         }
+        Ok(())
+    }
+
+    /// The account as it stands at `now`: lots whose expiry has passed are gone,
+    /// whether or not their `expire` entry was written yet (SPEC section 3).
+    pub fn as_of(&self, now: OffsetDateTime) -> Account {
+        let mut current = self.clone();
+        current.remove_due(now);
+        current
+    }
+
+    /// Removes the lots due at `now`; answers them, soonest first.
+    fn remove_due(&mut self, now: OffsetDateTime) -> Vec<(OffsetDateTime, u64)> {
+        let due: Vec<(OffsetDateTime, u64)> =
+            self.expiring().take_while(|(at, _)| *at <= now).collect();
+        for (at, amount) in &due {
+            self.lots.remove(&Expiry::At(*at));
+            self.balance = self.balance.saturating_sub(*amount);
+        }
+        due
     }
 
     /// Takes `amount` from the lots that expire soonest.
@@ -345,6 +462,44 @@ impl<'a> From<&'a PointsOperation> for Origin<'a> {
     }
 }
 
+/// An account as an operation finds it: as stored, and at the operation's time
+/// (its due lots expired by `expired`, an entry the operation writes first).
+struct Found {
+    stored: Account,
+    expired: Option<Entry>,
+    current: Account,
+}
+
+impl Found {
+    fn at(user: &UserId, stored: Account, now: OffsetDateTime) -> Self {
+        match expire_due(user, &stored, now) {
+            Some(expiry) => Found {
+                stored,
+                current: expiry.after,
+                expired: Some(expiry.entry),
+            },
+            None => Found {
+                current: stored.clone(),
+                stored,
+                expired: None,
+            },
+        }
+    }
+
+    fn change(
+        self,
+        user: &UserId,
+        after: Account,
+        origin: Origin<'_>,
+        draft: EntryDraft<'_>,
+    ) -> AccountChange {
+        let mut change = change(user, &self.current, after, origin, draft);
+        change.before = self.stored;
+        change.expired = self.expired;
+        change
+    }
+}
+
 fn change(
     user: &UserId,
     before: &Account,
@@ -353,7 +508,7 @@ fn change(
     draft: EntryDraft<'_>,
 ) -> AccountChange {
     let entry = Entry {
-        seq: before.seq + 1,
+        seq: before.seq.saturating_add(1),
         kind: draft.kind,
         amount: draft.amount,
         balance_before: before.balance,
@@ -371,19 +526,24 @@ fn change(
             seq: entry.seq,
             ..after
         },
+        expired: None,
         entry,
     }
 }
 
-/// Works out what an operation does to the accounts it touches (`accounts`
-/// holds their current state; a missing one is empty). The first change is the
-/// caller's side: its entry is the one the operation status shows.
+/// Works out what an operation does to the accounts it touches at `now`
+/// (`accounts` holds their stored state; a missing one is empty). Points past
+/// their expiry are gone first: each account with due lots gets its `expire`
+/// entry in the same change. The first change is the caller's side: its entry
+/// is the one the operation status shows.
 pub fn plan(
     op: &PointsOperation,
     accounts: &HashMap<UserId, Account>,
     types: &PointTypes,
+    now: OffsetDateTime,
 ) -> Result<Vec<AccountChange>, Rejection> {
-    let current = |user: &UserId| accounts.get(user).cloned().unwrap_or_default();
+    let found =
+        |user: &UserId| Found::at(user, accounts.get(user).cloned().unwrap_or_default(), now);
     match &op.request {
         PointsRequest::Grant(Grant {
             user_id,
@@ -394,17 +554,16 @@ pub fn plan(
             let lifetime = types
                 .lifetime(point_type)
                 .ok_or(Rejection::UnknownPointType)?;
-            let before = current(user_id);
-            let mut after = before.clone();
-            after.add_lots(&[(Expiry::after(op.accepted_at, lifetime), amount.get())]);
-            Ok(vec![change(
+            let account = found(user_id);
+            let mut after = account.current.clone();
+            after.add_lots(&[(Expiry::after(op.accepted_at, lifetime), amount.get())])?;
+            Ok(vec![account.change(
                 user_id,
-                &before,
                 after,
                 op.into(),
                 EntryDraft {
                     kind: EntryKind::Grant,
-                    amount: amount.get() as i64,
+                    amount: amount.signed(),
                     point_type: Some(point_type),
                     counterparty: None,
                     description: description.as_ref(),
@@ -415,17 +574,16 @@ pub fn plan(
             amount,
             description,
         }) => {
-            let before = current(&op.caller);
-            let mut after = before.clone();
+            let account = found(&op.caller);
+            let mut after = account.current.clone();
             after.take_soonest(amount.get())?;
-            Ok(vec![change(
+            Ok(vec![account.change(
                 &op.caller,
-                &before,
                 after,
                 op.into(),
                 EntryDraft {
                     kind: EntryKind::Spend,
-                    amount: -(amount.get() as i64),
+                    amount: -amount.signed(),
                     point_type: None,
                     counterparty: None,
                     description: description.as_ref(),
@@ -437,34 +595,36 @@ pub fn plan(
             amount,
             description,
         }) => {
-            let sender_before = current(&op.caller);
-            let mut sender_after = sender_before.clone();
+            if *to_user_id == op.caller {
+                // Validation refuses it first; one account cannot be written twice.
+                return Err(Rejection::InvalidOperation);
+            }
+            let sender = found(&op.caller);
+            let mut sender_after = sender.current.clone();
             let lots = sender_after.take_soonest(amount.get())?;
-            let receiver_before = current(to_user_id);
-            let mut receiver_after = receiver_before.clone();
-            receiver_after.add_lots(&lots);
+            let receiver = found(to_user_id);
+            let mut receiver_after = receiver.current.clone();
+            receiver_after.add_lots(&lots)?;
             Ok(vec![
-                change(
+                sender.change(
                     &op.caller,
-                    &sender_before,
                     sender_after,
                     op.into(),
                     EntryDraft {
                         kind: EntryKind::TransferOut,
-                        amount: -(amount.get() as i64),
+                        amount: -amount.signed(),
                         point_type: None,
                         counterparty: Some(to_user_id),
                         description: description.as_ref(),
                     },
                 ),
-                change(
+                receiver.change(
                     to_user_id,
-                    &receiver_before,
                     receiver_after,
                     op.into(),
                     EntryDraft {
                         kind: EntryKind::TransferIn,
-                        amount: amount.get() as i64,
+                        amount: amount.signed(),
                         point_type: None,
                         counterparty: Some(&op.caller),
                         description: description.as_ref(),
@@ -479,17 +639,11 @@ pub fn plan(
 /// taking them all, or `None` when nothing is due. The entry's operation id names
 /// the latest expiry it covers, so the same lots always give the same id.
 pub fn expire_due(user: &UserId, account: &Account, now: OffsetDateTime) -> Option<AccountChange> {
-    let due: Vec<(OffsetDateTime, u64)> = account
-        .expiring()
-        .take_while(|(at, _)| *at <= now)
-        .collect();
-    let (latest, _) = *due.last()?;
-    let total: u64 = due.iter().map(|(_, amount)| amount).sum();
     let mut after = account.clone();
-    for (at, _) in &due {
-        after.lots.remove(&Expiry::At(*at));
-    }
-    after.balance = account.balance.saturating_sub(total);
+    let due = after.remove_due(now);
+    let (latest, _) = *due.last()?;
+    // What actually left the balance (lots of a tampered account may not add up to it).
+    let total = account.balance - after.balance;
     let lots: Vec<String> = due
         .iter()
         .map(|(at, amount)| format!("{amount} from {}", timestamp::format(*at)))
@@ -507,7 +661,7 @@ pub fn expire_due(user: &UserId, account: &Account, now: OffsetDateTime) -> Opti
         origin,
         EntryDraft {
             kind: EntryKind::Expire,
-            amount: -(total as i64),
+            amount: -i64::try_from(total).unwrap_or(i64::MAX),
             point_type: None,
             counterparty: None,
             description: Some(&format!("expired: {}", lots.join(", "))),
@@ -535,14 +689,14 @@ pub enum Finding {
         balance_after: u64,
     },
     /// The account's balance is not the sum of its entries.
-    BalanceMismatch { balance: u64, sum_of_entries: i64 },
+    BalanceMismatch { balance: u64, sum_of_entries: i128 },
     /// The account's `seq` is not the newest entry's.
     SeqMismatch {
         account_seq: u64,
         newest_entry_seq: u64,
     },
     /// The account's lots do not add up to its balance.
-    LotsMismatch { balance: u64, sum_of_lots: u64 },
+    LotsMismatch { balance: u64, sum_of_lots: u128 },
 }
 
 /// Checks an account against its entries (oldest first): `seq` gapless from 1,
@@ -551,9 +705,10 @@ pub enum Finding {
 pub fn audit(account: &Account, entries: &[Entry]) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut previous_after = 0u64;
-    let mut sum = 0i64;
+    // Stored numbers may be anything a hand edit made them: sums are taken wide.
+    let mut sum = 0i128;
     for (i, entry) in entries.iter().enumerate() {
-        let expected = i as u64 + 1;
+        let expected = i as u64 + 1; // a ledger never holds 2^64 entries
         if entry.seq != expected {
             findings.push(Finding::SeqGap {
                 expected,
@@ -567,7 +722,9 @@ pub fn audit(account: &Account, entries: &[Entry]) -> Vec<Finding> {
                 previous_balance_after: previous_after,
             });
         }
-        if entry.balance_after as i64 - entry.balance_before as i64 != entry.amount {
+        if i128::from(entry.balance_after) - i128::from(entry.balance_before)
+            != i128::from(entry.amount)
+        {
             findings.push(Finding::AmountMismatch {
                 seq: entry.seq,
                 amount: entry.amount,
@@ -576,9 +733,9 @@ pub fn audit(account: &Account, entries: &[Entry]) -> Vec<Finding> {
             });
         }
         previous_after = entry.balance_after;
-        sum += entry.amount;
+        sum += i128::from(entry.amount);
     }
-    if sum != account.balance as i64 {
+    if sum != i128::from(account.balance) {
         findings.push(Finding::BalanceMismatch {
             balance: account.balance,
             sum_of_entries: sum,
@@ -591,8 +748,8 @@ pub fn audit(account: &Account, entries: &[Entry]) -> Vec<Finding> {
             newest_entry_seq,
         });
     }
-    let sum_of_lots: u64 = account.lots.values().sum();
-    if sum_of_lots != account.balance {
+    let sum_of_lots: u128 = account.lots.values().map(|&lot| u128::from(lot)).sum();
+    if sum_of_lots != u128::from(account.balance) {
         findings.push(Finding::LotsMismatch {
             balance: account.balance,
             sum_of_lots,
@@ -639,7 +796,7 @@ mod tests {
         accounts: &mut HashMap<UserId, Account>,
         op: &PointsOperation,
     ) -> Result<Vec<AccountChange>, Rejection> {
-        let changes = plan(op, accounts, &PointTypes::shipped())?;
+        let changes = plan(op, accounts, &PointTypes::shipped(), op.accepted_at)?;
         for c in &changes {
             accounts.insert(c.user.clone(), c.after.clone());
         }

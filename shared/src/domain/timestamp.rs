@@ -1,15 +1,58 @@
 //! One timestamp format everywhere: RFC 3339, UTC, microseconds, fixed width,
 //! so that the text sorts in time order (DynamoDB sort keys rely on it).
 
-use time::{OffsetDateTime, UtcOffset, format_description::FormatItem, macros::format_description};
+use time::{
+    Duration, OffsetDateTime, UtcOffset, format_description::FormatItem, macros::format_description,
+};
 
 const FIXED_RFC3339: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
+/// How far in the past an operation's `accepted_at` may be when it is applied:
+/// SQS keeps a message at most 14 days, plus a day of margin. It stays well under
+/// the 30 days an unlike's tombstone is kept, so no older like can resurrect one.
+pub const MAX_ACCEPTED_AGE: Duration = Duration::days(15);
+/// How far in the future `accepted_at` may be: clock skew between hosts. A
+/// later time would let a sender win "last accepted wins" races it should lose.
+pub const MAX_ACCEPTED_SKEW: Duration = Duration::minutes(5);
+
 pub fn format(at: OffsetDateTime) -> String {
-    at.to_offset(UtcOffset::UTC)
-        .format(FIXED_RFC3339)
-        .expect("a UTC date between years 0 and 9999 always formats")
+    let utc = at.to_offset(UtcOffset::UTC);
+    // Years outside 0..=9999 have no fixed-width form; `accepted_at` is checked
+    // against the window above before anything is stored, so this is a fallback
+    // that keeps a log line or an error message from panicking.
+    utc.format(FIXED_RFC3339)
+        .unwrap_or_else(|_| utc.unix_timestamp().to_string())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptedAtOutOfRange {
+    #[error("accepted_at {at} is more than {} days before now ({now})", MAX_ACCEPTED_AGE.whole_days())]
+    TooOld { at: String, now: String },
+    #[error("accepted_at {at} is more than {} minutes after now ({now})", MAX_ACCEPTED_SKEW.whole_minutes())]
+    InTheFuture { at: String, now: String },
+}
+
+/// Checks that an operation's accept time is a sane one at `now` (SPEC section 4).
+pub fn check_accepted_at(
+    at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<(), AcceptedAtOutOfRange> {
+    // Differences of two representable times never overflow `Duration`.
+    let age = now - at;
+    if age > MAX_ACCEPTED_AGE {
+        return Err(AcceptedAtOutOfRange::TooOld {
+            at: format(at),
+            now: format(now),
+        });
+    }
+    if -age > MAX_ACCEPTED_SKEW {
+        return Err(AcceptedAtOutOfRange::InTheFuture {
+            at: format(at),
+            now: format(now),
+        });
+    }
+    Ok(())
 }
 
 /// Reads any RFC 3339 timestamp.
@@ -49,5 +92,22 @@ mod tests {
         assert_eq!(format(early), "2026-11-21T03:30:10.500000Z");
         assert_eq!(format(late), "2026-11-21T03:30:10.500001Z");
         assert!(format(early) < format(late));
+    }
+
+    #[test]
+    fn accept_times_far_from_now_are_refused() {
+        let now = datetime!(2026-11-30 12:00 UTC);
+        assert!(check_accepted_at(now, now).is_ok());
+        assert!(check_accepted_at(now - Duration::days(14), now).is_ok());
+        assert!(check_accepted_at(now + Duration::minutes(4), now).is_ok());
+        assert!(matches!(
+            check_accepted_at(now - Duration::days(16), now),
+            Err(AcceptedAtOutOfRange::TooOld { .. })
+        ));
+        assert!(matches!(
+            check_accepted_at(datetime!(9999-12-31 23:59:59.999999 UTC), now),
+            Err(AcceptedAtOutOfRange::InTheFuture { .. })
+        ));
+        assert!(check_accepted_at(datetime!(-9999-01-01 00:00 UTC), now).is_err());
     }
 }

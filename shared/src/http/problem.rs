@@ -79,9 +79,55 @@ impl Problem {
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
             "Service unavailable",
-            "the service could not complete the request; nothing was changed, so it is safe to retry",
+            "Tally could not confirm that it completed the request; retrying is safe \
+             (a points write under the same Idempotency-Key answers the operation's real status)",
         )
     }
+}
+
+/// Answers every error response as problem+json: those Tally writes pass through,
+/// and those axum's extractors write as text (a body over the limit, a path
+/// that does not decode) become a problem with the same status and their text.
+pub(super) async fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let problem = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            status,
+            "body_too_large",
+            "Payload too large",
+            format!("the body may be at most {} bytes", super::MAX_BODY_BYTES),
+        ),
+        StatusCode::NOT_FOUND => Problem::not_found(text),
+        StatusCode::METHOD_NOT_ALLOWED => Problem::method_not_allowed(text),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+            status,
+            "unsupported_media_type",
+            "Unsupported media type",
+            text,
+        ),
+        s if s.is_server_error() => {
+            tracing::error!(status = s.as_u16(), body = %text, "unexpected error response");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Service unavailable",
+                "Tally could not confirm that it completed the request; retrying is safe",
+            )
+        }
+        _ => Problem::new(status, "invalid_request", "Invalid request", text),
+    };
+    problem.into_response()
 }
 
 /// The error and all its sources on one line, for the log.

@@ -2,9 +2,13 @@
 //! against `openapi.yaml` and `template.yaml`.
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, on};
+
+/// Bodies over this many bytes answer 413 (SPEC section 3).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 pub struct Routes<S> {
     router: Router<S>,
@@ -38,10 +42,15 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self.list.clone()
     }
 
-    /// The router, answering unknown routes and wrong methods with problem+json.
+    /// The router, answering unknown routes and wrong methods with problem+json,
+    /// taking bodies up to [`MAX_BODY_BYTES`], and turning every error axum's own
+    /// extractors answer (a body too large, a path that is not UTF-8) into
+    /// problem+json too.
     pub fn into_router(self) -> Router<S> {
         self.router
             .fallback(super::unknown_route)
             .method_not_allowed_fallback(super::wrong_method)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::map_response(super::problem::as_problem))
     }
 }

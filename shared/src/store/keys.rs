@@ -6,7 +6,7 @@
 //! | like counter of a post | `POST#{post}` | `COUNT` | `DIRTY#POSTS#{m}` / `{post}` until reconciled |
 //! | points account (balance, seq, lots) | `ACCOUNT#{user}` | `STATE` | `DIRTY#ACCOUNTS#{m}` / `{user}` until audited; `gsi2`: `EXPIRY#{m}` / `{soonest expiry}#{user}` |
 //! | ledger entry | `ACCOUNT#{user}` | `ENTRY#{seq:020}` | |
-//! | points operation (status, request) | `ACCOUNT#{caller}` | `OPERATION#{operation_id}` | |
+//! | points operation (status, request) | `ACCOUNT#{caller}` | `OPERATION#{operation_id}` | `PENDING#{m}` / `{accepted_at}#{caller}#{operation_id}` while pending |
 //!
 //! - A post's like registers are spread over [`LIKE_PARTITIONS`] partition keys
 //!   (`n` from a stable hash of the user id), so a viral post's writes never
@@ -18,7 +18,11 @@
 //!   keys only, so rewriting a counter or balance never writes to the index.
 //! - `gsi2` (keys only, sparse) finds accounts whose soonest lot expiry has
 //!   passed; it is written only when an account's soonest expiry changes.
+//! - `gsi1` also lists every operation still pending (the outbox): reconcile
+//!   re-drives those pending too long. Settling the record removes the entry.
 //! - Reconcile keeps its own state in `RECONCILE` / `STATE`.
+//!
+//! User ids never contain `#` (SPEC section 3), so `#` separates key parts.
 
 use crate::domain::ids::{OperationId, PostId, UserId};
 
@@ -107,6 +111,28 @@ pub fn dirty_accounts_partition_gsi1pk(partition: u32) -> String {
 
 pub const RECONCILE_PK: &str = "RECONCILE";
 pub const RECONCILE_SK: &str = "STATE";
+
+pub fn pending_gsi1pk(caller: &UserId) -> String {
+    pending_partition_gsi1pk(stable_bucket(caller.as_str(), DIRTY_PARTITIONS))
+}
+
+pub fn pending_partition_gsi1pk(partition: u32) -> String {
+    format!("PENDING#{partition}")
+}
+
+pub fn pending_gsi1sk(accepted_at: &str, caller: &UserId, operation_id: &OperationId) -> String {
+    format!("{accepted_at}#{caller}#{operation_id}")
+}
+
+/// The caller and operation id a pending index entry names.
+pub fn parse_pending_gsi1sk(sort_key: &str) -> Option<(UserId, OperationId)> {
+    let mut parts = sort_key.splitn(3, '#');
+    let (_accepted_at, caller, operation_id) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((
+        UserId::parse(caller).ok()?,
+        OperationId::parse(operation_id).ok()?,
+    ))
+}
 
 pub fn dirty_account_gsi1pk(user: &UserId) -> String {
     format!(

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 use serde::{Deserialize, Serialize};
-use time::Duration;
 
 use super::keys::{self, GSI1, GSI1_PK, GSI1_SK, PK, SK};
 use super::{
@@ -15,12 +14,8 @@ use super::{
 use crate::domain::ids::{PostId, UserId};
 use crate::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
 use crate::domain::timestamp;
-use crate::usage::read_units;
 
-/// How long an unlike's tombstone is kept: longer than any message can live in
-/// SQS (14 days at most, dead-letter queue included), so no older like can
-/// arrive after the tombstone is gone and resurrect the like.
-pub const TOMBSTONE_RETENTION: Duration = Duration::days(30);
+pub use crate::domain::likes::TOMBSTONE_RETENTION;
 
 /// Only a strictly newer operation may move a register: this one condition makes
 /// redelivery harmless and order of delivery irrelevant.
@@ -55,12 +50,30 @@ pub enum MyLikesError {
     Store(#[from] StoreError),
 }
 
-/// Where a page of "my likes" ends: the index and table keys of its last item.
+/// Where a page of "my likes" ends: the index sort key (`{liked_at}#{post}`) of
+/// its last item. The rest of the key follows from it and the caller, so a
+/// forged cursor can name no key but a well-formed one of the caller's own.
 #[derive(Serialize, Deserialize)]
 struct LikesCursor {
     t: String,
-    p: String,
-    s: String,
+}
+
+impl LikesCursor {
+    /// The `ExclusiveStartKey` this cursor stands for, if it is well formed.
+    fn start_key(&self, user: &UserId) -> Option<Item> {
+        let (liked_at, post) = self.t.split_once('#')?;
+        timestamp::parse(liked_at)?;
+        let post = PostId::parse(post).ok()?;
+        Some(Item::from([
+            (GSI1_PK.to_owned(), s(keys::my_likes_gsi1pk(user))),
+            (
+                GSI1_SK.to_owned(),
+                s(keys::my_likes_gsi1sk(liked_at, &post)),
+            ),
+            (PK.to_owned(), s(keys::like_register_pk(&post, user))),
+            (SK.to_owned(), s(keys::like_register_sk(user))),
+        ]))
+    }
 }
 
 impl Store {
@@ -100,7 +113,7 @@ impl Store {
                     .expression_attribute_values(":at", s(liked_at))
             }
             LikeAction::Unlike => {
-                let expires = (op.accepted_at + TOMBSTONE_RETENTION).unix_timestamp();
+                let expires = op.tombstone_expires_at();
                 request
                     .update_expression(UNLIKE)
                     .expression_attribute_values(":expires", n(expires))
@@ -260,47 +273,33 @@ impl Store {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<LikesPage, MyLikesError> {
-        let gsi1pk = keys::my_likes_gsi1pk(user);
         let start = match cursor {
             None => None,
-            Some(text) => {
-                let c = decode_cursor::<LikesCursor>(text).ok_or(MyLikesError::InvalidCursor)?;
-                Some(Item::from([
-                    (GSI1_PK.to_owned(), s(gsi1pk.clone())),
-                    (GSI1_SK.to_owned(), s(c.t)),
-                    (PK.to_owned(), s(c.p)),
-                    (SK.to_owned(), s(c.s)),
-                ]))
-            }
+            Some(text) => Some(
+                decode_cursor::<LikesCursor>(text)
+                    .and_then(|cursor| cursor.start_key(user))
+                    .ok_or(MyLikesError::InvalidCursor)?,
+            ),
         };
         // One extra item tells whether another page exists, so the last page says so.
-        let output = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(GSI1)
             .key_condition_expression("gsi1pk = :pk")
-            .expression_attribute_values(":pk", s(gsi1pk))
+            .expression_attribute_values(":pk", s(keys::my_likes_gsi1pk(user)))
             .scan_index_forward(false)
-            .limit(limit as i32 + 1)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        let mut rows = output.items.unwrap_or_default();
+            .set_exclusive_start_key(start);
         // Keys-only index entries are about 150 bytes.
-        self.usage.record(
-            "dynamodb:Query my_likes",
-            0.0,
-            read_units(rows.len(), 150, false),
-        );
+        let mut rows = self
+            .query_up_to("dynamodb:Query my_likes", query, limit as usize + 1, 150)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = match rows.last() {
             Some(last) if more => Some(encode_cursor(&LikesCursor {
                 t: required_s(last, GSI1_SK)?.to_owned(),
-                p: required_s(last, PK)?.to_owned(),
-                s: required_s(last, SK)?.to_owned(),
             })),
             _ => None,
         };

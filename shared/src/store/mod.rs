@@ -157,6 +157,42 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The first `wanted` items a query finds, following DynamoDB's pages: a
+    /// page may end before `Limit` items (at 1 MB read), and only a missing
+    /// `LastEvaluatedKey` means there are no more.
+    async fn query_up_to(
+        &self,
+        call: &'static str,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        wanted: usize,
+        item_bytes: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut pages = query
+            .limit(i32::try_from(wanted).unwrap_or(i32::MAX))
+            .into_paginator()
+            .send();
+        let mut rows = Vec::new();
+        while rows.len() < wanted {
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let found = page
+                .map_err(StoreError::from_sdk)?
+                .items
+                .unwrap_or_default();
+            self.usage.record(
+                call,
+                0.0,
+                crate::usage::read_units(found.len(), item_bytes, false),
+            );
+            rows.extend(found);
+        }
+        rows.truncate(wanted);
+        Ok(rows)
+    }
+}
+
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }

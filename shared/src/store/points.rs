@@ -16,13 +16,12 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 
 use super::keys::{self, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK, PK, SK};
-use super::{Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, n, s};
+use super::{Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n, s};
 use crate::domain::ids::{OperationId, UserId};
 use crate::domain::points::{
     Account, AccountChange, Entry, Expiry, PointsOperation, PointsRequest, Rejection,
 };
 use crate::domain::timestamp;
-use crate::usage::read_units;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,10 +39,15 @@ pub struct OperationRecord {
     pub operation_id: OperationId,
     pub caller: UserId,
     pub status: OperationStatus,
-    pub request: PointsRequest,
+    /// What was asked; absent for a queued message too malformed to read as a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<PointsRequest>,
     pub accepted_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Rejection>,
+    /// For `invalid_operation`: which rule the message broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// The caller's side of the ledger change, once applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<Entry>,
@@ -55,11 +59,22 @@ impl OperationRecord {
             operation_id: op.operation_id.clone(),
             caller: op.caller.clone(),
             status: OperationStatus::Pending,
-            request: op.request.clone(),
+            request: Some(op.request.clone()),
             accepted_at: timestamp::format(op.accepted_at),
             reason: None,
+            detail: None,
             entry: None,
         }
+    }
+
+    /// The operation a pending record stands for, to queue it again.
+    pub fn operation(&self) -> Option<PointsOperation> {
+        Some(PointsOperation {
+            operation_id: self.operation_id.clone(),
+            caller: self.caller.clone(),
+            request: self.request.clone()?,
+            accepted_at: timestamp::parse(&self.accepted_at)?,
+        })
     }
 }
 
@@ -115,11 +130,24 @@ fn with_key(mut item: Item, pk: String, sk: String) -> Item {
 }
 
 fn operation_item(record: &OperationRecord) -> Item {
-    with_key(
+    let mut item = with_key(
         to_item(record),
         keys::account_pk(&record.caller),
         keys::operation_sk(&record.operation_id),
-    )
+    );
+    // The outbox: a pending operation is listed until it is applied or rejected.
+    if record.status == OperationStatus::Pending {
+        item.insert(GSI1_PK.to_owned(), s(keys::pending_gsi1pk(&record.caller)));
+        item.insert(
+            GSI1_SK.to_owned(),
+            s(keys::pending_gsi1sk(
+                &record.accepted_at,
+                &record.caller,
+                &record.operation_id,
+            )),
+        );
+    }
+    item
 }
 
 fn entry_item(user: &UserId, entry: &Entry) -> Item {
@@ -211,8 +239,10 @@ impl Store {
             .as_ref()
             .map_or_else(|e| e.as_service_error().is_some(), |_| true)
         {
+            // The item, and its entry in the pending index when written.
+            let index = if result.is_ok() { 1.0 } else { 0.0 };
             self.usage
-                .record("dynamodb:PutItem record_operation", 1.0, 0.0);
+                .record("dynamodb:PutItem record_operation", 1.0 + index, 0.0);
         }
         match result {
             Ok(_) => Ok(Recorded::New),
@@ -227,39 +257,6 @@ impl Store {
                 }
                 _ => Err(StoreError::from_sdk(err)),
             },
-        }
-    }
-
-    /// Removes a pending record whose message never reached the queue, so the
-    /// operation counts as never accepted. Leaves applied or rejected ones alone.
-    pub async fn forget_pending_operation(
-        &self,
-        caller: &UserId,
-        operation_id: &OperationId,
-    ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(PK, s(keys::account_pk(caller)))
-            .key(SK, s(keys::operation_sk(operation_id)))
-            .condition_expression("#status = :pending")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":pending", s("pending"))
-            .send()
-            .await;
-        self.usage
-            .record("dynamodb:DeleteItem forget_pending_operation", 1.0, 0.0);
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(StoreError::from_sdk(err)),
         }
     }
 
@@ -345,11 +342,14 @@ impl Store {
                     .expression_attribute_values(":seq", n(change.before.seq))
             };
             items.push(put(account));
-            items.push(put(self
-                .put(entry_item(&change.user, &change.entry))
-                .condition_expression("attribute_not_exists(pk)")));
+            for entry in change.entries() {
+                items.push(put(self
+                    .put(entry_item(&change.user, entry))
+                    .condition_expression("attribute_not_exists(pk)")));
+            }
         }
-        let index_writes: u32 = changes.iter().map(index_writes).sum();
+        // A guard settles a pending record: its pending index entry goes.
+        let index_writes: u32 = changes.iter().map(index_writes).sum::<u32>() + u32::from(guarded);
         self.transact(items, guarded, index_writes).await
     }
 
@@ -358,10 +358,38 @@ impl Store {
         &self,
         op: &PointsOperation,
         reason: Rejection,
+        detail: Option<String>,
     ) -> Result<Commit, StoreError> {
         let mut record = OperationRecord::pending(op);
         record.status = OperationStatus::Rejected;
         record.reason = Some(reason);
+        record.detail = detail;
+        self.settle_rejected(record).await
+    }
+
+    /// Rejects a queued message that names its caller and operation id but is
+    /// not a valid request (`invalid_operation`), unless that id was settled.
+    pub async fn reject_invalid_message(
+        &self,
+        caller: &UserId,
+        operation_id: &OperationId,
+        detail: String,
+        now: time::OffsetDateTime,
+    ) -> Result<Commit, StoreError> {
+        self.settle_rejected(OperationRecord {
+            operation_id: operation_id.clone(),
+            caller: caller.clone(),
+            status: OperationStatus::Rejected,
+            request: None,
+            accepted_at: timestamp::format(now),
+            reason: Some(Rejection::InvalidOperation),
+            detail: Some(detail),
+            entry: None,
+        })
+        .await
+    }
+
+    async fn settle_rejected(&self, record: OperationRecord) -> Result<Commit, StoreError> {
         let result = self
             .client
             .put_item()
@@ -387,7 +415,8 @@ impl Store {
         }
     }
 
-    /// An account's ledger, newest first, `limit` entries at a time.
+    /// An account's ledger, newest first, `limit` entries at a time. A page cut
+    /// short by DynamoDB's 1 MB limit never ends the history early ([`Store::query_up_to`]).
     pub async fn history(
         &self,
         user: &UserId,
@@ -404,7 +433,7 @@ impl Store {
                 ]))
             }
         };
-        let output = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
@@ -412,18 +441,11 @@ impl Store {
             .expression_attribute_values(":pk", s(keys::account_pk(user)))
             .expression_attribute_values(":entries", s(keys::ENTRY_SK_PREFIX))
             .scan_index_forward(false)
-            .limit(limit as i32 + 1)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        let rows = output.items.unwrap_or_default();
+            .set_exclusive_start_key(start);
         // Ledger entries are about 300 bytes.
-        self.usage.record(
-            "dynamodb:Query history",
-            0.0,
-            read_units(rows.len(), 300, false),
-        );
+        let rows = self
+            .query_up_to("dynamodb:Query history", query, limit as usize + 1, 300)
+            .await?;
         let mut items: Vec<Entry> = rows.into_iter().map(from_item).collect::<Result<_, _>>()?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
@@ -432,6 +454,47 @@ impl Store {
             _ => None,
         };
         Ok(EntriesPage { items, next_cursor })
+    }
+
+    /// Operations still pending that were accepted before `before`, oldest
+    /// first per index partition, up to `limit`: the outbox reconcile re-drives.
+    pub async fn pending_operations(
+        &self,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Result<(UserId, OperationId), StoreError>>, StoreError> {
+        let bound = timestamp::format(before);
+        let mut found = Vec::new();
+        for partition in 0..keys::DIRTY_PARTITIONS {
+            let mut items = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(keys::GSI1)
+                .key_condition_expression("gsi1pk = :pk AND gsi1sk < :bound")
+                .expression_attribute_values(":pk", s(keys::pending_partition_gsi1pk(partition)))
+                .expression_attribute_values(":bound", s(bound.clone()))
+                .into_paginator()
+                .items()
+                .send();
+            while found.len() < limit {
+                let Some(item) = items.next().await else {
+                    break;
+                };
+                let item = item.map_err(StoreError::from_sdk)?;
+                found.push(
+                    get_s(&item, GSI1_SK)
+                        .and_then(keys::parse_pending_gsi1sk)
+                        .ok_or_else(|| {
+                            corrupt(
+                                &item,
+                                "pending index entry is not accepted_at#caller#operation",
+                            )
+                        }),
+                );
+            }
+        }
+        Ok(found)
     }
 
     fn put(&self, item: Item) -> aws_sdk_dynamodb::types::builders::PutBuilder {

@@ -34,10 +34,12 @@ pub struct ReconcileState {
 }
 
 /// What one page of the background sweep found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SweepPage {
     pub posts: Vec<PostId>,
     pub accounts: Vec<UserId>,
+    /// Items whose key names no valid post or user (reported, then skipped).
+    pub malformed: Vec<StoreError>,
     /// Where the next page starts; `None` when the sweep reached the end and starts over.
     pub next_cursor: Option<String>,
 }
@@ -49,14 +51,15 @@ struct SweepCursor {
 }
 
 impl Store {
-    /// Posts whose counter was written since reconcile last settled it.
-    pub async fn changed_posts(&self) -> Result<Vec<PostId>, StoreError> {
+    /// Posts whose counter was written since reconcile last settled it (a
+    /// malformed mark is an `Err` among them, for the caller to report and skip).
+    pub async fn changed_posts(&self) -> Result<Vec<Result<PostId, StoreError>>, StoreError> {
         self.marked(keys::dirty_partition_gsi1pk, PostId::parse)
             .await
     }
 
     /// Accounts written since their ledger was last audited clean.
-    pub async fn changed_accounts(&self) -> Result<Vec<UserId>, StoreError> {
+    pub async fn changed_accounts(&self) -> Result<Vec<Result<UserId, StoreError>>, StoreError> {
         self.marked(keys::dirty_accounts_partition_gsi1pk, UserId::parse)
             .await
     }
@@ -66,43 +69,27 @@ impl Store {
         &self,
         partition_key: fn(u32) -> String,
         parse: fn(String) -> Result<T, InvalidIdentifier>,
-    ) -> Result<Vec<T>, StoreError> {
+    ) -> Result<Vec<Result<T, StoreError>>, StoreError> {
         let mut found = Vec::new();
         for partition in 0..keys::DIRTY_PARTITIONS {
-            for sort_key in self.gsi1_sort_keys(partition_key(partition)).await? {
-                let key = format!("gsi1 {sort_key}");
-                found.push(parse(sort_key).map_err(|e| StoreError::Corrupt {
-                    key,
-                    problem: e.to_string(),
-                })?);
-            }
-        }
-        Ok(found)
-    }
-
-    async fn gsi1_sort_keys(&self, gsi1pk: String) -> Result<Vec<String>, StoreError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
+            let mut items = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .index_name(GSI1)
                 .key_condition_expression("gsi1pk = :pk")
-                .expression_attribute_values(":pk", s(gsi1pk.clone()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
-            for item in output.items.unwrap_or_default() {
-                found.push(required_s(&item, keys::GSI1_SK)?.to_owned());
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(found);
+                .expression_attribute_values(":pk", s(partition_key(partition)))
+                .into_paginator()
+                .items()
+                .send();
+            while let Some(item) = items.next().await {
+                let item = item.map_err(StoreError::from_sdk)?;
+                found.push(required_s(&item, keys::GSI1_SK).and_then(|sort_key| {
+                    parse(sort_key.to_owned()).map_err(|e| corrupt(&item, format!("marked id {e}")))
+                }));
             }
         }
+        Ok(found)
     }
 
     /// The counter of a post, read strongly consistently.
@@ -217,15 +204,18 @@ impl Store {
             let pk = get_s(&item, PK).unwrap_or_default();
             if let Some(rest) = pk.strip_prefix("POST#") {
                 let post = rest.split('#').next().unwrap_or_default();
-                let post = PostId::parse(post).map_err(|e| corrupt(&item, e.to_string()))?;
-                if !page.posts.contains(&post) {
-                    page.posts.push(post);
+                match PostId::parse(post) {
+                    Ok(post) if !page.posts.contains(&post) => page.posts.push(post),
+                    Ok(_) => {}
+                    Err(e) => page.malformed.push(corrupt(&item, format!("post id {e}"))),
                 }
             } else if let Some(user) = pk.strip_prefix("ACCOUNT#")
                 && get_s(&item, SK) == Some(keys::ACCOUNT_SK)
             {
-                let user = UserId::parse(user).map_err(|e| corrupt(&item, e.to_string()))?;
-                page.accounts.push(user);
+                match UserId::parse(user) {
+                    Ok(user) => page.accounts.push(user),
+                    Err(e) => page.malformed.push(corrupt(&item, format!("user id {e}"))),
+                }
             }
         }
         page.next_cursor = output.last_evaluated_key.map(|key| {
@@ -299,7 +289,10 @@ impl Store {
         &self,
         now: OffsetDateTime,
         limit: usize,
-    ) -> Result<Vec<UserId>, StoreError> {
+    ) -> Result<Vec<Result<UserId, StoreError>>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         // gsi2sk is `{expiry}#{user}`; '$' sorts just after '#', so this bound
         // takes every expiry up to and including `now`.
         let bound = format!("{}$", timestamp::format(now));
@@ -321,12 +314,12 @@ impl Store {
                     .await
                     .map_err(StoreError::from_sdk)?;
                 for item in output.items.unwrap_or_default() {
-                    let sort_key = required_s(&item, keys::GSI2_SK)?;
-                    let user = sort_key
-                        .split_once('#')
-                        .and_then(|(_, user)| UserId::parse(user).ok())
-                        .ok_or_else(|| corrupt(&item, "gsi2sk is not expiry#user"))?;
-                    users.push(user);
+                    users.push(
+                        get_s(&item, keys::GSI2_SK)
+                            .and_then(|sort_key| sort_key.split_once('#'))
+                            .and_then(|(_, user)| UserId::parse(user).ok())
+                            .ok_or_else(|| corrupt(&item, "gsi2sk is not expiry#user")),
+                    );
                 }
                 if users.len() >= limit {
                     return Ok(users);

@@ -1,0 +1,146 @@
+//! Faults injected between Tally's code and the emulator, at the SDK layer.
+//!
+//! [`FaultInjector`] is an SDK interceptor (`aws_smithy_runtime_api`'s
+//! `Intercept`): a client built with it behaves as usual until a test arms a
+//! fault for an operation, then has that operation's calls go wrong in a way the
+//! emulator never produces by itself. "The request was applied but the answer
+//! was lost" is honest this way: the request really reaches the emulator, and
+//! only the answer is replaced.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, FinalizerInterceptorContextMut,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// What goes wrong with the calls of one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request is applied, then its answer is replaced by a 500: the
+    /// caller cannot tell whether it took effect.
+    LoseAnswer,
+    /// A Query answers at most this many items and a `LastEvaluatedKey`, as
+    /// DynamoDB does when a page reaches its 1 MB limit.
+    ShortPage(usize),
+}
+
+#[derive(Debug)]
+struct Armed {
+    operation: &'static str,
+    fault: Fault,
+    /// Calls (attempts, SDK retries included) still to be hit.
+    remaining: u32,
+}
+
+/// The faults armed on the clients built with [`FaultInjector::interceptor`].
+#[derive(Debug, Clone, Default)]
+pub struct FaultInjector {
+    armed: Arc<Mutex<Vec<Armed>>>,
+    hits: Arc<Mutex<Vec<(&'static str, Fault)>>>,
+}
+
+impl FaultInjector {
+    /// Arms `fault` for the next `calls` attempts of `operation` (`"SendMessage"`, `"Query"`).
+    pub fn arm(&self, operation: &'static str, fault: Fault, calls: u32) {
+        self.armed.lock().unwrap().push(Armed {
+            operation,
+            fault,
+            remaining: calls,
+        });
+    }
+
+    /// Disarms every fault.
+    pub fn clear(&self) {
+        self.armed.lock().unwrap().clear();
+    }
+
+    /// How many calls a fault was injected into.
+    pub fn hits(&self, fault: Fault) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, f)| *f == fault)
+            .count()
+    }
+
+    /// The interceptor to add to a client's config.
+    pub fn interceptor(&self) -> Interceptor {
+        Interceptor(self.clone())
+    }
+
+    fn take(&self, cfg: &ConfigBag, matches: impl Fn(Fault) -> bool) -> Option<Fault> {
+        let operation = cfg.load::<Metadata>()?.name().to_owned();
+        let mut armed = self.armed.lock().unwrap();
+        let found = armed
+            .iter_mut()
+            .find(|a| a.operation == operation && a.remaining > 0 && matches(a.fault))?;
+        found.remaining -= 1;
+        let hit = (found.operation, found.fault);
+        self.hits.lock().unwrap().push(hit);
+        Some(hit.1)
+    }
+}
+
+#[derive(Debug)]
+pub struct Interceptor(FaultInjector);
+
+impl Intercept for Interceptor {
+    fn name(&self) -> &'static str {
+        "FaultInjector"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.0.take(cfg, |f| f == Fault::LoseAnswer).is_some() {
+            *context.response_mut() = HttpResponse::new(
+                500.try_into()?,
+                SdkBody::from(
+                    r#"{"__type":"InternalFailure","message":"injected: the answer was lost"}"#,
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn modify_before_attempt_completion(
+        &self,
+        context: &mut FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Ok(output)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        let Some(query) = output.downcast_mut::<QueryOutput>() else {
+            return Ok(());
+        };
+        let keep = match self.0.take(cfg, |f| matches!(f, Fault::ShortPage(_))) {
+            Some(Fault::ShortPage(keep)) => keep,
+            _ => return Ok(()),
+        };
+        let items = query.items.get_or_insert_with(Vec::new);
+        if items.len() > keep {
+            items.truncate(keep);
+            let last = items.last().cloned().unwrap_or_default();
+            let key = last
+                .into_iter()
+                .filter(|(name, _)| name == "pk" || name == "sk")
+                .collect();
+            query.count = keep as i32;
+            query.last_evaluated_key = Some(key);
+        }
+        Ok(())
+    }
+}
