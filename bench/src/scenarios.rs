@@ -547,6 +547,64 @@ pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<
     (rows, all_limits)
 }
 
+/// Scenario 4, a midnight of expiries: accounts whose `sign_in` points all fall
+/// due at one instant, expired by reconcile's expiry step in one go.
+pub async fn expiry(aws: &SdkConfig, scale: f64) -> Row {
+    let h = Harness::new(aws).await;
+    let accounts = ((2000.0 * scale).round() as usize).max(50);
+    let now = time::OffsetDateTime::now_utc();
+    // Granted 32 days ago (the worker applying them then): due by now.
+    let then = now - time::Duration::days(32);
+    let ids: Vec<usize> = (0..accounts).collect();
+    for chunk in ids.chunks(100) {
+        let records = chunk
+            .iter()
+            .map(|i| {
+                let body = serde_json::json!({
+                    "version": 1, "operation_id": format!("g{i}"), "caller": "admin",
+                    "accepted_at": shared::domain::timestamp::format(then),
+                    "operation": {"type": "grant", "user_id": format!("e{i}"), "amount": 10, "point_type": "sign_in"},
+                });
+                let mut message = aws_lambda_events::sqs::SqsMessage::default();
+                message.message_id = Some(format!("m{i}"));
+                message.body = Some(body.to_string());
+                message
+            })
+            .collect();
+        let report = h.worker.apply_batch_at(records, then).await;
+        assert_eq!(report.applied, chunk.len(), "the grants apply");
+    }
+    let reconciler = reconcile::Reconciler::new(h.worker.store.clone(), h.points_queue.clone());
+    let meter = Meter::start(&h.usage);
+    let report = crate::harness::functions()
+        .spawn(async move {
+            let mut report = reconcile::Report::default();
+            let until = std::time::Instant::now() + Duration::from_secs(3600);
+            reconciler
+                .expire_points(now, until, &mut report)
+                .await
+                .expect("the expiry step runs");
+            report
+        })
+        .await
+        .expect("the expiry step does not panic");
+    let measured = meter.finish(&h.usage);
+    assert_eq!(report.accounts_expired, accounts as u64, "{report:?}");
+    row(
+        &measured,
+        &mut [],
+        Spec {
+            scenario: "expiry",
+            kind: "expire one account",
+            ops: accounts as u64,
+            dynamodb: measured.sum(is_dynamodb),
+            sqs: measured.sum(is_sqs),
+            cpu_ops: accounts as u64,
+            limit: None,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,10 @@ async fn main() -> Result<(), Error> {
                 shared::config::POINTS_QUEUE_URL,
                 stack.points.queue.url().to_owned(),
             ),
+            (
+                shared::config::POINTS_DEAD_LETTER_QUEUE_URL,
+                stack.points.dead_letters.url().to_owned(),
+            ),
         ] {
             println!("{name}={value}");
         }

@@ -13,7 +13,8 @@ use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeDeserializationInterceptorContextMut, FinalizerInterceptorContextMut,
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+    FinalizerInterceptorContextMut,
 };
 use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -29,6 +30,35 @@ pub enum Fault {
     /// A Query answers at most this many items and a `LastEvaluatedKey`, as
     /// DynamoDB does when a page reaches its 1 MB limit.
     ShortPage(usize),
+    /// DynamoDB refuses the request without applying it: the request that
+    /// reaches the emulator is emptied (so it changes nothing) and its answer
+    /// replaced by this refusal.
+    Refuse(Refusal),
+}
+
+/// Answers DynamoDB gives that the emulator never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `TransactionCanceledException` with a `TransactionConflict` reason: another
+    /// transaction held one of the items.
+    TransactionConflict,
+    /// `ProvisionedThroughputExceededException` (the SDK retries it).
+    Throttled,
+}
+
+impl Refusal {
+    fn answer(self) -> (u16, &'static str) {
+        match self {
+            Refusal::TransactionConflict => (
+                400,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [None, TransactionConflict]","CancellationReasons":[{"Code":"None"},{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]}"#,
+            ),
+            Refusal::Throttled => (
+                400,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"injected: the request rate is too high"}"#,
+            ),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -92,9 +122,38 @@ impl FaultInjector {
 #[derive(Debug)]
 pub struct Interceptor(FaultInjector);
 
+/// The fault this attempt carries, from transmit to deserialization.
+#[derive(Debug, Clone)]
+struct Injected(Option<Fault>);
+
+impl aws_smithy_types::config_bag::Storable for Injected {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
 impl Intercept for Interceptor {
     fn name(&self) -> &'static str {
         "FaultInjector"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // Decided here, once per attempt, and remembered for the answer.
+        let fault = self.0.take(cfg, |f| {
+            f == Fault::LoseAnswer || matches!(f, Fault::Refuse(_))
+        });
+        if let Some(Fault::Refuse(_)) = fault {
+            // An empty request: the emulator answers a validation error and
+            // changes nothing.
+            let request = context.request_mut();
+            *request.body_mut() = SdkBody::from("{}");
+            request.headers_mut().insert("content-length", "2");
+        }
+        cfg.interceptor_state().store_put(Injected(fault));
+        Ok(())
     }
 
     fn modify_before_deserialization(
@@ -103,14 +162,15 @@ impl Intercept for Interceptor {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if self.0.take(cfg, |f| f == Fault::LoseAnswer).is_some() {
-            *context.response_mut() = HttpResponse::new(
-                500.try_into()?,
-                SdkBody::from(
-                    r#"{"__type":"InternalFailure","message":"injected: the answer was lost"}"#,
-                ),
-            );
-        }
+        let (status, body) = match cfg.load::<Injected>().and_then(|injected| injected.0) {
+            Some(Fault::LoseAnswer) => (
+                500,
+                r#"{"__type":"InternalFailure","message":"injected: the answer was lost"}"#,
+            ),
+            Some(Fault::Refuse(refusal)) => refusal.answer(),
+            _ => return Ok(()),
+        };
+        *context.response_mut() = HttpResponse::new(status.try_into()?, SdkBody::from(body));
         Ok(())
     }
 

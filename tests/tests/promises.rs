@@ -14,7 +14,7 @@ use shared::domain::likes::{LikeAction, LikeOperation};
 use shared::domain::points::{Amount, EntryKind, Grant, PointsOperation, PointsRequest};
 use shared::domain::timestamp;
 use shared::message::Envelope;
-use tests::faults::{Fault, FaultInjector};
+use tests::faults::{Fault, FaultInjector, Refusal};
 use tests::{TestApp, sqs_record};
 use time::{Duration, OffsetDateTime};
 use tower::ServiceExt as _;
@@ -595,4 +595,53 @@ async fn history_stays_complete_when_dynamodb_cuts_a_page_short() {
     }
     assert!(faults.hits(Fault::ShortPage(2)) >= 2);
     assert_eq!(seen, [5, 4, 3, 2, 1]);
+}
+
+#[tokio::test]
+async fn an_operation_stranded_by_transaction_conflicts_is_redriven_and_applies() {
+    let faults = FaultInjector::default();
+    let app = TestApp::spawn_with_faults(&faults).await;
+    app.write(
+        "admin",
+        "/v1/points/grants",
+        "g1",
+        json!({"user_id": "bob", "amount": 100, "point_type": "bonus"}),
+    )
+    .await;
+    app.drain().await;
+    // Every commit conflicts with another writer, on every receive, until SQS
+    // dead-letters the message: what many senders to one account can do.
+    faults.arm(
+        "TransactWriteItems",
+        Fault::Refuse(Refusal::TransactionConflict),
+        10_000,
+    );
+    let (status, _) = app
+        .write(
+            "bob",
+            "/v1/me/points/transfers",
+            "t1",
+            json!({"to_user_id": "carol", "amount": 40}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.drain().await;
+    faults.clear();
+    assert!(faults.hits(Fault::Refuse(Refusal::TransactionConflict)) >= 3);
+    assert_eq!(app.stack.points.dead_letters.depth().await.unwrap(), 1);
+    assert_eq!(status_of(&app, "bob", "t1").await["status"], "pending");
+
+    let later = OffsetDateTime::now_utc() + Duration::minutes(16);
+    assert_eq!(
+        reconciler(&app)
+            .run(later)
+            .await
+            .unwrap()
+            .operations_redriven,
+        1
+    );
+    app.drain().await;
+    assert_eq!(status_of(&app, "bob", "t1").await["status"], "applied");
+    assert_eq!(app.get("bob", "/v1/me/points").await["balance"], 60);
+    assert_eq!(app.get("carol", "/v1/me/points").await["balance"], 40);
 }

@@ -313,7 +313,14 @@ impl Store {
                     .send()
                     .await
                     .map_err(StoreError::from_sdk)?;
-                for item in output.items.unwrap_or_default() {
+                let items = output.items.unwrap_or_default();
+                // Keys-only index entries are about 150 bytes.
+                self.usage.record(
+                    "dynamodb:Query accounts_due_for_expiry",
+                    0.0,
+                    crate::usage::read_units(items.len(), 150, false),
+                );
+                for item in items {
                     users.push(
                         get_s(&item, keys::GSI2_SK)
                             .and_then(|sort_key| sort_key.split_once('#'))
