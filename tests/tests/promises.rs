@@ -645,3 +645,42 @@ async fn an_operation_stranded_by_transaction_conflicts_is_redriven_and_applies(
     assert_eq!(app.get("bob", "/v1/me/points").await["balance"], 60);
     assert_eq!(app.get("carol", "/v1/me/points").await["balance"], 40);
 }
+
+#[tokio::test]
+async fn a_run_out_of_time_leaves_its_work_marked_for_the_next_run() {
+    let app = TestApp::spawn().await;
+    let now = OffsetDateTime::now_utc();
+    let records = vec![
+        sqs_record("1", &grant_body("g1", "carol", 10, "sign_in", now)),
+        sqs_record("2", &like_body("dave", "p1", now)),
+    ];
+    assert!(app.worker.apply_batch(records).await.failed.is_empty());
+    set_attribute(
+        &app,
+        "POST#p1",
+        "COUNT",
+        "like_count",
+        AttributeValue::N("7".into()),
+    )
+    .await;
+    let later = now + Duration::days(40);
+
+    let mut hurried = reconciler(&app);
+    hurried.budget = StdDuration::ZERO;
+    let cut = hurried.run(later).await.unwrap();
+    assert!(cut.steps_cut_short >= 3, "{cut:?}");
+    assert_eq!(
+        (cut.counters_repaired, cut.accounts_expired),
+        (0, 0),
+        "{cut:?}"
+    );
+
+    let next = reconciler(&app).run(later).await.unwrap();
+    assert_eq!(next.steps_cut_short, 0, "{next:?}");
+    assert_eq!(
+        (next.counters_repaired, next.accounts_expired),
+        (1, 1),
+        "{next:?}"
+    );
+    assert_eq!(app.get("x", "/v1/posts/p1/likes").await["count"], 1);
+}

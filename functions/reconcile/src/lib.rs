@@ -117,6 +117,36 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Whether a step has used its share of the budget (counted when it has).
+    fn out_of_time(&mut self, until: Instant) -> bool {
+        let out = Instant::now() >= until;
+        self.steps_cut_short += u64::from(out);
+        out
+    }
+
+    /// A step's work list: the ids marked changed (a malformed mark reported and
+    /// skipped), then the sweep's ids not among them, each with whether it was marked.
+    fn marked_then_swept<T: PartialEq + Clone>(
+        &mut self,
+        marked: Vec<Result<T, StoreError>>,
+        swept: &[T],
+    ) -> Result<Vec<(T, bool)>, StoreError> {
+        let mut work = Vec::new();
+        for id in marked {
+            if let Some(id) = self.skip_malformed(id)? {
+                work.push((id, true));
+            }
+        }
+        for id in swept {
+            if !work.iter().any(|(listed, _)| listed == id) {
+                work.push((id.clone(), false));
+            }
+        }
+        Ok(work)
+    }
+}
+
 /// When each step must stop taking new work: its cumulative share of the budget.
 struct Deadlines {
     started: Instant,
@@ -268,8 +298,7 @@ impl Reconciler {
             .pending_operations(before, REDRIVE_PER_RUN)
             .await?
         {
-            if Instant::now() >= until {
-                report.steps_cut_short += 1;
+            if report.out_of_time(until) {
                 return Ok(());
             }
             let Some((caller, operation_id)) = report.skip_malformed(found)? else {
@@ -316,19 +345,10 @@ impl Reconciler {
         until: Instant,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        let mut changed = Vec::new();
-        for post in self.store.changed_posts().await? {
-            changed.extend(report.skip_malformed(post)?);
-        }
-        let unmarked = swept.iter().filter(|post| !changed.contains(post));
-        let posts: Vec<(&PostId, bool)> = changed
-            .iter()
-            .map(|post| (post, true))
-            .chain(unmarked.map(|post| (post, false)))
-            .collect();
-        for (post, marked) in posts {
-            if Instant::now() >= until {
-                report.steps_cut_short += 1;
+        let marked = self.store.changed_posts().await?;
+        for (post, marked) in report.marked_then_swept(marked, swept)? {
+            let post = &post;
+            if report.out_of_time(until) {
                 return Ok(());
             }
             self.reconcile_post(post, marked, report).await?;
@@ -346,9 +366,12 @@ impl Reconciler {
         // fails the settle below instead of being overwritten.
         let seen = self.store.counter_snapshot(post).await?;
         let true_count = self.store.count_likes(post).await?;
-        let drift = seen.count - true_count as i64;
+        // A counter edited by hand may hold any number: the difference saturates.
+        let drift = seen
+            .count
+            .saturating_sub(i64::try_from(true_count).unwrap_or(i64::MAX));
         report.posts_checked += 1;
-        report.total_drift += drift.unsigned_abs();
+        report.total_drift = report.total_drift.saturating_add(drift.unsigned_abs());
         if drift == 0 && !marked {
             return Ok(());
         }
@@ -371,19 +394,10 @@ impl Reconciler {
         until: Instant,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        let mut changed = Vec::new();
-        for user in self.store.changed_accounts().await? {
-            changed.extend(report.skip_malformed(user)?);
-        }
-        let unmarked = swept.iter().filter(|user| !changed.contains(user));
-        let accounts: Vec<(&UserId, bool)> = changed
-            .iter()
-            .map(|user| (user, true))
-            .chain(unmarked.map(|user| (user, false)))
-            .collect();
-        for (user, marked) in accounts {
-            if Instant::now() >= until {
-                report.steps_cut_short += 1;
+        let marked = self.store.changed_accounts().await?;
+        for (user, marked) in report.marked_then_swept(marked, swept)? {
+            let user = &user;
+            if report.out_of_time(until) {
                 return Ok(());
             }
             let account = self.store.account(user).await;
@@ -469,8 +483,7 @@ impl Reconciler {
                     tracing::info!(account = %user, expired = points, "points expired");
                 }
             }
-            if Instant::now() >= until {
-                report.steps_cut_short += 1;
+            if report.out_of_time(until) {
                 return Ok(());
             }
         }
