@@ -148,7 +148,9 @@ fn header_map(headers: &HeaderMap) -> HashMap<String, String> {
         if name == DEV_USER || name == DEV_SCOPES {
             continue;
         }
-        let Ok(value) = value.to_str() else { continue };
+        // API Gateway hands the function header values as UTF-8 text.
+        let value = String::from_utf8_lossy(value.as_bytes());
+        let value = value.as_ref();
         map.entry(name.as_str().to_owned())
             .and_modify(|joined| {
                 joined.push(',');

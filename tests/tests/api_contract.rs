@@ -69,7 +69,11 @@ fn template_routes() -> RouteSet {
         }
         if let Some(p) = value_after(line, "Path: ") {
             let m = method.take().expect("Path follows Method in template.yaml");
-            routes.insert((m, p));
+            // `ANY` routes are the catch-alls that let the functions answer
+            // unknown paths and wrong methods as problem+json.
+            if m != "ANY" {
+                routes.insert((m, p));
+            }
         }
     }
     routes

@@ -908,3 +908,19 @@ async fn a_bad_points_message_is_rejected_with_the_rule_it_broke_and_fails_nothi
     assert_eq!(answer["reason"], "invalid_operation");
     assert_eq!(app.get("alice", "/v1/me/points").await["balance"], 10);
 }
+
+#[tokio::test]
+async fn a_whole_amount_written_as_a_decimal_is_the_same_request() {
+    let app = TestApp::spawn().await;
+    let grants = "/v1/points/grants";
+    for body in [
+        json!({"user_id": "alice", "amount": 100.0, "point_type": "bonus"}),
+        json!({"user_id": "alice", "amount": 1e2, "point_type": "bonus"}),
+        json!({"user_id": "alice", "amount": 100, "point_type": "bonus"}),
+    ] {
+        let (status, answer) = app.write("admin", grants, "g1", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    app.drain().await;
+    assert_eq!(app.get("alice", "/v1/me/points").await["balance"], 100);
+}

@@ -502,6 +502,30 @@ async fn every_error_is_problem_json_and_forged_cursors_are_invalid_cursor() {
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("16384"), "{body}");
+    // Every route holds the limit, whether it reads a body or not.
+    let (status, body) = app
+        .send(
+            axum::http::Request::put("/v1/posts/p1/like")
+                .header("x-dev-user", "alice")
+                .body(axum::body::Body::from("x".repeat(20_000)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let (status, body) = app
+        .send(
+            axum::http::Request::post("/v1/me/points/spend")
+                .header("x-dev-user", "alice")
+                .header("idempotency-key", "clé")
+                .body(axum::body::Body::from(r#"{"amount":5}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_idempotency_key")),
+        "{body}"
+    );
     for (method, uri, expected) in [
         (Method::PUT, "/v1/posts/%FF/like", StatusCode::BAD_REQUEST),
         (

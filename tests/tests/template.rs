@@ -40,6 +40,7 @@ fn the_template_sets_every_environment_variable_the_functions_read() {
         shared::config::TABLE_NAME,
         shared::config::LIKES_QUEUE_URL,
         shared::config::POINTS_QUEUE_URL,
+        shared::config::POINTS_DEAD_LETTER_QUEUE_URL,
     ] {
         assert!(template.contains(name), "template.yaml does not set {name}");
     }

@@ -35,7 +35,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     })
 }
 
-/// Amounts get their own codes: the wrong type, or an integer out of range.
+/// Amounts get their own codes: the wrong type, a fraction, or a whole number out of range.
 fn check_amount(amount: &Value) -> Result<(), Problem> {
     let out_of_range = |shown: String| {
         Problem::bad_request(
@@ -48,10 +48,15 @@ fn check_amount(amount: &Value) -> Result<(), Problem> {
             (Some(n), _) if (1..=MAX_AMOUNT).contains(&n) => Ok(()),
             (Some(n), _) => Err(out_of_range(n.to_string())),
             (None, Some(n)) => Err(out_of_range(n.to_string())),
-            (None, None) => Err(Problem::bad_request(
-                "invalid_amount",
-                format!("amount must be a whole number of points, got {number}"),
-            )),
+            // `30.0` and `3e1` are the whole number 30 (JSON Schema's `integer`).
+            (None, None) => match number.as_f64() {
+                Some(n) if n.fract() == 0.0 && (1.0..=MAX_AMOUNT as f64).contains(&n) => Ok(()),
+                Some(n) if n.fract() == 0.0 => Err(out_of_range(number.to_string())),
+                _ => Err(Problem::bad_request(
+                    "invalid_amount",
+                    format!("amount must be a whole number of points, got {number}"),
+                )),
+            },
         },
         other => Err(Problem::bad_request(
             "invalid_amount",

@@ -27,10 +27,49 @@ pub const MAX_DESCRIPTION_CHARS: usize = 500;
 /// amount then fits an `i64`, so no sum over a ledger can overflow.
 pub const MAX_BALANCE: u64 = i64::MAX as u64;
 
-/// How many points an operation moves: 1 to [`MAX_AMOUNT`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "u64", into = "u64")]
+/// How many points an operation moves: 1 to [`MAX_AMOUNT`]. Read from any
+/// JSON number that is a whole number (`30`, `30.0`, `3e1`: JSON Schema's
+/// `integer`), written as an integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(into = "u64")]
 pub struct Amount(u64);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Whole;
+        impl serde::de::Visitor<'_> for Whole {
+            type Value = Amount;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a whole number of points from 1 to {MAX_AMOUNT}")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Amount, E> {
+                Amount::new(value).map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Amount, E> {
+                let value = u64::try_from(value)
+                    .map_err(|_| E::custom(AmountOutOfRange(value.to_string())))?;
+                self.visit_u64(value)
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Amount, E> {
+                if value.fract() != 0.0 {
+                    return Err(E::custom(format!(
+                        "amount must be a whole number of points, got {value}"
+                    )));
+                }
+                if !(1.0..=MAX_AMOUNT as f64).contains(&value) {
+                    return Err(E::custom(AmountOutOfRange(value.to_string())));
+                }
+                // A whole number within 1..=MAX_AMOUNT converts exactly.
+                Ok(Amount(value as u64))
+            }
+        }
+        deserializer.deserialize_any(Whole)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("amount must be from 1 to {MAX_AMOUNT}, got {0}")]
@@ -52,13 +91,6 @@ impl Amount {
     /// The amount as a signed entry amount (it is at most [`MAX_AMOUNT`]).
     pub fn signed(self) -> i64 {
         self.0 as i64
-    }
-}
-
-impl TryFrom<u64> for Amount {
-    type Error = AmountOutOfRange;
-    fn try_from(value: u64) -> Result<Self, Self::Error> {
-        Self::new(value)
     }
 }
 
@@ -818,6 +850,25 @@ mod tests {
         assert!(Amount::new(1).is_ok());
         assert!(Amount::new(MAX_AMOUNT).is_ok());
         assert!(Amount::new(MAX_AMOUNT + 1).is_err());
+    }
+
+    #[test]
+    fn amounts_read_any_whole_json_number_and_write_integers() {
+        let read = |json: &str| serde_json::from_str::<Amount>(json).map(Amount::get);
+        assert_eq!(read("30").unwrap(), 30);
+        assert_eq!(read("30.0").unwrap(), 30);
+        assert_eq!(read("3e1").unwrap(), 30);
+        assert_eq!(serde_json::to_string(&read("3e1").unwrap()).unwrap(), "30");
+        for (json, needle) in [
+            ("30.5", "whole number"),
+            ("0", "from 1"),
+            ("-3", "from 1"),
+            ("1e10", "from 1"),
+            ("\"30\"", "whole number"),
+        ] {
+            let err = read(json).unwrap_err().to_string();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
     }
 
     #[test]

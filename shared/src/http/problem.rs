@@ -86,8 +86,8 @@ impl Problem {
 }
 
 /// Answers every error response as problem+json: those Tally writes pass through,
-/// and those axum's extractors write as text (a body over the limit, a path
-/// that does not decode) become a problem with the same status and their text.
+/// and those axum's extractors write as text (a path that does not decode, a
+/// query they cannot read) become a problem with the same status and their text.
 pub(super) async fn as_problem(response: Response) -> Response {
     let status = response.status();
     let is_problem = response
@@ -102,12 +102,6 @@ pub(super) async fn as_problem(response: Response) -> Response {
         Err(_) => String::new(),
     };
     let problem = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
-            status,
-            "body_too_large",
-            "Payload too large",
-            format!("the body may be at most {} bytes", super::MAX_BODY_BYTES),
-        ),
         StatusCode::NOT_FOUND => Problem::not_found(text),
         StatusCode::METHOD_NOT_ALLOWED => Problem::method_not_allowed(text),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(

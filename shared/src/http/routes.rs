@@ -2,7 +2,6 @@
 //! against `openapi.yaml` and `template.yaml`.
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, on};
@@ -43,14 +42,37 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     }
 
     /// The router, answering unknown routes and wrong methods with problem+json,
-    /// taking bodies up to [`MAX_BODY_BYTES`], and turning every error axum's own
-    /// extractors answer (a body too large, a path that is not UTF-8) into
+    /// refusing bodies over [`MAX_BODY_BYTES`] on every route (413), and turning
+    /// every error axum's own extractors answer (a path that is not UTF-8) into
     /// problem+json too.
     pub fn into_router(self) -> Router<S> {
         self.router
             .fallback(super::unknown_route)
             .method_not_allowed_fallback(super::wrong_method)
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::map_response(super::problem::as_problem))
+            .layer(axum::middleware::from_fn(limit_body))
+    }
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`] before any route sees it, whether the
+/// route reads a body or not.
+async fn limit_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
+        }
+        Err(_) => super::Problem::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "Payload too large",
+            format!("the body may be at most {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response(),
     }
 }
