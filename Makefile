@@ -1,13 +1,13 @@
 # The README's two commands are `make dev` and `make test`.
 # Deploying needs AWS SAM CLI, cargo-lambda and ziglang (see README: Deploy).
-.PHONY: bench deploy sam-build dev test test-rust test-schemathesis lint-template lint-openapi lint build reconcile invoke-examples
+.PHONY: bench deploy sam-build dev test test-rust test-schemathesis test-simulate simulate lint-template lint-openapi lint build reconcile invoke-examples
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
 	scripts/with-emulator.sh cargo run -p dev-gateway
 
 # Every test; starts the emulator unless AWS_ENDPOINT_URL already names one.
-test: test-rust test-schemathesis lint-template lint-openapi
+test: test-rust test-schemathesis test-simulate lint-template lint-openapi
 
 test-rust:
 	scripts/with-emulator.sh cargo test --workspace
@@ -15,8 +15,21 @@ test-rust:
 # The running service against openapi.yaml: schemathesis through the dev gateway
 # (no 5xx, every answer as the document says; well under a minute once built).
 test-schemathesis:
-	cargo build -p dev-gateway
+	cargo build --workspace --all-targets
 	scripts/with-emulator.sh scripts/schemathesis.sh
+
+# The fault simulator (README: Fault simulation). `make simulate SEED=7 OPS=220`
+# replays one seed exactly; SEEDS and OPS size a run (`SEEDS=200 OPS=5000`: the soak).
+SEEDS ?= 3
+OPS ?= 200
+simulate:
+	cargo build --workspace --all-targets
+	scripts/with-emulator.sh target/debug/simulate $(if $(SEED),--seed $(SEED),--seeds $(SEEDS)) --ops $(OPS)
+
+# The simulator's CI budget: every fault kind injected at least 50 times (~2.5 min).
+test-simulate:
+	cargo build --workspace --all-targets
+	scripts/with-emulator.sh target/debug/simulate --seeds 5 --ops 240 --min-faults 50
 
 lint-template:
 	scripts/venv.sh

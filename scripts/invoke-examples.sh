@@ -9,7 +9,9 @@ scripts/venv.sh
 export PATH="$root/.venv/bin:$PATH"
 mkdir -p .tally
 env_file=".tally/lambda-$$.env"
-cargo run -q -p dev-gateway -- provision >"$env_file"
+# The workspace build `make test` made (one set of features: no second SDK build).
+cargo build -q --workspace --all-targets
+target/debug/dev-gateway provision >"$env_file"
 {
   echo "AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test}"
   echo "AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}"

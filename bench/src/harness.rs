@@ -96,10 +96,10 @@ impl Harness {
             OperationQueue::from_config(aws, queue.url()).with_usage(usage.clone())
         };
         let store = Store::from_config(aws, &names.table).with_usage(usage.clone());
-        let like = like::router(like::LikeApi {
-            store: store.clone(),
-            queue: metered_queue(&stack.likes.queue),
-        });
+        let like = like::router(like::LikeApi::new(
+            store.clone(),
+            metered_queue(&stack.likes.queue),
+        ));
         let points = points::router(points::PointsApi::new(
             store.clone(),
             metered_queue(&stack.points.queue),

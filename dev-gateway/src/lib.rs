@@ -25,6 +25,8 @@ pub struct LocalStack {
     pub store: Store,
     pub likes: QueuePair,
     pub points: QueuePair,
+    /// The functions' clock (the system clock but under the fault simulator).
+    pub clock: shared::clock::Clock,
 }
 
 impl LocalStack {
@@ -51,6 +53,7 @@ impl LocalStack {
             store,
             likes,
             points,
+            clock: shared::clock::Clock::system(),
         })
     }
 
@@ -65,18 +68,19 @@ impl LocalStack {
 
     /// The HTTP API, wired to this stack's table and queues.
     pub fn gateway(&self) -> Gateway {
-        let like_api = like::LikeApi {
-            store: self.store.clone(),
-            queue: self.likes.queue.clone(),
-        };
-        let points_api = points::PointsApi::new(self.store.clone(), self.points.queue.clone());
+        let mut like_api = like::LikeApi::new(self.store.clone(), self.likes.queue.clone());
+        like_api.clock = self.clock.clone();
+        let mut points_api = points::PointsApi::new(self.store.clone(), self.points.queue.clone());
+        points_api.clock = self.clock.clone();
         Gateway::new(like::router(like_api), points::router(points_api))
     }
 
     /// The worker, setting unusable points messages aside on the points dead-letter queue.
     pub fn worker(&self) -> sqs_worker::Worker {
-        sqs_worker::Worker::new(self.store.clone())
-            .with_dead_letters(self.points.dead_letters.clone())
+        let mut worker = sqs_worker::Worker::new(self.store.clone())
+            .with_dead_letters(self.points.dead_letters.clone());
+        worker.clock = self.clock.clone();
+        worker
     }
 
     /// The worker's event source mappings: the likes queue, then the points FIFO queue.

@@ -185,7 +185,8 @@ impl Envelope {
     fn check(&self, types: &PointTypes, now: OffsetDateTime) -> Result<(), String> {
         match self.points_operation() {
             Some(op) => op.validate(types, now),
-            None => timestamp::check_accepted_at(self.accepted_at, now).map_err(Into::into),
+            None => timestamp::check_accepted_at(self.accepted_at, now, timestamp::MAX_LIKE_AGE)
+                .map_err(Into::into),
         }
         .map_err(|err| err.to_string())
     }

@@ -44,6 +44,8 @@ pub enum Refusal {
     TransactionConflict,
     /// `ProvisionedThroughputExceededException` (the SDK retries it).
     Throttled,
+    /// A 500 before anything was applied (the SDK retries it).
+    ServerError,
 }
 
 impl Refusal {
@@ -56,6 +58,10 @@ impl Refusal {
             Refusal::Throttled => (
                 400,
                 r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"injected: the request rate is too high"}"#,
+            ),
+            Refusal::ServerError => (
+                500,
+                r#"{"__type":"InternalFailure","message":"injected: nothing was applied"}"#,
             ),
         }
     }
@@ -74,10 +80,29 @@ struct Armed {
 pub struct FaultInjector {
     armed: Arc<Mutex<Vec<Armed>>>,
     hits: Arc<Mutex<Vec<(&'static str, Fault)>>>,
+    /// A crash: calls left before the process "dies"; every later call fails
+    /// before it is sent, as if nothing after that point ever ran.
+    crash: Arc<Mutex<Option<u32>>>,
 }
 
 impl FaultInjector {
-    /// Arms `fault` for the next `calls` attempts of `operation` (`"SendMessage"`, `"Query"`).
+    /// The process dies after `calls` more SDK calls (any operation).
+    pub fn crash_after(&self, calls: u32) {
+        *self.crash.lock().unwrap() = Some(calls);
+    }
+
+    /// A new process: calls go through again. Answers whether the crash happened.
+    pub fn restart(&self) -> bool {
+        self.crash.lock().unwrap().take() == Some(0)
+    }
+
+    /// Whether any armed fault is still waiting for its calls.
+    pub fn armed(&self) -> bool {
+        self.armed.lock().unwrap().iter().any(|a| a.remaining > 0)
+    }
+
+    /// Arms `fault` for the next `calls` attempts of `operation` (`"SendMessage"`,
+    /// `"Query"`; `"*"`: any).
     pub fn arm(&self, operation: &'static str, fault: Fault, calls: u32) {
         self.armed.lock().unwrap().push(Armed {
             operation,
@@ -89,6 +114,11 @@ impl FaultInjector {
     /// Disarms every fault.
     pub fn clear(&self) {
         self.armed.lock().unwrap().clear();
+    }
+
+    /// Every (operation, fault) injected so far, in order.
+    pub fn injected(&self) -> Vec<(&'static str, Fault)> {
+        self.hits.lock().unwrap().clone()
     }
 
     /// How many calls a fault was injected into.
@@ -109,9 +139,9 @@ impl FaultInjector {
     fn take(&self, cfg: &ConfigBag, matches: impl Fn(Fault) -> bool) -> Option<Fault> {
         let operation = cfg.load::<Metadata>()?.name().to_owned();
         let mut armed = self.armed.lock().unwrap();
-        let found = armed
-            .iter_mut()
-            .find(|a| a.operation == operation && a.remaining > 0 && matches(a.fault))?;
+        let found = armed.iter_mut().find(|a| {
+            (a.operation == operation || a.operation == "*") && a.remaining > 0 && matches(a.fault)
+        })?;
         found.remaining -= 1;
         let hit = (found.operation, found.fault);
         self.hits.lock().unwrap().push(hit);
@@ -141,6 +171,12 @@ impl Intercept for Interceptor {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        if let Some(left) = self.0.crash.lock().unwrap().as_mut() {
+            if *left == 0 {
+                return Err("injected: the process crashed before this call".into());
+            }
+            *left -= 1;
+        }
         // Decided here, once per attempt, and remembered for the answer.
         let fault = self.0.take(cfg, |f| {
             f == Fault::LoseAnswer || matches!(f, Fault::Refuse(_))

@@ -2,6 +2,7 @@
 //! unique names) on the shared emulator that `make test` starts.
 
 pub mod faults;
+pub mod simulation;
 
 use std::time::Duration;
 
@@ -60,16 +61,25 @@ impl TestApp {
     }
 
     pub async fn spawn_with(settings: QueueSettings) -> Self {
-        Self::spawn_inner(settings, None).await
+        Self::spawn_inner(settings, None, None).await
     }
 
     /// A world whose functions (HTTP, worker, reconcile) reach DynamoDB and SQS
     /// through clients that carry `faults`.
     pub async fn spawn_with_faults(faults: &FaultInjector) -> Self {
-        Self::spawn_inner(TEST_QUEUES, Some(faults)).await
+        Self::spawn_inner(TEST_QUEUES, Some(faults), None).await
     }
 
-    async fn spawn_inner(settings: QueueSettings, faults: Option<&FaultInjector>) -> Self {
+    /// [`spawn_with_faults`](Self::spawn_with_faults), every function reading `clock`.
+    pub async fn spawn_simulated(faults: &FaultInjector, clock: shared::clock::Clock) -> Self {
+        Self::spawn_inner(TEST_QUEUES, Some(faults), Some(clock)).await
+    }
+
+    async fn spawn_inner(
+        settings: QueueSettings,
+        faults: Option<&FaultInjector>,
+        clock: Option<shared::clock::Clock>,
+    ) -> Self {
         let aws = emulator().await;
         let id = uuid::Uuid::now_v7().simple().to_string();
         let names = Names {
@@ -81,14 +91,21 @@ impl TestApp {
             .await
             .expect("provision the table and queues on the emulator");
         if let Some(faults) = faults {
+            // The SDK's own retries, as deployed, but backing off in milliseconds
+            // rather than seconds: injected refusals cost the tests no wall time.
+            let retries = aws_config::retry::RetryConfig::standard()
+                .with_initial_backoff(Duration::from_millis(2))
+                .with_max_backoff(Duration::from_millis(20));
             let dynamodb = aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(&aws)
                     .interceptor(faults.interceptor())
+                    .retry_config(retries.clone())
                     .build(),
             );
             let sqs = aws_sdk_sqs::Client::from_conf(
                 aws_sdk_sqs::config::Builder::from(&aws)
                     .interceptor(faults.interceptor())
+                    .retry_config(retries)
                     .build(),
             );
             stack.store = Store::new(dynamodb, stack.store.table_name());
@@ -96,6 +113,9 @@ impl TestApp {
                 pair.queue = OperationQueue::new(sqs.clone(), pair.queue.url());
                 pair.dead_letters = OperationQueue::new(sqs.clone(), pair.dead_letters.url());
             }
+        }
+        if let Some(clock) = clock {
+            stack.clock = clock;
         }
         let worker = stack.worker();
         let gateway = stack.gateway().router();
@@ -167,6 +187,28 @@ impl TestApp {
         }
         panic!("the queues did not drain");
     }
+}
+
+/// Edits one attribute of an item behind the service's back.
+pub async fn set_attribute(
+    store: &Store,
+    pk: &str,
+    sk: &str,
+    name: &str,
+    value: aws_sdk_dynamodb::types::AttributeValue,
+) {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    aws_sdk_dynamodb::Client::new(&emulator().await)
+        .update_item()
+        .table_name(store.table_name())
+        .key("pk", S(pk.to_owned()))
+        .key("sk", S(sk.to_owned()))
+        .update_expression("SET #a = :v")
+        .expression_attribute_names("#a", name)
+        .expression_attribute_values(":v", value)
+        .send()
+        .await
+        .expect("edit an item on the emulator");
 }
 
 /// An SQS record as Lambda delivers it, carrying `body`.

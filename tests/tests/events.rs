@@ -34,10 +34,10 @@ async fn invoke_http(router: axum::Router, name: &str) -> (StatusCode, serde_jso
 }
 
 fn like_function(app: &TestApp) -> axum::Router {
-    like::router(like::LikeApi {
-        store: app.stack.store.clone(),
-        queue: app.stack.likes.queue.clone(),
-    })
+    like::router(like::LikeApi::new(
+        app.stack.store.clone(),
+        app.stack.likes.queue.clone(),
+    ))
 }
 
 fn points_function(app: &TestApp) -> axum::Router {

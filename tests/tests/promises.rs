@@ -708,3 +708,57 @@ async fn a_run_out_of_time_leaves_its_work_marked_for_the_next_run() {
     );
     assert_eq!(app.get("x", "/v1/posts/p1/likes").await["count"], 1);
 }
+
+#[tokio::test]
+async fn an_accepted_operation_rejected_as_invalid_keeps_its_request_for_same_key_retries() {
+    let app = TestApp::spawn().await;
+    let (status, _) = app
+        .write("alice", "/v1/me/points/spend", "s1", json!({"amount": 30}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let queue = &app.stack.points.queue;
+    let arn = queue.arn().await.unwrap();
+    let messages = queue
+        .receive(10, StdDuration::from_secs(1), &arn, "us-east-1")
+        .await
+        .unwrap();
+    // Delivered more than a year after it was accepted: refused as insane.
+    let late = OffsetDateTime::now_utc() + Duration::days(400);
+    let report = app.worker.apply_batch_at(messages, late).await;
+    assert_eq!(report.rejected, 1, "{report:?}");
+    let answer = status_of(&app, "alice", "s1").await;
+    assert_eq!(answer["reason"], "invalid_operation", "{answer}");
+    // The record still holds the request: the same key and body answer the outcome.
+    let (status, body) = app
+        .write("alice", "/v1/me/points/spend", "s1", json!({"amount": 30}))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("rejected")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_counter_made_by_hand_without_a_revision_is_repaired() {
+    let app = TestApp::spawn().await;
+    // Found by the fault simulator: an item with no `revision` could never be settled.
+    set_attribute(
+        &app,
+        "POST#p9",
+        "COUNT",
+        "like_count",
+        AttributeValue::N("5".into()),
+    )
+    .await;
+    let report = reconciler(&app)
+        .run(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.counters_repaired, report.posts_busy),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(app.get("x", "/v1/posts/p9/likes").await["count"], 0);
+}

@@ -10,31 +10,41 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use shared::clock::Clock;
 use shared::domain::ids::{OperationId, PostId};
 use shared::domain::likes::{self, LikeAction, LikeOperation};
 use shared::http::{ApiQuery, Caller, Problem, Routes};
 use shared::message::Envelope;
 use shared::queue::OperationQueue;
 use shared::store::Store;
-use time::OffsetDateTime;
 
 /// What every request borrows: clients built once per cold start.
 #[derive(Debug, Clone)]
 pub struct LikeApi {
     pub store: Store,
     pub queue: OperationQueue,
+    /// When operations are accepted.
+    pub clock: Clock,
 }
 
 impl LikeApi {
+    pub fn new(store: Store, queue: OperationQueue) -> Self {
+        Self {
+            store,
+            queue,
+            clock: Clock::system(),
+        }
+    }
+
     /// Reads the configuration `template.yaml` sets and builds the clients.
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let table = shared::config::table_name()?;
         let queue_url = shared::config::likes_queue_url()?;
         let aws = shared::config::aws().await;
-        Ok(Self {
-            store: Store::from_config(&aws, table),
-            queue: OperationQueue::from_config(&aws, queue_url),
-        })
+        Ok(Self::new(
+            Store::from_config(&aws, table),
+            OperationQueue::from_config(&aws, queue_url),
+        ))
     }
 }
 
@@ -87,7 +97,7 @@ async fn accept(
         user: caller.user,
         post,
         action,
-        accepted_at: OffsetDateTime::now_utc(),
+        accepted_at: api.clock.now(),
     };
     api.queue.send(&Envelope::for_like(&operation)).await?;
     tracing::info!(

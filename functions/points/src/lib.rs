@@ -16,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use shared::clock::Clock;
 use shared::domain::ids::{OperationId, UserId};
 use shared::domain::likes::parse_page_size;
 use shared::domain::points::{
@@ -26,7 +27,6 @@ use shared::message::Envelope;
 use shared::queue::OperationQueue;
 use shared::store::Store;
 use shared::store::points::{HistoryError, OperationStatus, Recorded};
-use time::OffsetDateTime;
 
 /// The scope a token needs to grant points.
 pub const ADMIN_SCOPE: &str = "points:admin";
@@ -37,6 +37,8 @@ pub struct PointsApi {
     pub store: Store,
     pub queue: OperationQueue,
     pub point_types: PointTypes,
+    /// When operations are accepted and points expire.
+    pub clock: Clock,
 }
 
 impl PointsApi {
@@ -45,6 +47,7 @@ impl PointsApi {
             store,
             queue,
             point_types: PointTypes::shipped(),
+            clock: Clock::system(),
         }
     }
 
@@ -160,7 +163,7 @@ async fn accept(
         operation_id: key,
         caller,
         request,
-        accepted_at: OffsetDateTime::now_utc(),
+        accepted_at: api.clock.now(),
     };
     let status = match api.store.record_operation(&op).await? {
         Recorded::New => {
@@ -227,7 +230,7 @@ async fn balance(State(api): State<PointsApi>, caller: Caller) -> Result<Json<Ba
         .store
         .account(&caller.user)
         .await?
-        .as_of(OffsetDateTime::now_utc());
+        .as_of(api.clock.now());
     Ok(Json(Balance {
         balance: account.balance,
         expiring: account

@@ -115,9 +115,7 @@ impl Report {
             Err(err) => Err(err),
         }
     }
-}
 
-impl Report {
     /// Whether a step has used its share of the budget (counted when it has).
     fn out_of_time(&mut self, until: Instant) -> bool {
         let out = Instant::now() >= until;

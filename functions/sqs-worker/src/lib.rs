@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt as _;
 use lambda_runtime::LambdaEvent;
+use shared::clock::Clock;
 use shared::domain::ids::{OperationId, PostId};
 use shared::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
 use shared::domain::points::{PointTypes, PointsRequest};
@@ -49,6 +50,8 @@ pub struct Worker {
     pub point_types: PointTypes,
     /// Where messages from the points FIFO queue that can never be applied go.
     pub dead_letters: Option<OperationQueue>,
+    /// What accept times are checked against and points expire at.
+    pub clock: Clock,
 }
 
 impl Worker {
@@ -57,6 +60,7 @@ impl Worker {
             store,
             point_types: PointTypes::shipped(),
             dead_letters: None,
+            clock: Clock::system(),
         }
     }
 
@@ -108,8 +112,7 @@ impl Worker {
 
     /// Applies every message it can; the report lists the ones SQS must redeliver.
     pub async fn apply_batch(&self, messages: Vec<SqsMessage>) -> BatchReport {
-        self.apply_batch_at(messages, OffsetDateTime::now_utc())
-            .await
+        self.apply_batch_at(messages, self.clock.now()).await
     }
 
     /// [`apply_batch`](Self::apply_batch) at `now`, the time accept times are

@@ -309,7 +309,7 @@ impl PointsOperation {
     /// Everything [`PointsRequest::validate`] checks, and an accept time that is
     /// sane at `now`: what the worker holds a queued operation to.
     pub fn validate(&self, types: &PointTypes, now: OffsetDateTime) -> Result<(), InvalidRequest> {
-        timestamp::check_accepted_at(self.accepted_at, now)?;
+        timestamp::check_accepted_at(self.accepted_at, now, timestamp::MAX_POINTS_AGE)?;
         self.request.validate(&self.caller, types)
     }
 }

@@ -8,10 +8,15 @@ use time::{
 const FIXED_RFC3339: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
-/// How far in the past an operation's `accepted_at` may be when it is applied:
-/// SQS keeps a message at most 14 days, plus a day of margin. It stays well under
+/// How far in the past a like's `accepted_at` may be when it is applied: SQS
+/// keeps a message at most 14 days, plus a day of margin. It stays well under
 /// the 30 days an unlike's tombstone is kept, so no older like can resurrect one.
-pub const MAX_ACCEPTED_AGE: Duration = Duration::days(15);
+pub const MAX_LIKE_AGE: Duration = Duration::days(15);
+/// How far in the past a points operation's `accepted_at` may be. Points have no
+/// tombstone to outlive; what Tally recorded is re-driven from its record until
+/// it settles, so this only refuses times no sane sender writes, with a year of
+/// room for any outage.
+pub const MAX_POINTS_AGE: Duration = Duration::days(365);
 /// How far in the future `accepted_at` may be: clock skew between hosts. A
 /// later time would let a sender win "last accepted wins" races it should lose.
 pub const MAX_ACCEPTED_SKEW: Duration = Duration::minutes(5);
@@ -27,23 +32,27 @@ pub fn format(at: OffsetDateTime) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AcceptedAtOutOfRange {
-    #[error("accepted_at {at} is more than {} days before now ({now})", MAX_ACCEPTED_AGE.whole_days())]
-    TooOld { at: String, now: String },
+    #[error("accepted_at {at} is more than {days} days before now ({now})")]
+    TooOld { at: String, now: String, days: i64 },
     #[error("accepted_at {at} is more than {} minutes after now ({now})", MAX_ACCEPTED_SKEW.whole_minutes())]
     InTheFuture { at: String, now: String },
 }
 
-/// Checks that an operation's accept time is a sane one at `now` (SPEC section 4).
+/// Checks that an operation's accept time is a sane one at `now` (SPEC section 4):
+/// at most `max_age` old ([`MAX_LIKE_AGE`], [`MAX_POINTS_AGE`]), at most
+/// [`MAX_ACCEPTED_SKEW`] ahead.
 pub fn check_accepted_at(
     at: OffsetDateTime,
     now: OffsetDateTime,
+    max_age: Duration,
 ) -> Result<(), AcceptedAtOutOfRange> {
     // Differences of two representable times never overflow `Duration`.
     let age = now - at;
-    if age > MAX_ACCEPTED_AGE {
+    if age > max_age {
         return Err(AcceptedAtOutOfRange::TooOld {
             at: format(at),
             now: format(now),
+            days: max_age.whole_days(),
         });
     }
     if -age > MAX_ACCEPTED_SKEW {
@@ -97,17 +106,20 @@ mod tests {
     #[test]
     fn accept_times_far_from_now_are_refused() {
         let now = datetime!(2026-11-30 12:00 UTC);
-        assert!(check_accepted_at(now, now).is_ok());
-        assert!(check_accepted_at(now - Duration::days(14), now).is_ok());
-        assert!(check_accepted_at(now + Duration::minutes(4), now).is_ok());
+        let likes = MAX_LIKE_AGE;
+        assert!(check_accepted_at(now, now, likes).is_ok());
+        assert!(check_accepted_at(now - Duration::days(14), now, likes).is_ok());
+        assert!(check_accepted_at(now + Duration::minutes(4), now, likes).is_ok());
         assert!(matches!(
-            check_accepted_at(now - Duration::days(16), now),
+            check_accepted_at(now - Duration::days(16), now, likes),
             Err(AcceptedAtOutOfRange::TooOld { .. })
         ));
+        assert!(check_accepted_at(now - Duration::days(16), now, MAX_POINTS_AGE).is_ok());
+        assert!(check_accepted_at(now - Duration::days(366), now, MAX_POINTS_AGE).is_err());
         assert!(matches!(
-            check_accepted_at(datetime!(9999-12-31 23:59:59.999999 UTC), now),
+            check_accepted_at(datetime!(9999-12-31 23:59:59.999999 UTC), now, likes),
             Err(AcceptedAtOutOfRange::InTheFuture { .. })
         ));
-        assert!(check_accepted_at(datetime!(-9999-01-01 00:00 UTC), now).is_err());
+        assert!(check_accepted_at(datetime!(-9999-01-01 00:00 UTC), now, MAX_POINTS_AGE).is_err());
     }
 }

@@ -369,6 +369,8 @@ impl Store {
 
     /// Rejects a queued message that names its caller and operation id but is
     /// not a valid request (`invalid_operation`), unless that id was settled.
+    /// A pending record keeps the request it holds, so a same-key retry of what
+    /// was accepted over HTTP still answers this outcome, not 422.
     pub async fn reject_invalid_message(
         &self,
         caller: &UserId,
@@ -376,17 +378,46 @@ impl Store {
         detail: String,
         now: time::OffsetDateTime,
     ) -> Result<Commit, StoreError> {
-        self.settle_rejected(OperationRecord {
-            operation_id: operation_id.clone(),
-            caller: caller.clone(),
-            status: OperationStatus::Rejected,
-            request: None,
-            accepted_at: timestamp::format(now),
-            reason: Some(Rejection::InvalidOperation),
-            detail: Some(detail),
-            entry: None,
-        })
-        .await
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::account_pk(caller)))
+            .key(SK, s(keys::operation_sk(operation_id)))
+            .update_expression(
+                "SET #status = :rejected, #reason = :reason, #detail = :detail, \
+                 #operation_id = :operation_id, #caller = :caller, \
+                 #accepted_at = if_not_exists(#accepted_at, :now) REMOVE gsi1pk, gsi1sk",
+            )
+            .condition_expression(STILL_PENDING)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#reason", "reason")
+            .expression_attribute_names("#detail", "detail")
+            .expression_attribute_names("#operation_id", "operation_id")
+            .expression_attribute_names("#caller", "caller")
+            .expression_attribute_names("#accepted_at", "accepted_at")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":rejected", s("rejected"))
+            .expression_attribute_values(":reason", s(Rejection::InvalidOperation.code()))
+            .expression_attribute_values(":detail", s(detail))
+            .expression_attribute_values(":operation_id", s(operation_id.as_str()))
+            .expression_attribute_values(":caller", s(caller.as_str()))
+            .expression_attribute_values(":now", s(timestamp::format(now)))
+            .send()
+            .await;
+        self.usage
+            .record("dynamodb:UpdateItem reject_invalid_message", 1.0, 0.0);
+        match result {
+            Ok(_) => Ok(Commit::Done),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Commit::AlreadyDone)
+            }
+            Err(err) => Err(StoreError::from_sdk(err)),
+        }
     }
 
     async fn settle_rejected(&self, record: OperationRecord) -> Result<Commit, StoreError> {

@@ -19,7 +19,8 @@ use crate::domain::timestamp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterSnapshot {
     pub count: i64,
-    /// Bumped by every counter write; `None` when the counter item is missing.
+    /// Bumped by every counter write; `None` when the counter item, or its
+    /// revision (an item made by hand), is missing.
     pub revision: Option<i64>,
 }
 
@@ -111,7 +112,7 @@ impl Store {
             },
             Some(item) => CounterSnapshot {
                 count: get_i64(&item, "like_count").unwrap_or(0),
-                revision: Some(get_i64(&item, "revision").unwrap_or(0)),
+                revision: get_i64(&item, "revision"),
             },
         })
     }
@@ -169,7 +170,9 @@ impl Store {
             .expression_attribute_values(":post", s(post.as_str()))
             .expression_attribute_values(":one", n(1));
         let request = match seen.revision {
-            None => request.condition_expression("attribute_not_exists(pk)"),
+            // No counter write since the read: still no revision (the item may
+            // be missing, or made by hand without one).
+            None => request.condition_expression("attribute_not_exists(revision)"),
             Some(revision) => request
                 .condition_expression("revision = :revision")
                 .expression_attribute_values(":revision", n(revision)),
