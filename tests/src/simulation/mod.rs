@@ -1271,6 +1271,8 @@ impl Sim {
         let mut balances = 0i64;
         let mut by_kind: BTreeMap<&'static str, i64> = BTreeMap::new();
         let mut applied_entries: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        let mut ledgers: BTreeMap<String, Vec<shared::domain::points::Entry>> = BTreeMap::new();
+        let mut stored_lots: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
         let mut accounts: Vec<String> = USERS.iter().map(|u| (*u).to_owned()).collect();
         accounts.push("shop".into());
         accounts.push("admin".into());
@@ -1396,6 +1398,35 @@ impl Sim {
                 "{account}: operations applied in the order {applied:?}, queued as {order:?}"
             );
             balances += balance;
+            stored_lots.insert(
+                account.clone(),
+                state
+                    .lots
+                    .iter()
+                    .map(|(expiry, amount)| {
+                        let at = match expiry {
+                            shared::domain::points::Expiry::At(at) => at.unix_timestamp(),
+                            shared::domain::points::Expiry::Never => i64::MAX,
+                        };
+                        (at, *amount as i64)
+                    })
+                    .collect(),
+            );
+            ledgers.insert(account.clone(), entries);
+        }
+        // The lots, replayed by the model's own rules, are the ones Tally holds.
+        match model::replay_lots(&ledgers) {
+            Err(broken) => check!(self, false, "lot replay: {broken}"),
+            Ok(replayed) => {
+                for (account, lots) in replayed {
+                    let stored = stored_lots.get(&account).cloned().unwrap_or_default();
+                    check!(
+                        self,
+                        lots == stored,
+                        "{account}: holds lots {stored:?}, the model's replay {lots:?}"
+                    );
+                }
+            }
         }
         // Conservation: what came in is held or went out.
         let total_in = by_kind.get("grant").copied().unwrap_or(0);

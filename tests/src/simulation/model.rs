@@ -163,3 +163,130 @@ impl Model {
         self.registers.keys().map(|(_, p)| p.clone()).collect()
     }
 }
+
+/// The model's own lot rules: points expire at the first UTC midnight at or
+/// after their grant plus their type's lifetime (`sign_in` 30 days, `purchase`
+/// 365, `bonus` never), and debits take the soonest-expiring points first.
+/// `i64::MAX` stands for "never".
+fn lot_expiry(granted_at: time::OffsetDateTime, point_type: &str) -> i64 {
+    let days = match point_type {
+        "sign_in" => 30,
+        "purchase" => 365,
+        _ => return i64::MAX,
+    };
+    let due = granted_at + time::Duration::days(days);
+    let midnight = due.replace_time(time::Time::MIDNIGHT);
+    let expiry = if midnight == due {
+        due
+    } else {
+        midnight + time::Duration::days(1)
+    };
+    expiry.unix_timestamp()
+}
+
+/// Replays every account's ledger with the model's lot rules, transfers
+/// moving lots between accounts in the order they committed. Answers each
+/// account's lots (expiry in Unix seconds, `i64::MAX` for never) or the first
+/// entry the rules cannot explain: points spent after they had expired, a
+/// debit beyond the live points, an expiry that took the wrong amount.
+pub fn replay_lots(
+    ledgers: &BTreeMap<String, Vec<shared::domain::points::Entry>>,
+) -> Result<BTreeMap<String, BTreeMap<i64, i64>>, String> {
+    use shared::domain::points::EntryKind;
+    let parse = |text: &str| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| format!("created_at {text:?}: {e}"))
+    };
+    let mut lots: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
+    let mut next: BTreeMap<String, usize> = ledgers.keys().map(|a| (a.clone(), 0)).collect();
+    let mut moved: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    loop {
+        let mut progressed = false;
+        for (account, entries) in ledgers {
+            while let Some(entry) = entries.get(next[account]) {
+                let id = entry.operation_id.to_string();
+                if entry.kind == EntryKind::TransferIn && !moved.contains_key(&id) {
+                    break; // its debit has not been replayed yet
+                }
+                let held = lots.entry(account.clone()).or_default();
+                let at = parse(&entry.created_at)?.unix_timestamp();
+                let context = || {
+                    format!(
+                        "{account} entry {} ({:?} {})",
+                        entry.seq, entry.kind, entry.amount
+                    )
+                };
+                match entry.kind {
+                    EntryKind::Grant => {
+                        let expiry = lot_expiry(
+                            parse(&entry.created_at)?,
+                            entry.point_type.as_deref().unwrap_or(""),
+                        );
+                        *held.entry(expiry).or_default() += entry.amount;
+                    }
+                    EntryKind::Expire => {
+                        let due: Vec<i64> = held.range(..=at).map(|(e, _)| *e).collect();
+                        let total: i64 = due.iter().map(|e| held.remove(e).unwrap_or(0)).sum();
+                        if total != -entry.amount {
+                            return Err(format!(
+                                "{}: the lots due by then held {total}",
+                                context()
+                            ));
+                        }
+                    }
+                    EntryKind::Spend | EntryKind::TransferOut => {
+                        // Accepted at `at` by a clock up to the skew bound ahead of the
+                        // worker's: lots due by then, less the bound, were gone.
+                        let bound = at - super::MAX_SKEW_MICROS / 1_000_000;
+                        let stale: i64 = held.range(..=bound).map(|(_, n)| n).sum();
+                        if stale > 0 {
+                            return Err(format!(
+                                "{}: {stale} points had expired before it was accepted, and no expire entry came first",
+                                context()
+                            ));
+                        }
+                        let mut left = -entry.amount;
+                        let mut taken = Vec::new();
+                        for (expiry, amount) in held.iter_mut() {
+                            let take = left.min(*amount);
+                            *amount -= take;
+                            left -= take;
+                            if take > 0 {
+                                taken.push((*expiry, take));
+                            }
+                        }
+                        held.retain(|_, n| *n > 0);
+                        if left > 0 {
+                            return Err(format!("{}: {left} more than the live points", context()));
+                        }
+                        moved.insert(id, taken);
+                    }
+                    EntryKind::TransferIn => {
+                        let taken = moved.get(&id).cloned().unwrap_or_default();
+                        if taken.iter().map(|(_, n)| n).sum::<i64>() != entry.amount {
+                            return Err(format!(
+                                "{}: credited {} for a debit of {taken:?}",
+                                context(),
+                                entry.amount
+                            ));
+                        }
+                        for (expiry, amount) in taken {
+                            *held.entry(expiry).or_default() += amount;
+                        }
+                    }
+                    EntryKind::Adjust => {
+                        return Err(format!("{}: no adjustments are made", context()));
+                    }
+                }
+                *next.get_mut(account).expect("an account") += 1;
+                progressed = true;
+            }
+        }
+        if next.iter().all(|(a, n)| *n == ledgers[a].len()) {
+            return Ok(lots);
+        }
+        if !progressed {
+            return Err(format!("credits without their debits: stuck at {next:?}"));
+        }
+    }
+}
