@@ -23,7 +23,7 @@ for patch in "${patches[@]}"; do
   cargo build -q --workspace --all-targets
   log=".tally/mutant-$name.log"
   started=$(date +%s)
-  if target/debug/simulate --seeds 5 --ops 240 >"$log" 2>&1; then
+  if target/debug/simulate --seeds 5 --ops 240 --first-failure >"$log" 2>&1; then
     echo "MISSED $name: every seed passed ($log)"
     missed=$((missed + 1))
   else

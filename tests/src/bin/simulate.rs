@@ -1,12 +1,13 @@
 //! `make simulate`: seeds of the fault simulator against the emulator.
 //!
 //! ```text
-//! simulate [--seed S | --first S --seeds K] [--ops N] [--min-faults M]
+//! simulate [--seed S | --first S --seeds K] [--ops N] [--min-faults M] [--first-failure]
 //! ```
 //! Prints, per seed, the operations, faults by kind, invariants checked and PASS,
 //! or the first broken invariant with the steps that led to it, a shorter run
 //! that still fails, and the command that replays it. `--min-faults M` fails
-//! the whole run unless every fault kind was injected at least M times.
+//! the whole run unless every fault kind was injected at least M times;
+//! `--first-failure` stops at the first failing seed, without shrinking it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -18,6 +19,7 @@ struct Args {
     seeds: u64,
     ops: usize,
     min_faults: u64,
+    first_failure: bool,
 }
 
 fn args() -> Args {
@@ -26,6 +28,7 @@ fn args() -> Args {
         seeds: 3,
         ops: 300,
         min_faults: 0,
+        first_failure: false,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -39,6 +42,7 @@ fn args() -> Args {
             "--seeds" => args.seeds = value().expect("--seeds takes a number"),
             "--ops" => args.ops = value().expect("--ops takes a number") as usize,
             "--min-faults" => args.min_faults = value().expect("--min-faults takes a number"),
+            "--first-failure" => args.first_failure = true,
             other => panic!("unknown argument {other}; see the module docs"),
         }
     }
@@ -92,6 +96,10 @@ async fn main() -> std::process::ExitCode {
                 );
                 for line in outcome.history.iter().rev().take(40).rev() {
                     println!("    {line}");
+                }
+                if args.first_failure {
+                    println!("  replay: make simulate SEED={seed} OPS={}", args.ops);
+                    break;
                 }
                 let shortest = shrink(seed, args.ops).await;
                 println!("  shortest failing run found: {shortest} ops");
