@@ -9,7 +9,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -34,6 +36,9 @@ pub enum Fault {
     /// reaches the emulator is emptied (so it changes nothing) and its answer
     /// replaced by this refusal.
     Refuse(Refusal),
+    /// A BatchGetItem answers none of its keys: every one comes back in
+    /// `UnprocessedKeys`, as DynamoDB does under load.
+    Unprocessed,
 }
 
 /// Answers DynamoDB gives that the emulator never does.
@@ -152,6 +157,56 @@ impl FaultInjector {
 #[derive(Debug)]
 pub struct Interceptor(FaultInjector);
 
+/// A BatchGetItem request as sent.
+#[derive(Debug, Clone)]
+struct Asked(serde_json::Value);
+
+impl aws_smithy_types::config_bag::Storable for Asked {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+/// `RequestItems` as sent (DynamoDB JSON), as the `UnprocessedKeys` of an answer.
+fn unprocessed(
+    request_items: &serde_json::Value,
+) -> Result<std::collections::HashMap<String, KeysAndAttributes>, BoxError> {
+    let value = |v: &serde_json::Value| -> AttributeValue {
+        match (v.get("S"), v.get("N")) {
+            (Some(s), _) => AttributeValue::S(s.as_str().unwrap_or_default().to_owned()),
+            (_, Some(n)) => AttributeValue::N(n.as_str().unwrap_or_default().to_owned()),
+            _ => AttributeValue::Null(true),
+        }
+    };
+    let mut tables = std::collections::HashMap::new();
+    for (table, asked) in request_items.as_object().into_iter().flatten() {
+        let keys = asked["Keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|key| {
+                key.as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, v)| (name.clone(), value(v)))
+                    .collect()
+            })
+            .collect();
+        let mut request = KeysAndAttributes::builder().set_keys(Some(keys));
+        if let Some(projection) = asked["ProjectionExpression"].as_str() {
+            request = request.projection_expression(projection);
+        }
+        for (placeholder, name) in asked["ExpressionAttributeNames"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            request =
+                request.expression_attribute_names(placeholder, name.as_str().unwrap_or_default());
+        }
+        tables.insert(table.clone(), request.build()?);
+    }
+    Ok(tables)
+}
+
 /// The fault this attempt carries, from transmit to deserialization.
 #[derive(Debug, Clone)]
 struct Injected(Option<Fault>);
@@ -181,6 +236,21 @@ impl Intercept for Interceptor {
         let fault = self.0.take(cfg, |f| {
             f == Fault::LoseAnswer || matches!(f, Fault::Refuse(_))
         });
+        if context.request().method() == "POST"
+            && self
+                .0
+                .armed
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|a| a.fault == Fault::Unprocessed)
+        {
+            // Keep what was asked, to hand it back as unprocessed.
+            if let Some(bytes) = context.request().body().bytes() {
+                let asked: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+                cfg.interceptor_state().store_put(Asked(asked));
+            }
+        }
         if let Some(Fault::Refuse(_)) = fault {
             // An empty request: the emulator answers a validation error and
             // changes nothing.
@@ -219,6 +289,16 @@ impl Intercept for Interceptor {
         let Some(Ok(output)) = context.output_or_error_mut() else {
             return Ok(());
         };
+        if let Some(batch) = output.downcast_mut::<BatchGetItemOutput>() {
+            let asked = cfg.load::<Asked>().map(|a| a.0.clone());
+            if let Some(asked) = asked
+                && self.0.take(cfg, |f| f == Fault::Unprocessed).is_some()
+            {
+                batch.responses = Some(Default::default());
+                batch.unprocessed_keys = Some(unprocessed(&asked["RequestItems"])?);
+            }
+            return Ok(());
+        }
         let Some(query) = output.downcast_mut::<QueryOutput>() else {
             return Ok(());
         };

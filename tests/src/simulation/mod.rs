@@ -60,8 +60,10 @@ pub const FAULT_KINDS: &[&str] = &[
     "throttled",
     "server_error",
     "short_page",
+    "unprocessed_keys",
     "crash",
     "duplicate",
+    "reordered",
     "concurrent_redelivery",
     "lost_delete",
     "clock_skew",
@@ -82,12 +84,14 @@ const CONFLICT: (&str, Fault) = (
 const THROTTLED: (&str, Fault) = ("*", Fault::Refuse(Refusal::Throttled));
 const SERVER_ERROR: (&str, Fault) = ("*", Fault::Refuse(Refusal::ServerError));
 const SHORT_PAGE: (&str, Fault) = ("Query", Fault::ShortPage(1));
+const UNPROCESSED: (&str, Fault) = ("BatchGetItem", Fault::Unprocessed);
 
 /// The kind an injected SDK fault is reported as.
 fn kind_of(fault: Fault) -> &'static str {
     match fault {
         Fault::LoseAnswer => "answer_lost",
         Fault::ShortPage(_) => "short_page",
+        Fault::Unprocessed => "unprocessed_keys",
         Fault::Refuse(Refusal::TransactionConflict) => "transaction_conflict",
         Fault::Refuse(Refusal::Throttled) => "throttled",
         Fault::Refuse(Refusal::ServerError) => "server_error",
@@ -115,7 +119,10 @@ const USERS: &[&str] = &[
     "auth0|5f7c8e",
     "google-oauth2|1087",
 ];
-const POSTS: usize = 40;
+const POSTS: usize = 12;
+/// Users who like: few, so one user's operations on one post often wait in the
+/// queue together and get delivered out of order.
+const LIKERS: usize = 6;
 
 /// What one seed did.
 #[derive(Debug, Default)]
@@ -285,11 +292,11 @@ impl Sim {
         let fault_roll: f64 = self.rng.random();
         let choice: u32 = self.rng.random_range(0..100);
         // A fault for the calls this kind of step makes (counted only if hit).
-        let often = matches!(choice, 59..67 | 69..93);
+        let often = matches!(choice, 26..31 | 59..67 | 69..93);
         if fault_roll < if often { 0.8 } else { 0.5 } {
             self.arm_fault(match choice {
                 0..26 => &[SQS_LOST, SQS_FAILED, THROTTLED],
-                26..31 => &[THROTTLED, SERVER_ERROR],
+                26..31 => &[UNPROCESSED, UNPROCESSED, UNPROCESSED, THROTTLED],
                 31..59 => &[SQS_LOST, SQS_FAILED, PUT_LOST, THROTTLED, SERVER_ERROR],
                 59..67 => &[SHORT_PAGE, SHORT_PAGE, SHORT_PAGE, THROTTLED],
                 69..80 => &[UPDATE_LOST, THROTTLED, SERVER_ERROR],
@@ -428,7 +435,8 @@ impl Sim {
     }
 
     async fn like(&mut self) -> Result<(), Violation> {
-        let (user, post) = (self.user(), self.post());
+        let user = USERS[self.rng.random_range(0..LIKERS)];
+        let post = self.post();
         let method = if self.rng.random_bool(0.7) {
             Method::PUT
         } else {
@@ -445,18 +453,38 @@ impl Sim {
     }
 
     async fn read_likes(&mut self) -> Result<(), Violation> {
-        let (post, user) = (self.post(), self.user());
+        let posts: Vec<String> = (0..3).map(|_| self.post()).collect();
+        let user = self.user();
+        // One post's count (GetItem), then three at once (BatchGetItem).
         let (status, body) = self
             .http(
                 user,
                 Method::GET,
-                &format!("/v1/posts/{post}/likes"),
+                &format!("/v1/posts/{}/likes", posts[0]),
                 None,
                 None,
             )
             .await?;
-        if status == StatusCode::OK {
-            let count = body["count"].as_u64().unwrap_or(u64::MAX);
+        let mut counts = vec![(posts[0].clone(), status, body["count"].clone())];
+        let (status, body) = self
+            .http(
+                user,
+                Method::GET,
+                &format!("/v1/likes/counts?post_ids={}", posts.join(",")),
+                None,
+                None,
+            )
+            .await?;
+        counts.extend(
+            posts
+                .iter()
+                .map(|p| (p.clone(), status, body["counts"][p].clone())),
+        );
+        for (post, status, count) in counts {
+            if status != StatusCode::OK {
+                continue;
+            }
+            let count = count.as_u64().unwrap_or(u64::MAX);
             let bound = self.model.likers.get(&post).map_or(0, |l| l.len() as u64);
             // A counter edited by hand is wrong until reconcile repairs it.
             let tampered = self.model.tampered_posts.contains(&post);
@@ -850,7 +878,14 @@ impl Sim {
         if self.likes.is_empty() {
             return Ok(());
         }
-        self.likes.shuffle(&mut self.rng);
+        // Any order; half the time the newest first, the oldest held back for a
+        // later batch.
+        if self.rng.random_bool(0.8) {
+            self.likes.reverse();
+            *self.faults_by_kind.entry("reordered").or_default() += 1;
+        } else {
+            self.likes.shuffle(&mut self.rng);
+        }
         let take = self.rng.random_range(1..=self.likes.len().min(25));
         let batch: Vec<Pending> = self.likes.drain(..take).collect();
         let mut records: Vec<SqsMessage> = batch.iter().map(|p| p.message.clone()).collect();
