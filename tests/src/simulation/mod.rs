@@ -124,6 +124,19 @@ const POSTS: usize = 12;
 /// queue together and get delivered out of order.
 const LIKERS: usize = 6;
 
+/// The (user, post) a like message's register belongs to.
+fn register_of(message: &SqsMessage) -> (String, String) {
+    let envelope: Value =
+        serde_json::from_str(message.body.as_deref().unwrap_or_default()).unwrap_or(Value::Null);
+    (
+        envelope["caller"].as_str().unwrap_or_default().to_owned(),
+        envelope["operation"]["post_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
 /// What one seed did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -898,8 +911,10 @@ impl Sim {
         self.maybe_crash(0.5);
         self.log(format!("deliver {} likes", records.len()));
         let failed = self.invoke_maybe_twice(records).await;
+        let mut touched = Vec::new();
         for pending in batch {
             let id = pending.message.message_id.clone().unwrap_or_default();
+            touched.push(register_of(&pending.message));
             let done = failed.as_ref().is_some_and(|failed| !failed.contains(&id));
             if !done {
                 self.redeliver_later(pending, None, false);
@@ -907,6 +922,53 @@ impl Sim {
                 // The delete was lost: SQS delivers it again.
                 self.fault("lost_delete");
                 self.likes.push(pending);
+            }
+        }
+        self.check_settled_registers(touched).await
+    }
+
+    /// A (user, post) none of whose operations waits for delivery any more
+    /// holds its latest accepted operation: "last accepted wins", checked as soon
+    /// as it can be, before a later redelivery could hide a wrong write.
+    async fn check_settled_registers(
+        &mut self,
+        touched: Vec<(String, String)>,
+    ) -> Result<(), Violation> {
+        let waiting: HashSet<(String, String)> = self
+            .likes
+            .iter()
+            .chain(self.dead.iter())
+            .map(|p| register_of(&p.message))
+            .collect();
+        let settled: std::collections::BTreeSet<(String, String)> = touched
+            .into_iter()
+            .filter(|pair| !waiting.contains(pair))
+            .collect();
+        for (user, post) in settled {
+            let Some((_, liked)) = self
+                .model
+                .registers
+                .get(&(user.clone(), post.clone()))
+                .cloned()
+            else {
+                continue;
+            };
+            let (status, body) = self
+                .http(
+                    &user,
+                    Method::GET,
+                    &format!("/v1/me/likes?post_ids={post}"),
+                    None,
+                    None,
+                )
+                .await?;
+            if status == StatusCode::OK {
+                check!(
+                    self,
+                    body["liked"][&post].as_bool() == Some(liked),
+                    "{user}/{post}: every operation delivered, the register says {} but the latest accepted says {liked}",
+                    body["liked"][&post]
+                );
             }
         }
         Ok(())
