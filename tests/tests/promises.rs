@@ -742,7 +742,8 @@ async fn an_accepted_operation_rejected_as_invalid_keeps_its_request_for_same_ke
 #[tokio::test]
 async fn a_counter_made_by_hand_without_a_revision_is_repaired() {
     let app = TestApp::spawn().await;
-    // Found by the fault simulator: an item with no `revision` could never be settled.
+    // Found by the fault simulator: an item with no `revision` could never be
+    // settled, and one with no `post_id` made every batch read of counts a 503.
     set_attribute(
         &app,
         "POST#p9",
@@ -751,6 +752,8 @@ async fn a_counter_made_by_hand_without_a_revision_is_repaired() {
         AttributeValue::N("5".into()),
     )
     .await;
+    let counts = app.get("x", "/v1/likes/counts?post_ids=p9,p1").await;
+    assert_eq!(counts["counts"], json!({"p9": 5, "p1": 0}));
     let report = reconciler(&app)
         .run(OffsetDateTime::now_utc())
         .await

@@ -222,12 +222,16 @@ impl Store {
             .batch_get(
                 "dynamodb:BatchGetItem like_counts",
                 keys,
-                "post_id, like_count",
+                "pk, like_count",
                 &[],
             )
             .await?
         {
-            let post = post_id_of(&item)?;
+            // An item edited by hand may be anything: a key that names no
+            // asked post is skipped, a count that is not a number reads 0.
+            let Some(post) = post_of_key(&item).filter(|post| counts.contains_key(post)) else {
+                continue;
+            };
             let count = get_i64(&item, "like_count").map_or(0, clamp_count);
             counts.insert(post, count);
         }
@@ -251,16 +255,11 @@ impl Store {
             .collect();
         let mut liked = HashSet::new();
         for item in self
-            .batch_get(
-                "dynamodb:BatchGetItem liked_posts",
-                keys,
-                "post_id, liked",
-                &[],
-            )
+            .batch_get("dynamodb:BatchGetItem liked_posts", keys, "pk, liked", &[])
             .await?
         {
             if get_bool(&item, "liked") == Some(true) {
-                liked.insert(post_id_of(&item)?);
+                liked.extend(post_of_key(&item));
             }
         }
         Ok(liked)
@@ -327,6 +326,9 @@ fn clamp_count(count: i64) -> u64 {
     u64::try_from(count).unwrap_or(0)
 }
 
-fn post_id_of(item: &Item) -> Result<PostId, StoreError> {
-    PostId::parse(required_s(item, "post_id")?).map_err(|e| corrupt(item, e.to_string()))
+/// The post an item's key names (`POST#{post}` or `POST#{post}#LIKES#{n}`): the
+/// key is what was asked for, so it holds even where an attribute was edited.
+fn post_of_key(item: &Item) -> Option<PostId> {
+    let rest = get_s(item, PK)?.strip_prefix("POST#")?;
+    PostId::parse(rest.split('#').next()?).ok()
 }

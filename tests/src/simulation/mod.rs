@@ -122,7 +122,7 @@ const USERS: &[&str] = &[
 const POSTS: usize = 12;
 /// Users who like: few, so one user's operations on one post often wait in the
 /// queue together and get delivered out of order.
-const LIKERS: usize = 6;
+const LIKERS: usize = 3;
 
 /// The (user, post) a like message's register belongs to.
 fn register_of(message: &SqsMessage) -> (String, String) {
@@ -450,7 +450,7 @@ impl Sim {
     async fn like(&mut self) -> Result<(), Violation> {
         let user = USERS[self.rng.random_range(0..LIKERS)];
         let post = self.post();
-        let method = if self.rng.random_bool(0.7) {
+        let method = if self.rng.random_bool(0.6) {
             Method::PUT
         } else {
             Method::DELETE
@@ -891,15 +891,16 @@ impl Sim {
         if self.likes.is_empty() {
             return Ok(());
         }
-        // Any order; half the time the newest first, the oldest held back for a
-        // later batch.
-        if self.rng.random_bool(0.8) {
+        // Mostly the newest half first, the older ones held back for a later
+        // batch (reordering across batches); otherwise any order.
+        let take = if self.rng.random_bool(0.8) {
             self.likes.reverse();
             *self.faults_by_kind.entry("reordered").or_default() += 1;
+            self.likes.len().div_ceil(2)
         } else {
             self.likes.shuffle(&mut self.rng);
-        }
-        let take = self.rng.random_range(1..=self.likes.len().min(25));
+            self.rng.random_range(1..=self.likes.len().min(25))
+        };
         let batch: Vec<Pending> = self.likes.drain(..take).collect();
         let mut records: Vec<SqsMessage> = batch.iter().map(|p| p.message.clone()).collect();
         if self.rng.random_bool(0.9) {
