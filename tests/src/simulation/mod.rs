@@ -450,17 +450,25 @@ impl Sim {
     async fn like(&mut self) -> Result<(), Violation> {
         let user = USERS[self.rng.random_range(0..LIKERS)];
         let post = self.post();
-        let method = if self.rng.random_bool(0.6) {
-            Method::PUT
-        } else {
-            Method::DELETE
-        };
-        let (status, body) = self
-            .http(user, method, &format!("/v1/posts/{post}/like"), None, None)
-            .await?;
-        if status == StatusCode::ACCEPTED {
-            let id = body["operation_id"].as_str().unwrap_or_default().to_owned();
-            self.model.likes_accepted.insert(id);
+        let like = self.rng.random_bool(0.6);
+        // Now and then the user changes their mind at once (a toggle): two
+        // operations on one register, in flight together.
+        let toggles = if self.rng.random_bool(0.3) { 2 } else { 1 };
+        for turn in 0..toggles {
+            let method = if like == (turn == 0) {
+                Method::PUT
+            } else {
+                Method::DELETE
+            };
+            let (status, body) = self
+                .http(user, method, &format!("/v1/posts/{post}/like"), None, None)
+                .await?;
+            if status == StatusCode::ACCEPTED {
+                let id = body["operation_id"].as_str().unwrap_or_default().to_owned();
+                self.model.likes_accepted.insert(id);
+            }
+            let pause = self.rng.random_range(0..1_000_000);
+            self.advance(pause);
         }
         self.collect().await
     }
