@@ -407,17 +407,7 @@ impl Store {
             .await;
         self.usage
             .record("dynamodb:UpdateItem reject_invalid_message", 1.0, 0.0);
-        match result {
-            Ok(_) => Ok(Commit::Done),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Commit::AlreadyDone)
-            }
-            Err(err) => Err(StoreError::from_sdk(err)),
-        }
+        settled(result)
     }
 
     async fn settle_rejected(&self, record: OperationRecord) -> Result<Commit, StoreError> {
@@ -433,17 +423,7 @@ impl Store {
             .await;
         self.usage
             .record("dynamodb:PutItem reject_operation", 1.0, 0.0);
-        match result {
-            Ok(_) => Ok(Commit::Done),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Commit::AlreadyDone)
-            }
-            Err(err) => Err(StoreError::from_sdk(err)),
-        }
+        settled(result)
     }
 
     /// An account's ledger, newest first, `limit` entries at a time. A page cut
@@ -596,6 +576,27 @@ fn index_writes(change: &AccountChange) -> u32 {
         _ => 1,
     };
     gsi1 + gsi2
+}
+
+/// What a write conditioned on [`STILL_PENDING`] did: settled the operation, or
+/// found it settled by an earlier delivery.
+fn settled<O, E, R>(
+    result: Result<O, aws_sdk_dynamodb::error::SdkError<E, R>>,
+) -> Result<Commit, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(Commit::Done),
+        Err(err)
+            if err.as_service_error().and_then(|e| e.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(Commit::AlreadyDone)
+        }
+        Err(err) => Err(StoreError::from_sdk(err)),
+    }
 }
 
 fn put(builder: aws_sdk_dynamodb::types::builders::PutBuilder) -> TransactWriteItem {
