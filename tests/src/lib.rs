@@ -278,6 +278,12 @@ impl TestApp {
         .await
     }
 
+    /// `GET /v1/me/points/operations/{id}` as `caller`.
+    pub async fn status_of(&self, caller: &str, id: &str) -> serde_json::Value {
+        self.get(caller, &format!("/v1/me/points/operations/{id}"))
+            .await
+    }
+
     pub async fn get(&self, user: &str, uri: &str) -> serde_json::Value {
         let (status, body) = self.call(Some(user), Method::GET, uri).await;
         assert_eq!(status, StatusCode::OK, "GET {uri}: {body}");

@@ -51,11 +51,6 @@ fn transfer(to: &str, amount: u64) -> PointsRequest {
     })
 }
 
-async fn status_of(app: &TestApp, caller: &str, id: &str) -> serde_json::Value {
-    app.get(caller, &format!("/v1/me/points/operations/{id}"))
-        .await
-}
-
 #[tokio::test]
 async fn grants_spends_and_transfers_flow_end_to_end_with_a_chained_history() {
     let app = TestApp::spawn().await;
@@ -76,7 +71,7 @@ async fn grants_spends_and_transfers_flow_end_to_end_with_a_chained_history() {
     );
     app.drain().await;
 
-    let g1 = status_of(&app, "admin", "g1").await;
+    let g1 = app.status_of("admin", "g1").await;
     assert_eq!(g1["status"], "applied", "{g1}");
     assert_eq!(g1["entry"]["kind"], "grant");
     assert_eq!(g1["entry"]["amount"], 100);
@@ -177,7 +172,7 @@ async fn a_rejection_is_final_even_after_the_balance_grows() {
     )
     .await;
     app.drain().await;
-    let big = status_of(&app, "alice", "big").await;
+    let big = app.status_of("alice", "big").await;
     assert_eq!(
         (big["status"].as_str(), big["reason"].as_str()),
         (Some("rejected"), Some("insufficient_points"))
@@ -212,7 +207,7 @@ async fn a_rejection_is_final_even_after_the_balance_grows() {
         )
     );
     app.drain().await;
-    assert_eq!(status_of(&app, "alice", "big").await["status"], "rejected");
+    assert_eq!(app.status_of("alice", "big").await["status"], "rejected");
     assert_eq!(app.get("alice", "/v1/me/points").await["balance"], 5100);
 }
 
@@ -298,8 +293,8 @@ async fn idempotency_keys_replay_reject_reuse_and_are_scoped_to_the_caller() {
     app.drain().await;
     assert_eq!(app.get("bob", "/v1/me/points").await["balance"], 90);
     assert_eq!(app.get("alice", "/v1/me/points").await["balance"], 70);
-    assert_eq!(status_of(&app, "bob", "s1").await["entry"]["amount"], -10);
-    assert_eq!(status_of(&app, "alice", "s1").await["entry"]["amount"], -30);
+    assert_eq!(app.status_of("bob", "s1").await["entry"]["amount"], -10);
+    assert_eq!(app.status_of("alice", "s1").await["entry"]["amount"], -30);
     let (status, _) = app
         .call(Some("carol"), Method::GET, "/v1/me/points/operations/s1")
         .await;
@@ -903,7 +898,7 @@ async fn a_bad_points_message_is_rejected_with_the_rule_it_broke_and_fails_nothi
         let detail = record.detail.unwrap_or_default();
         assert!(detail.contains(needle), "{id}: {detail}");
     }
-    let answer = status_of(&app, "a", "x").await;
+    let answer = app.status_of("a", "x").await;
     assert_eq!(answer["status"], "rejected");
     assert_eq!(answer["reason"], "invalid_operation");
     assert_eq!(app.get("alice", "/v1/me/points").await["balance"], 10);

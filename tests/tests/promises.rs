@@ -53,37 +53,6 @@ fn reconciler(app: &TestApp) -> Reconciler {
     Reconciler::new(app.store().clone(), app.stack.points.queue.clone())
 }
 
-async fn dynamodb() -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(&tests::emulator().await)
-}
-
-fn key(pk: &str, sk: &str) -> std::collections::HashMap<String, AttributeValue> {
-    [
-        ("pk".to_owned(), AttributeValue::S(pk.to_owned())),
-        ("sk".to_owned(), AttributeValue::S(sk.to_owned())),
-    ]
-    .into()
-}
-
-async fn set_attribute(app: &TestApp, pk: &str, sk: &str, name: &str, value: AttributeValue) {
-    dynamodb()
-        .await
-        .update_item()
-        .table_name(app.store().table_name())
-        .set_key(Some(key(pk, sk)))
-        .update_expression("SET #a = :v")
-        .expression_attribute_names("#a", name)
-        .expression_attribute_values(":v", value)
-        .send()
-        .await
-        .unwrap();
-}
-
-async fn status_of(app: &TestApp, caller: &str, id: &str) -> serde_json::Value {
-    app.get(caller, &format!("/v1/me/points/operations/{id}"))
-        .await
-}
-
 #[tokio::test]
 async fn a_like_accepted_near_year_9999_is_set_aside_and_the_likes_beside_it_apply() {
     let app = TestApp::spawn().await;
@@ -136,7 +105,7 @@ async fn a_lost_send_message_answer_still_answers_202_and_the_spend_applies_once
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "pending");
     app.drain().await;
-    assert_eq!(status_of(&app, "alice", "s1").await["status"], "applied");
+    assert_eq!(app.status_of("alice", "s1").await["status"], "applied");
     let (status, body) = app
         .write("alice", "/v1/me/points/spend", "s1", json!({"amount": 30}))
         .await;
@@ -176,7 +145,7 @@ async fn a_recorded_operation_whose_message_was_lost_is_redriven_by_reconcile() 
     let handles: Vec<String> = taken.into_iter().filter_map(|m| m.receipt_handle).collect();
     queue.delete(&handles).await.unwrap();
     app.drain().await;
-    assert_eq!(status_of(&app, "alice", "s1").await["status"], "pending");
+    assert_eq!(app.status_of("alice", "s1").await["status"], "pending");
 
     let now = OffsetDateTime::now_utc();
     let early = reconciler(&app)
@@ -193,7 +162,7 @@ async fn a_recorded_operation_whose_message_was_lost_is_redriven_by_reconcile() 
         .unwrap();
     assert_eq!(late.operations_redriven, 1);
     app.drain().await;
-    assert_eq!(status_of(&app, "alice", "s1").await["status"], "applied");
+    assert_eq!(app.status_of("alice", "s1").await["status"], "applied");
     let again = reconciler(&app)
         .run(now + Duration::minutes(32))
         .await
@@ -218,24 +187,24 @@ async fn a_malformed_ledger_entry_is_reported_and_the_rest_of_the_run_completes(
     assert!(app.worker.apply_batch(records).await.failed.is_empty());
     // Hand edits: alice's entry gets an amount that is not a number, bob's
     // balance is changed, p1's counter drifts.
-    set_attribute(
-        &app,
+    tests::set_attribute(
+        app.store(),
         "ACCOUNT#alice",
         "ENTRY#00000000000000000001",
         "amount",
         AttributeValue::S("lots".into()),
     )
     .await;
-    set_attribute(
-        &app,
+    tests::set_attribute(
+        app.store(),
         "ACCOUNT#bob",
         "STATE",
         "balance",
         AttributeValue::N("500".into()),
     )
     .await;
-    set_attribute(
-        &app,
+    tests::set_attribute(
+        app.store(),
         "POST#p1",
         "COUNT",
         "like_count",
@@ -294,12 +263,12 @@ async fn expired_points_are_gone_from_the_balance_and_never_spent_before_the_exp
     app.write("alice", "/v1/me/points/spend", "s2", json!({"amount": 40}))
         .await;
     app.drain().await;
-    let s1 = status_of(&app, "alice", "s1").await;
+    let s1 = app.status_of("alice", "s1").await;
     assert_eq!(
         (s1["status"].as_str(), s1["reason"].as_str()),
         (Some("rejected"), Some("insufficient_points"))
     );
-    let s2 = status_of(&app, "alice", "s2").await;
+    let s2 = app.status_of("alice", "s2").await;
     assert_eq!(s2["status"], "applied", "{s2}");
     // The spend wrote the due `expire` entry first, in its own transaction.
     let kinds: Vec<(EntryKind, i64)> = app
@@ -382,7 +351,7 @@ async fn messages_from_other_services_are_held_to_the_http_rules_and_never_hold_
         "the unattributable one"
     );
 
-    let t1 = status_of(&app, "alice", "t1").await;
+    let t1 = app.status_of("alice", "t1").await;
     assert_eq!(
         (t1["status"].as_str(), t1["reason"].as_str()),
         (Some("rejected"), Some("invalid_operation"))
@@ -391,10 +360,10 @@ async fn messages_from_other_services_are_held_to_the_http_rules_and_never_hold_
         t1["detail"].as_str().unwrap().contains("another user"),
         "{t1}"
     );
-    let g2 = status_of(&app, "admin", "g2").await;
+    let g2 = app.status_of("admin", "g2").await;
     assert_eq!(g2["reason"], "invalid_operation");
     assert!(g2["detail"].as_str().unwrap().contains("500"), "{g2}");
-    assert_eq!(status_of(&app, "alice", "s1").await["status"], "applied");
+    assert_eq!(app.status_of("alice", "s1").await["status"], "applied");
     assert_eq!(app.get("alice", "/v1/me/points").await["balance"], 70);
     assert_eq!(app.get("bob", "/v1/me/points").await["balance"], 0);
 }
@@ -653,7 +622,7 @@ async fn an_operation_stranded_by_transaction_conflicts_is_redriven_and_applies(
     faults.clear();
     assert!(faults.hits(Fault::Refuse(Refusal::TransactionConflict)) >= 3);
     assert_eq!(app.stack.points.dead_letters.depth().await.unwrap(), 1);
-    assert_eq!(status_of(&app, "bob", "t1").await["status"], "pending");
+    assert_eq!(app.status_of("bob", "t1").await["status"], "pending");
 
     let later = OffsetDateTime::now_utc() + Duration::minutes(16);
     assert_eq!(
@@ -665,7 +634,7 @@ async fn an_operation_stranded_by_transaction_conflicts_is_redriven_and_applies(
         1
     );
     app.drain().await;
-    assert_eq!(status_of(&app, "bob", "t1").await["status"], "applied");
+    assert_eq!(app.status_of("bob", "t1").await["status"], "applied");
     assert_eq!(app.get("bob", "/v1/me/points").await["balance"], 60);
     assert_eq!(app.get("carol", "/v1/me/points").await["balance"], 40);
 }
@@ -679,8 +648,8 @@ async fn a_run_out_of_time_leaves_its_work_marked_for_the_next_run() {
         sqs_record("2", &like_body("dave", "p1", now)),
     ];
     assert!(app.worker.apply_batch(records).await.failed.is_empty());
-    set_attribute(
-        &app,
+    tests::set_attribute(
+        app.store(),
         "POST#p1",
         "COUNT",
         "like_count",
@@ -726,7 +695,7 @@ async fn an_accepted_operation_rejected_as_invalid_keeps_its_request_for_same_ke
     let late = OffsetDateTime::now_utc() + Duration::days(400);
     let report = app.worker.apply_batch_at(messages, late).await;
     assert_eq!(report.rejected, 1, "{report:?}");
-    let answer = status_of(&app, "alice", "s1").await;
+    let answer = app.status_of("alice", "s1").await;
     assert_eq!(answer["reason"], "invalid_operation", "{answer}");
     // The record still holds the request: the same key and body answer the outcome.
     let (status, body) = app
@@ -744,8 +713,8 @@ async fn a_counter_made_by_hand_without_a_revision_is_repaired() {
     let app = TestApp::spawn().await;
     // Found by the fault simulator: an item with no `revision` could never be
     // settled, and one with no `post_id` made every batch read of counts a 503.
-    set_attribute(
-        &app,
+    tests::set_attribute(
+        app.store(),
         "POST#p9",
         "COUNT",
         "like_count",
