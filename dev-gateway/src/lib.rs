@@ -71,7 +71,7 @@ impl LocalStack {
         let mut like_api = like::LikeApi::new(self.store.clone(), self.likes.queue.clone());
         like_api.clock = self.clock.clone();
         let mut points_api = points::PointsApi::new(self.store.clone(), self.points.queue.clone());
-        points_api.clock = self.clock.clone();
+        points_api.service.clock = self.clock.clone();
         Gateway::new(like::router(like_api), points::router(points_api))
     }
 

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod http;
 pub mod message;
 pub mod metrics;
+pub mod points_service;
 pub mod queue;
 pub mod store;
 pub mod usage;

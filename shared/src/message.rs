@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 use crate::domain::ids::{OperationId, PostId, UserId};
 use crate::domain::likes::{LikeAction, LikeOperation};
-use crate::domain::points::{Grant, PointTypes, PointsOperation, PointsRequest, Spend, Transfer};
+use crate::domain::points::{PointTypes, PointsOperation, PointsRequest};
 use crate::domain::timestamp;
 
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -40,19 +40,63 @@ pub struct Envelope {
     pub operation: Operation,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// What the message asks: `{"type": ..., fields}`. A points operation's
+/// fields are its request's ([`PointsRequest`]), so every points kind is a
+/// message type with nothing to add here.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     /// The caller likes the post.
-    Like { post_id: PostId },
+    Like {
+        post_id: PostId,
+    },
     /// The caller takes their like back.
+    Unlike {
+        post_id: PostId,
+    },
+    Points(PointsRequest),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum LikeMessage {
+    Like { post_id: PostId },
     Unlike { post_id: PostId },
-    /// Points for `user_id` (the caller needs the `points:admin` scope over HTTP).
-    Grant(Grant),
-    /// The caller spends points.
-    Spend(Spend),
-    /// The caller gives points to `to_user_id`.
-    Transfer(Transfer),
+}
+
+impl Serialize for Operation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Operation::Like { post_id } => LikeMessage::Like {
+                post_id: post_id.clone(),
+            }
+            .serialize(serializer),
+            Operation::Unlike { post_id } => LikeMessage::Unlike {
+                post_id: post_id.clone(),
+            }
+            .serialize(serializer),
+            Operation::Points(request) => request.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Operation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let like = matches!(
+            value.get("type").and_then(serde_json::Value::as_str),
+            Some("like" | "unlike")
+        );
+        if like {
+            match LikeMessage::deserialize(value).map_err(serde::de::Error::custom)? {
+                LikeMessage::Like { post_id } => Ok(Operation::Like { post_id }),
+                LikeMessage::Unlike { post_id } => Ok(Operation::Unlike { post_id }),
+            }
+        } else {
+            PointsRequest::deserialize(value)
+                .map(Operation::Points)
+                .map_err(serde::de::Error::custom)
+        }
+    }
 }
 
 /// What a queue message turned out to be.
@@ -126,26 +170,19 @@ impl Envelope {
             operation_id: op.operation_id.clone(),
             caller: op.caller.clone(),
             accepted_at: op.accepted_at,
-            operation: match op.request.clone() {
-                PointsRequest::Grant(grant) => Operation::Grant(grant),
-                PointsRequest::Spend(spend) => Operation::Spend(spend),
-                PointsRequest::Transfer(transfer) => Operation::Transfer(transfer),
-            },
+            operation: Operation::Points(op.request.clone()),
         }
     }
 
     /// The points operation this envelope carries, if it carries one.
     pub fn points_operation(&self) -> Option<PointsOperation> {
-        let request = match &self.operation {
-            Operation::Grant(grant) => PointsRequest::Grant(grant.clone()),
-            Operation::Spend(spend) => PointsRequest::Spend(spend.clone()),
-            Operation::Transfer(transfer) => PointsRequest::Transfer(transfer.clone()),
-            Operation::Like { .. } | Operation::Unlike { .. } => return None,
+        let Operation::Points(request) = &self.operation else {
+            return None;
         };
         Some(PointsOperation {
             operation_id: self.operation_id.clone(),
             caller: self.caller.clone(),
-            request,
+            request: request.clone(),
             accepted_at: self.accepted_at,
         })
     }

@@ -2,12 +2,15 @@
 //! stored accounts and ledgers, go through decoding, validation, planning,
 //! expiry and the audit, and every path answers instead of panicking.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use shared::domain::ids::{OperationId, UserId};
-use shared::domain::points::{self, Account, Entry, EntryKind, Expiry, PointTypes};
+use shared::domain::points::{
+    self, Account, Amount, Entry, EntryKind, Expiry, Hold, Lots, OpenHold, OperationRecord,
+    OperationStatus, PointTypes, PointsOperation, PointsRequest, Snapshot,
+};
 use shared::domain::timestamp;
 use shared::message::{Envelope, Read};
 use time::OffsetDateTime;
@@ -70,6 +73,11 @@ fn operation() -> impl Strategy<Value = Value> {
             Just("grant"),
             Just("spend"),
             Just("transfer"),
+            Just("hold"),
+            Just("capture"),
+            Just("release"),
+            Just("refund"),
+            Just("adjust"),
             Just("poke")
         ],
         prop::collection::btree_map(
@@ -80,15 +88,22 @@ fn operation() -> impl Strategy<Value = Value> {
                 Just("amount"),
                 Just("point_type"),
                 Just("description"),
+                Just("hold_id"),
+                Just("operation_id"),
+                Just("expires_in_seconds"),
+                Just("reason"),
+                Just("reference"),
                 Just("extra")
             ],
             prop_oneof![
                 scalar(),
                 Just(Value::from("alice")),
                 Just(Value::from("sign_in")),
-                Just(Value::from(30))
+                Just(Value::from(30)),
+                Just(Value::from(-30)),
+                Just(Value::from("h1"))
             ],
-            0..6,
+            0..8,
         ),
     )
         .prop_map(|(kind, fields)| {
@@ -123,27 +138,63 @@ fn envelope() -> impl Strategy<Value = Value> {
         })
 }
 
+fn any_time() -> impl Strategy<Value = OffsetDateTime> {
+    (-377_705_116_800i64..=253_402_300_799)
+        .prop_map(|t| OffsetDateTime::from_unix_timestamp(t).unwrap())
+}
+
+fn stored_lots() -> impl Strategy<Value = Lots> {
+    prop::collection::btree_map(
+        prop_oneof![Just(Expiry::Never), any_time().prop_map(Expiry::At)],
+        prop_oneof![any::<u64>(), 0u64..1000],
+        0..4,
+    )
+}
+
 fn stored_account() -> impl Strategy<Value = Account> {
     (
         any::<u64>(),
         any::<u64>(),
+        stored_lots(),
         prop::collection::btree_map(
-            prop_oneof![
-                Just(Expiry::Never),
-                (-377_705_116_800i64..=253_402_300_799)
-                    .prop_map(|t| Expiry::At(OffsetDateTime::from_unix_timestamp(t).unwrap())),
-            ],
-            prop_oneof![any::<u64>(), 0u64..1000],
-            0..4,
+            prop_oneof![Just("h1"), Just("h2"), Just("expire:x")]
+                .prop_map(|id| OperationId::parse(id).unwrap()),
+            (stored_lots(), any_time()).prop_map(|(lots, expires_at)| OpenHold {
+                lots,
+                expires_at,
+                reference: None,
+            }),
+            0..3,
         ),
     )
-        .prop_map(
-            |(balance, seq, lots): (u64, u64, BTreeMap<Expiry, u64>)| Account {
-                balance,
-                seq,
-                lots,
-            },
-        )
+        .prop_map(|(balance, seq, lots, holds)| Account {
+            balance,
+            seq,
+            lots,
+            holds,
+        })
+}
+
+fn stored_record() -> impl Strategy<Value = Option<OperationRecord>> {
+    prop::option::of((stored_lots(), any::<bool>()).prop_map(|(lots, closed)| {
+        let op = PointsOperation {
+            operation_id: OperationId::parse("h1").unwrap(),
+            caller: UserId::parse("alice").unwrap(),
+            request: PointsRequest::Hold(Hold {
+                amount: Amount::new(30).unwrap(),
+                expires_in_seconds: None,
+                description: None,
+                reference: None,
+            }),
+            accepted_at: OffsetDateTime::now_utc(),
+        };
+        OperationRecord {
+            status: OperationStatus::Applied,
+            refundable: Some(lots),
+            closed_by: closed.then(|| OperationId::parse("c1").unwrap()),
+            ..OperationRecord::pending(&op)
+        }
+    }))
 }
 
 fn stored_entry() -> impl Strategy<Value = Entry> {
@@ -155,8 +206,13 @@ fn stored_entry() -> impl Strategy<Value = Entry> {
             balance_before,
             balance_after,
             operation_id: OperationId::parse("tampered").unwrap(),
+            held_before: balance_before / 2,
+            held_after: balance_after / 3,
             point_type: None,
             counterparty: None,
+            hold_id: None,
+            refund_of: None,
+            reference: None,
             description: None,
             created_at: String::new(),
         },
@@ -173,6 +229,7 @@ proptest! {
         message in envelope(),
         sender in stored_account(),
         receiver in stored_account(),
+        linked in stored_record(),
         now_offset in -400_000_000i64..400_000_000,
     ) {
         let types = PointTypes::shipped();
@@ -190,8 +247,9 @@ proptest! {
                     for user in op.request.accounts(&op.caller) {
                         accounts.entry(user.clone()).or_insert_with(|| receiver.clone());
                     }
-                    if let Ok(changes) = points::plan(&op, &accounts, &types, now) {
-                        for change in changes {
+                    let found = Snapshot { accounts, linked };
+                    if let Ok(plan) = points::plan(&op, &found, &types, now) {
+                        for change in plan.changes {
                             prop_assert!(change.after.balance <= points::MAX_BALANCE);
                         }
                     }
@@ -216,8 +274,9 @@ proptest! {
         let user = UserId::parse("auth0|5f7c").unwrap();
         let current = account.as_of(now);
         prop_assert!(current.balance <= account.balance);
-        if let Some(change) = points::expire_due(&user, &account, now) {
-            prop_assert!(change.entry.amount <= 0);
+        prop_assert!(current.held() <= account.held());
+        if let Some(change) = points::settle_due(&user, &account, now) {
+            prop_assert!(change.entries.iter().all(|entry| entry.amount <= 0));
         }
         let _ = points::audit(&account, &entries);
     }

@@ -33,6 +33,7 @@ fn grant(to: &str, amount: u64, point_type: &str) -> PointsRequest {
         amount: Amount::new(amount).unwrap(),
         point_type: point_type.to_owned(),
         description: None,
+        reference: None,
     })
 }
 
@@ -40,6 +41,7 @@ fn spend(amount: u64) -> PointsRequest {
     PointsRequest::Spend(Spend {
         amount: Amount::new(amount).unwrap(),
         description: None,
+        reference: None,
     })
 }
 
@@ -48,6 +50,7 @@ fn transfer(to: &str, amount: u64) -> PointsRequest {
         to_user_id: user(to),
         amount: Amount::new(amount).unwrap(),
         description: None,
+        reference: None,
     })
 }
 

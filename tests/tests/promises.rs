@@ -43,6 +43,7 @@ fn grant_body(id: &str, to: &str, amount: u64, point_type: &str, at: OffsetDateT
             amount: Amount::new(amount).unwrap(),
             point_type: point_type.to_owned(),
             description: None,
+            reference: None,
         }),
         accepted_at: at,
     })

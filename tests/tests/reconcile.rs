@@ -45,6 +45,7 @@ fn grant(to: &str, amount: u64, point_type: &str) -> PointsRequest {
         amount: Amount::new(amount).unwrap(),
         point_type: point_type.to_owned(),
         description: None,
+        reference: None,
     })
 }
 
@@ -52,6 +53,7 @@ fn spend(amount: u64) -> PointsRequest {
     PointsRequest::Spend(Spend {
         amount: Amount::new(amount).unwrap(),
         description: None,
+        reference: None,
     })
 }
 
@@ -317,7 +319,7 @@ async fn due_points_expire_once_as_entries_and_the_balance_follows() {
         (EntryKind::Expire, -20, 70, 50)
     );
     let balance = app.get("alice", "/v1/me/points").await;
-    assert_eq!(balance, serde_json::json!({"balance": 50, "expiring": []}));
+    assert_eq!(balance, serde_json::json!({"balance": 50, "held": 0, "available": 50, "expiring": []}));
 
     let again = run(&app, later + Duration::days(1)).await;
     assert_eq!(again.points_expired, 0, "a second run expires nothing more");

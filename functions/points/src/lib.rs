@@ -1,53 +1,43 @@
 //! The points function: every points route of SPEC section 3, as one axum router.
 //!
-//! A write is recorded as a pending operation under the caller's
-//! `Idempotency-Key` (the idempotency guard), then put on the points FIFO queue,
-//! grouped by account; the worker applies it. Reads go straight to DynamoDB.
-//!
-//! The record is a transactional outbox: once it is written the answer is 202,
-//! whatever SendMessage does, because the operation will be applied or rejected
-//! (a same-key retry queues it again at once; reconcile re-drives it otherwise).
-//! Only a failed record write answers 503: then Tally cannot know whether it
-//! recorded the operation, and a same-key retry answers its real status.
-
-mod body;
+//! Each write handler reads as parse, call, map: it parses the body by the
+//! domain's rules, hands the request to [`PointsService::accept`] (which records
+//! it under the caller's `Idempotency-Key` and queues it for the worker) and maps
+//! the answer: a status is 202, a broken rule 400, a reused key 422, and only a
+//! record write Tally could not confirm 503. Reads go straight to DynamoDB.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shared::clock::Clock;
 use shared::domain::ids::{OperationId, UserId};
 use shared::domain::likes::parse_page_size;
+use shared::domain::points::request::{OwnCapture, OwnRelease};
 use shared::domain::points::{
-    Entry, Grant, PointTypes, PointsOperation, PointsRequest, Rejection, Spend, Transfer,
+    Adjustment, Capture, Entry, Grant, Hold, InvalidRequest, OperationStatus, PointsRequest,
+    Refund, Rejection, Release, RequestBody, Spend, Transfer, lots_total, parse_body,
 };
 use shared::http::{ApiQuery, Caller, Problem, Routes};
-use shared::message::Envelope;
+use shared::points_service::{AcceptError, PointsService};
 use shared::queue::OperationQueue;
 use shared::store::Store;
-use shared::store::points::{HistoryError, OperationStatus, Recorded};
+use shared::store::points::HistoryError;
 
-/// The scope a token needs to grant points.
+/// The scope a token needs to grant, capture or release for others, refund and adjust.
 pub const ADMIN_SCOPE: &str = "points:admin";
 
-/// What every request borrows: clients and point types, loaded once per cold start.
+/// What every request borrows: the points service and the queue, built once per cold start.
 #[derive(Debug, Clone)]
 pub struct PointsApi {
-    pub store: Store,
+    pub service: PointsService,
     pub queue: OperationQueue,
-    pub point_types: PointTypes,
-    /// When operations are accepted and points expire.
-    pub clock: Clock,
 }
 
 impl PointsApi {
     pub fn new(store: Store, queue: OperationQueue) -> Self {
         Self {
-            store,
+            service: PointsService::new(store),
             queue,
-            point_types: PointTypes::shipped(),
-            clock: Clock::system(),
         }
     }
 
@@ -69,6 +59,21 @@ pub fn routes() -> Routes<PointsApi> {
         .route(Method::POST, "/v1/points/grants", grant)
         .route(Method::POST, "/v1/me/points/spend", spend)
         .route(Method::POST, "/v1/me/points/transfers", transfer)
+        .route(Method::POST, "/v1/me/points/holds", hold)
+        .route(
+            Method::POST,
+            "/v1/me/points/holds/{hold_id}/capture",
+            capture_own,
+        )
+        .route(
+            Method::POST,
+            "/v1/me/points/holds/{hold_id}/release",
+            release_own,
+        )
+        .route(Method::POST, "/v1/points/holds/capture", capture)
+        .route(Method::POST, "/v1/points/holds/release", release)
+        .route(Method::POST, "/v1/points/refunds", refund)
+        .route(Method::POST, "/v1/points/adjustments", adjust)
         .route(Method::GET, "/v1/me/points", balance)
         .route(Method::GET, "/v1/me/points/history", history)
         .route(
@@ -96,14 +101,10 @@ async fn grant(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    if !caller.has_scope(ADMIN_SCOPE) {
-        return Err(Problem::forbidden(format!(
-            "granting points needs the {ADMIN_SCOPE} scope"
-        )));
-    }
+    let caller = admin(caller, "granting points")?;
     let key = idempotency_key(&headers)?;
-    let grant: Grant = body::parse(&body)?;
-    accept(&api, caller.user, key, PointsRequest::Grant(grant)).await
+    let grant: Grant = body_of(&body)?;
+    accept(&api, caller, key, PointsRequest::Grant(grant)).await
 }
 
 async fn spend(
@@ -113,7 +114,7 @@ async fn spend(
     body: axum::body::Bytes,
 ) -> Answer {
     let key = idempotency_key(&headers)?;
-    let spend: Spend = body::parse(&body)?;
+    let spend: Spend = body_of(&body)?;
     accept(&api, caller.user, key, PointsRequest::Spend(spend)).await
 }
 
@@ -124,8 +125,124 @@ async fn transfer(
     body: axum::body::Bytes,
 ) -> Answer {
     let key = idempotency_key(&headers)?;
-    let transfer: Transfer = body::parse(&body)?;
+    let transfer: Transfer = body_of(&body)?;
     accept(&api, caller.user, key, PointsRequest::Transfer(transfer)).await
+}
+
+async fn hold(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let key = idempotency_key(&headers)?;
+    let hold: Hold = body_of(&body)?;
+    accept(&api, caller.user, key, PointsRequest::Hold(hold)).await
+}
+
+async fn capture_own(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    Path(hold_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let hold_id = hold_id_in_path(hold_id)?;
+    let key = idempotency_key(&headers)?;
+    let own: OwnCapture = body_of(&body)?;
+    let capture = own.of(caller.user.clone(), hold_id);
+    accept(&api, caller.user, key, PointsRequest::Capture(capture)).await
+}
+
+async fn release_own(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    Path(hold_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let hold_id = hold_id_in_path(hold_id)?;
+    let key = idempotency_key(&headers)?;
+    // A release needs no body.
+    let own: OwnRelease = if body.is_empty() {
+        body_of(b"{}")?
+    } else {
+        body_of(&body)?
+    };
+    let release = own.of(caller.user.clone(), hold_id);
+    accept(&api, caller.user, key, PointsRequest::Release(release)).await
+}
+
+async fn capture(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let caller = admin(caller, "capturing another user's hold")?;
+    let key = idempotency_key(&headers)?;
+    let capture: Capture = body_of(&body)?;
+    accept(&api, caller, key, PointsRequest::Capture(capture)).await
+}
+
+async fn release(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let caller = admin(caller, "releasing another user's hold")?;
+    let key = idempotency_key(&headers)?;
+    let release: Release = body_of(&body)?;
+    accept(&api, caller, key, PointsRequest::Release(release)).await
+}
+
+async fn refund(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let caller = admin(caller, "refunding points")?;
+    let key = idempotency_key(&headers)?;
+    let refund: Refund = body_of(&body)?;
+    accept(&api, caller, key, PointsRequest::Refund(refund)).await
+}
+
+async fn adjust(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let caller = admin(caller, "adjusting a balance")?;
+    let key = idempotency_key(&headers)?;
+    let adjustment: Adjustment = body_of(&body)?;
+    accept(&api, caller, key, PointsRequest::Adjust(adjustment)).await
+}
+
+/// The caller, if its token carries [`ADMIN_SCOPE`].
+fn admin(caller: Caller, what: &str) -> Result<UserId, Problem> {
+    if caller.has_scope(ADMIN_SCOPE) {
+        Ok(caller.user)
+    } else {
+        Err(Problem::forbidden(format!(
+            "{what} needs the {ADMIN_SCOPE} scope"
+        )))
+    }
+}
+
+fn invalid(invalid: InvalidRequest) -> Problem {
+    Problem::bad_request(invalid.code(), invalid.to_string())
+}
+
+fn body_of<T: RequestBody>(bytes: &[u8]) -> Result<T, Problem> {
+    parse_body(bytes).map_err(invalid)
+}
+
+fn hold_id_in_path(hold_id: String) -> Result<OperationId, Problem> {
+    OperationId::parse(hold_id)
+        .map_err(|reason| Problem::bad_request("invalid_hold_id", format!("hold id {reason}")))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<OperationId, Problem> {
@@ -146,74 +263,45 @@ fn idempotency_key(headers: &HeaderMap) -> Result<OperationId, Problem> {
     })
 }
 
-/// Checks the request by the domain's rules, records it under the caller's key
-/// and queues it. A key used before answers what it holds (and queues it again
-/// while it is pending, which the worker and the FIFO queue's deduplication
-/// make harmless).
+/// Hands the request to the points service and maps its answer.
 async fn accept(
     api: &PointsApi,
     caller: UserId,
     key: OperationId,
     request: PointsRequest,
 ) -> Answer {
-    request
-        .validate(&caller, &api.point_types)
-        .map_err(|invalid| Problem::bad_request(invalid.code(), invalid.to_string()))?;
-    let op = PointsOperation {
-        operation_id: key,
-        caller,
-        request,
-        accepted_at: api.clock.now(),
-    };
-    let status = match api.store.record_operation(&op).await? {
-        Recorded::New => {
-            enqueue(api, &op).await;
-            tracing::info!(operation_id = %op.operation_id, caller = %op.caller, "accepted");
-            OperationStatus::Pending
-        }
-        Recorded::Existing(record) => {
-            if record.request.as_ref() != Some(&op.request) {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "Idempotency key reused",
-                    "this Idempotency-Key was used for a different request",
-                ));
-            }
-            if let Some(original) = record.operation()
-                && record.status == OperationStatus::Pending
-            {
-                enqueue(api, &original).await;
-            }
-            tracing::info!(operation_id = %op.operation_id, status = ?record.status, "replayed");
-            record.status
-        }
-    };
+    let status = api
+        .service
+        .accept(&api.queue, caller, key.clone(), request)
+        .await
+        .map_err(|err| match err {
+            AcceptError::Invalid(invalid_request) => invalid(invalid_request),
+            AcceptError::KeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                err.to_string(),
+            ),
+            AcceptError::Store(err) => err.into(),
+        })?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
-            operation_id: op.operation_id,
+            operation_id: key,
             status,
         }),
     ))
 }
 
-/// Queues a recorded operation. A failure (or a lost answer) is logged, not
-/// answered: the record is the outbox, and reconcile re-drives what stays pending.
-async fn enqueue(api: &PointsApi, op: &PointsOperation) {
-    let group = op.request.ordering_account(&op.caller);
-    if let Err(err) = api
-        .queue
-        .send_ordered(&Envelope::for_points(op), group.as_str())
-        .await
-    {
-        tracing::warn!(operation_id = %op.operation_id, error = %shared::http::error_chain(&err), "recorded but not queued: a same-key retry or reconcile's re-drive queues it");
-    }
-}
-
 #[derive(Debug, Serialize)]
 struct Balance {
+    /// Every point the caller owns, held ones included.
     balance: u64,
+    /// Points in open holds.
+    held: u64,
+    /// What may be spent, transferred or held: `balance - held`.
+    available: u64,
+    /// The available points that expire, soonest first.
     expiring: Vec<Expiring>,
 }
 
@@ -224,15 +312,11 @@ struct Expiring {
 }
 
 async fn balance(State(api): State<PointsApi>, caller: Caller) -> Result<Json<Balance>, Problem> {
-    // Points past their expiry are gone now, whether or not the expiry run has
-    // written their `expire` entry yet.
-    let account = api
-        .store
-        .account(&caller.user)
-        .await?
-        .as_of(api.clock.now());
+    let account = api.service.account(&caller.user).await?;
     Ok(Json(Balance {
         balance: account.balance,
+        held: account.held(),
+        available: account.available(),
         expiring: account
             .expiring()
             .map(|(at, amount)| Expiring {
@@ -263,6 +347,7 @@ async fn history(
 ) -> Result<Json<History>, Problem> {
     let limit = parse_page_size(query.limit.as_deref())?;
     let page = api
+        .service
         .store
         .history(&caller.user, limit, query.cursor.as_deref())
         .await
@@ -286,6 +371,12 @@ struct OperationAnswer {
     detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     entry: Option<Entry>,
+    /// A hold once captured or released: the operation that closed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed_by: Option<OperationId>,
+    /// A spend, or a captured hold: the points refunds may still give back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refundable: Option<u64>,
 }
 
 async fn operation(
@@ -297,6 +388,7 @@ async fn operation(
         Problem::bad_request("invalid_operation_id", format!("operation id {reason}"))
     })?;
     let record = api
+        .service
         .store
         .operation(&caller.user, &id)
         .await?
@@ -314,5 +406,10 @@ async fn operation(
         reason: record.reason.map(Rejection::code),
         detail: record.detail,
         entry: record.entry,
+        closed_by: record.closed_by,
+        refundable: record
+            .refundable
+            .as_ref()
+            .map(|lots| u64::try_from(lots_total(lots)).unwrap_or(u64::MAX)),
     }))
 }

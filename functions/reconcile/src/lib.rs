@@ -5,10 +5,11 @@
 //!    after they were accepted (their message was lost, or dead-lettered after
 //!    contention outlasted every retry), so every recorded operation ends
 //!    applied or rejected.
-//! 2. **Expiry**: turns lots whose time has passed into `expire` entries, many
-//!    accounts at once, each in one transaction conditioned on the account's
-//!    `seq`, so a rerun never expires the same lots twice. (Expired points are
-//!    already gone from balances and spends at their expiry time; this writes
+//! 2. **Expiry**: releases holds past their expiry (`release` entries) and turns
+//!    lots whose time has passed into `expire` entries, many accounts at once,
+//!    each in one transaction conditioned on the account's `seq`, so a rerun
+//!    never settles the same thing twice. (Expired holds and points are already
+//!    gone from balances, spends and captures at their expiry time; this writes
 //!    the entries that explain it.)
 //! 3. **Likes**: recounts every post whose counter was written since it was last
 //!    settled (the worker marks it), and sets each counter to the true count with
@@ -34,11 +35,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use serde::Serialize;
 use shared::domain::ids::{PostId, UserId};
-use shared::domain::points::{self, Finding};
+use shared::domain::points::{self, EntryKind, Finding, OperationStatus};
 use shared::http::error_chain;
-use shared::message::Envelope;
+use shared::points_service::PointsService;
 use shared::queue::{OperationQueue, mapping};
-use shared::store::points::{Commit, OperationStatus};
 use shared::store::{Store, StoreError};
 use time::OffsetDateTime;
 
@@ -67,6 +67,8 @@ const REDRIVE_PER_RUN: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct Reconciler {
     pub store: Store,
+    /// Re-drives and expiry go through the same flow as every points operation.
+    pub points: PointsService,
     /// The points queue, where pending operations are re-driven.
     pub queue: OperationQueue,
     pub sweep_items_per_run: i32,
@@ -89,6 +91,8 @@ pub struct Report {
     pub mismatches: u64,
     pub accounts_expired: u64,
     pub points_expired: u64,
+    /// Holds past their expiry released.
+    pub holds_released: u64,
     /// Pending operations queued again.
     pub operations_redriven: u64,
     /// Malformed items skipped (each logged with its key).
@@ -189,6 +193,7 @@ struct Mismatch<'a> {
 impl Reconciler {
     pub fn new(store: Store, queue: OperationQueue) -> Self {
         Self {
+            points: PointsService::new(store.clone()),
             store,
             queue,
             sweep_items_per_run: SWEEP_ITEMS_PER_RUN,
@@ -258,6 +263,7 @@ impl Reconciler {
             mismatches = report.mismatches,
             accounts_expired = report.accounts_expired,
             points_expired = report.points_expired,
+            holds_released = report.holds_released,
             operations_redriven = report.operations_redriven,
             malformed_items = report.malformed_items,
             steps_cut_short = report.steps_cut_short,
@@ -273,6 +279,7 @@ impl Reconciler {
                 ("AccountsAudited", report.accounts_audited as f64),
                 ("LedgerMismatches", report.mismatches as f64),
                 ("PointsExpired", report.points_expired as f64),
+                ("HoldsReleased", report.holds_released as f64),
                 ("OperationsRedriven", report.operations_redriven as f64),
                 ("MalformedItems", report.malformed_items as f64),
                 ("StepsCutShort", report.steps_cut_short as f64),
@@ -316,12 +323,7 @@ impl Reconciler {
                 }))?;
                 continue;
             };
-            let group = op.request.ordering_account(&op.caller);
-            match self
-                .queue
-                .send_ordered(&Envelope::for_points(&op), group.as_str())
-                .await
-            {
+            match self.points.requeue(&self.queue, &op).await {
                 Ok(()) => {
                     report.operations_redriven += 1;
                     tracing::warn!(operation_id = %op.operation_id, caller = %op.caller, accepted_at = %record.accepted_at, "pending operation re-driven");
@@ -468,42 +470,34 @@ impl Reconciler {
             let results: Vec<_> = futures::stream::iter(fresh)
                 .take_while(|_| std::future::ready(Instant::now() < until))
                 .map(|user| async move {
-                    let expired = self.expire_account(&user, now).await;
-                    (user, expired)
+                    let settled = self.points.settle_due(&user, now, EXPIRY_ATTEMPTS).await;
+                    (user, settled)
                 })
                 .buffer_unordered(EXPIRY_CONCURRENCY)
                 .collect()
                 .await;
-            for (user, expired) in results {
-                if let Some(Some(points)) = report.skip_malformed(expired)? {
-                    report.accounts_expired += 1;
-                    report.points_expired += points;
-                    tracing::info!(account = %user, expired = points, "points expired");
+            for (user, settled) in results {
+                let Some(Some(change)) = report.skip_malformed(settled)? else {
+                    continue;
+                };
+                for entry in &change.entries {
+                    match entry.kind {
+                        EntryKind::Expire => {
+                            let points = entry.amount.unsigned_abs();
+                            report.accounts_expired += 1;
+                            report.points_expired += points;
+                            tracing::info!(account = %user, expired = points, "points expired");
+                        }
+                        _ => {
+                            report.holds_released += 1;
+                            tracing::info!(account = %user, hold_id = ?entry.hold_id, released = entry.held_before.saturating_sub(entry.held_after), "expired hold released");
+                        }
+                    }
                 }
             }
             if report.out_of_time(until) {
                 return Ok(());
             }
         }
-    }
-
-    /// Writes the `expire` entry of one account's due lots; answers the points
-    /// expired, `None` when nothing was due (or the account stayed busy).
-    async fn expire_account(
-        &self,
-        user: &UserId,
-        now: OffsetDateTime,
-    ) -> Result<Option<u64>, StoreError> {
-        for _ in 0..EXPIRY_ATTEMPTS {
-            let account = self.store.account(user).await?;
-            let Some(change) = points::expire_due(user, &account, now) else {
-                return Ok(None);
-            };
-            match self.store.commit_account_change(&change).await? {
-                Commit::Done => return Ok(Some(change.entry.amount.unsigned_abs())),
-                Commit::Conflict | Commit::AlreadyDone => continue,
-            }
-        }
-        Ok(None)
     }
 }

@@ -21,8 +21,6 @@
 //! - a message whose writes failed is reported alone (`ReportBatchItemFailures`)
 //!   and redelivered.
 
-pub mod points;
-
 use std::collections::{BTreeMap, HashMap};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -31,23 +29,22 @@ use lambda_runtime::LambdaEvent;
 use shared::clock::Clock;
 use shared::domain::ids::{OperationId, PostId};
 use shared::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
-use shared::domain::points::{PointTypes, PointsRequest};
 use shared::http::error_chain;
 use shared::message::{Envelope, Read};
+use shared::points_service::{PointsOutcome, PointsService};
 use shared::queue::OperationQueue;
 use shared::store::points::Commit;
 use shared::store::{Store, StoreError};
 use time::OffsetDateTime;
-
-use crate::points::PointsOutcome;
 
 /// DynamoDB requests one batch keeps in flight at once.
 const CONCURRENT_WRITES: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Worker {
+    /// Likes are applied here; points operations by [`PointsService::apply_in_order`].
     pub store: Store,
-    pub point_types: PointTypes,
+    pub points: PointsService,
     /// Where messages from the points FIFO queue that can never be applied go.
     pub dead_letters: Option<OperationQueue>,
     /// What accept times are checked against and points expire at.
@@ -57,8 +54,8 @@ pub struct Worker {
 impl Worker {
     pub fn new(store: Store) -> Self {
         Self {
+            points: PointsService::new(store.clone()),
             store,
-            point_types: PointTypes::shipped(),
             dead_letters: None,
             clock: Clock::system(),
         }
@@ -134,7 +131,7 @@ impl Worker {
             let id = message.message_id.clone().unwrap_or_default();
             let read = match message.body.as_deref() {
                 None => Read::Unattributable("message has no body".to_owned()),
-                Some(body) => Envelope::read(body, &self.point_types, now),
+                Some(body) => Envelope::read(body, &self.points.point_types, now),
             };
             match read {
                 Read::Valid(envelope) => {
@@ -162,11 +159,9 @@ impl Worker {
         self.apply_counters(outcomes, &mut report).await;
         let kinds: HashMap<String, Kind> = points_ops
             .iter()
-            .map(|(id, op)| (id.clone(), Kind::of_points(&op.request)))
+            .map(|(id, op)| (id.clone(), Kind::Points(op.request.kind())))
             .collect();
-        for (id, outcome) in
-            points::apply_in_groups(&self.store, &self.point_types, points_ops, now).await
-        {
+        for (id, outcome) in self.points.apply_in_order(points_ops, now).await {
             let kind = kinds[&id];
             match outcome {
                 Some(PointsOutcome::Applied) => report.tally(kind).applied += 1,
@@ -190,8 +185,8 @@ impl Worker {
         let results: Vec<_> = futures::stream::iter(invalid)
             .map(|(message_id, caller, operation_id, detail)| async move {
                 let result = self
-                    .store
-                    .reject_invalid_message(&caller, &operation_id, detail.clone(), now)
+                    .points
+                    .reject_invalid(&caller, &operation_id, detail.clone(), now)
                     .await;
                 (message_id, operation_id, detail, result)
             })
@@ -328,9 +323,8 @@ struct PostChange {
 pub enum Kind {
     Like,
     Unlike,
-    Grant,
-    Spend,
-    Transfer,
+    /// A points operation, by its request's kind.
+    Points(&'static str),
     /// A points message that breaks a rule, rejected `invalid_operation`.
     Invalid,
     /// A message that can never be applied: set aside.
@@ -345,21 +339,11 @@ impl Kind {
         }
     }
 
-    fn of_points(request: &PointsRequest) -> Self {
-        match request {
-            PointsRequest::Grant(_) => Kind::Grant,
-            PointsRequest::Spend(_) => Kind::Spend,
-            PointsRequest::Transfer(_) => Kind::Transfer,
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Kind::Like => "like",
             Kind::Unlike => "unlike",
-            Kind::Grant => "grant",
-            Kind::Spend => "spend",
-            Kind::Transfer => "transfer",
+            Kind::Points(kind) => kind,
             Kind::Invalid => "invalid",
             Kind::Undecodable => "undecodable",
         }

@@ -110,6 +110,13 @@ identifier!(
     check_identifier
 );
 
+identifier!(
+    /// What a points write is for in the caller's own system (an order id, a
+    /// ticket number), carried on its ledger entries.
+    Reference,
+    check_identifier
+);
+
 impl OperationId {
     /// A fresh, time-ordered id (UUID v7) for operations the client does not name.
     pub fn generate() -> Self {

@@ -2,81 +2,32 @@
 //!
 //! An operation commits in **one transaction**: its record (the idempotency
 //! guard), each account it changes (conditioned on the `seq` it was planned
-//! against) and one new ledger entry per account. A redelivered operation fails
-//! the record's condition; an operation planned against a stale account fails the
-//! account's and is planned again. Nothing is ever half applied.
+//! against), the account's new ledger entries, and for a capture, release or
+//! refund the record of the hold or operation it acts on. A redelivered
+//! operation fails the record's condition; an operation planned against a stale
+//! account fails the account's and is planned again. Nothing is ever half applied.
+//!
+//! A linked record (a hold's, a refunded spend's) changes only in transactions
+//! that also move its account's `seq`, and is read after the account: a plan
+//! that saw it stale was planned against a stale account too, and fails.
 
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::keys::{self, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK, PK, SK};
 use super::{Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n, s};
 use crate::domain::ids::{OperationId, UserId};
 use crate::domain::points::{
-    Account, AccountChange, Entry, Expiry, PointsOperation, PointsRequest, Rejection,
+    Account, AccountChange, Entry, Expiry, LinkedUpdate, OperationRecord, OperationStatus, Plan,
+    PointsOperation, Rejection,
 };
 use crate::domain::timestamp;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OperationStatus {
-    /// Accepted, not yet applied.
-    Pending,
-    Applied,
-    /// Final: retrying the same key answers the same rejection.
-    Rejected,
-}
-
-/// What Tally knows of one points operation, readable by its caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperationRecord {
-    pub operation_id: OperationId,
-    pub caller: UserId,
-    pub status: OperationStatus,
-    /// What was asked; absent for a queued message too malformed to read as a request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<PointsRequest>,
-    pub accepted_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<Rejection>,
-    /// For `invalid_operation`: which rule the message broke.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// The caller's side of the ledger change, once applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entry: Option<Entry>,
-}
-
-impl OperationRecord {
-    pub fn pending(op: &PointsOperation) -> Self {
-        Self {
-            operation_id: op.operation_id.clone(),
-            caller: op.caller.clone(),
-            status: OperationStatus::Pending,
-            request: Some(op.request.clone()),
-            accepted_at: timestamp::format(op.accepted_at),
-            reason: None,
-            detail: None,
-            entry: None,
-        }
-    }
-
-    /// The operation a pending record stands for, to queue it again.
-    pub fn operation(&self) -> Option<PointsOperation> {
-        Some(PointsOperation {
-            operation_id: self.operation_id.clone(),
-            caller: self.caller.clone(),
-            request: self.request.clone()?,
-            accepted_at: timestamp::parse(&self.accepted_at)?,
-        })
-    }
-}
 
 /// What recording a new operation found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +128,13 @@ fn account_item(user: &UserId, account: &Account) -> Item {
         (GSI1_PK.to_owned(), s(keys::dirty_account_gsi1pk(user))),
         (GSI1_SK.to_owned(), s(user.as_str())),
     ]);
+    if !account.holds.is_empty() {
+        item.insert(
+            "holds".to_owned(),
+            serde_dynamo::to_attribute_value(&account.holds)
+                .expect("Tally's own types always convert to items"),
+        );
+    }
     // Lists the account under its soonest expiry, for the expiry run.
     if let Some(next) = account.next_expiry() {
         item.insert(GSI2_PK.to_owned(), s(keys::expiry_gsi2pk(user)));
@@ -207,10 +165,16 @@ fn account_from_item(item: &Item) -> Result<Account, StoreError> {
             lots.insert(expiry, amount);
         }
     }
+    let holds = match item.get("holds") {
+        Some(holds) => serde_dynamo::from_attribute_value(holds.clone())
+            .map_err(|e| corrupt(item, format!("bad holds: {e}")))?,
+        None => Default::default(),
+    };
     Ok(Account {
         balance: number("balance")?,
         seq: number("seq")?,
         lots,
+        holds,
     })
 }
 
@@ -300,17 +264,53 @@ impl Store {
     }
 
     /// Commits a planned operation: its record, every account change and every
-    /// entry, in one TransactWriteItems.
+    /// entry, and the linked record it changes, in one TransactWriteItems.
     pub async fn commit_points(
         &self,
         op: &PointsOperation,
-        changes: &[AccountChange],
+        plan: &Plan,
     ) -> Result<Commit, StoreError> {
-        let mut record = OperationRecord::pending(op);
-        record.status = OperationStatus::Applied;
-        record.entry = changes.first().map(|c| c.entry.clone());
+        let record = OperationRecord {
+            status: OperationStatus::Applied,
+            entry: plan.own_entry().cloned(),
+            refundable: plan.refundable.clone(),
+            ..OperationRecord::pending(op)
+        };
         let guard = put(pending_guard(self.put(operation_item(&record))));
-        self.commit(Some(guard), changes).await
+        let linked = plan
+            .linked
+            .as_ref()
+            .map(|linked| self.linked_update(linked));
+        self.commit(Some(guard), &plan.changes, linked).await
+    }
+
+    /// Closes a hold's record or lowers what a spend may still refund. The
+    /// account write beside it serializes these (see the module docs); the
+    /// condition keeps a hand-deleted record from being recreated half empty.
+    fn linked_update(&self, linked: &LinkedUpdate) -> TransactWriteItem {
+        let mut sets = Vec::new();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(keys::account_pk(&linked.user)))
+            .key(SK, s(keys::operation_sk(&linked.operation_id)))
+            .condition_expression("attribute_exists(pk)");
+        if let Some(closed_by) = &linked.closed_by {
+            sets.push("closed_by = :closed_by");
+            update = update.expression_attribute_values(":closed_by", s(closed_by.as_str()));
+        }
+        if let Some(refundable) = &linked.refundable {
+            sets.push("refundable = :refundable");
+            update = update.expression_attribute_values(
+                ":refundable",
+                serde_dynamo::to_attribute_value(refundable)
+                    .expect("Tally's own types always convert to items"),
+            );
+        }
+        let update = update
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .build()
+            .expect("table, key and expression are set");
+        TransactWriteItem::builder().update(update).build()
     }
 
     /// Commits an account change made by Tally itself (point expiry): the account
@@ -320,7 +320,7 @@ impl Store {
         &self,
         change: &AccountChange,
     ) -> Result<Commit, StoreError> {
-        self.commit(None, std::slice::from_ref(change)).await
+        self.commit(None, std::slice::from_ref(change), None).await
     }
 
     /// Writes the guard (if any), each account on the condition that its `seq` is
@@ -329,6 +329,7 @@ impl Store {
         &self,
         guard: Option<TransactWriteItem>,
         changes: &[AccountChange],
+        linked: Option<TransactWriteItem>,
     ) -> Result<Commit, StoreError> {
         let guarded = guard.is_some();
         let mut items: Vec<TransactWriteItem> = guard.into_iter().collect();
@@ -342,12 +343,13 @@ impl Store {
                     .expression_attribute_values(":seq", n(change.before.seq))
             };
             items.push(put(account));
-            for entry in change.entries() {
+            for entry in &change.entries {
                 items.push(put(self
                     .put(entry_item(&change.user, entry))
                     .condition_expression("attribute_not_exists(pk)")));
             }
         }
+        items.extend(linked);
         // A guard settles a pending record: its pending index entry goes.
         let index_writes: u32 = changes.iter().map(index_writes).sum::<u32>() + u32::from(guarded);
         self.transact(items, guarded, index_writes).await
@@ -360,11 +362,8 @@ impl Store {
         reason: Rejection,
         detail: Option<String>,
     ) -> Result<Commit, StoreError> {
-        let mut record = OperationRecord::pending(op);
-        record.status = OperationStatus::Rejected;
-        record.reason = Some(reason);
-        record.detail = detail;
-        self.settle_rejected(record).await
+        self.settle_rejected(OperationRecord::rejected(op, reason, detail))
+            .await
     }
 
     /// Rejects a queued message that names its caller and operation id but is

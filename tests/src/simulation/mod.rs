@@ -1429,14 +1429,7 @@ impl Sim {
                     entry.seq,
                     entry.balance_after
                 );
-                let kind = match entry.kind {
-                    shared::domain::points::EntryKind::Grant => "grant",
-                    shared::domain::points::EntryKind::Spend => "spend",
-                    shared::domain::points::EntryKind::TransferIn => "transfer_in",
-                    shared::domain::points::EntryKind::TransferOut => "transfer_out",
-                    shared::domain::points::EntryKind::Expire => "expire",
-                    shared::domain::points::EntryKind::Adjust => "adjust",
-                };
+                let kind = entry.kind.name();
                 *by_kind.entry(kind).or_default() += entry.amount;
                 if kind != "expire" {
                     check!(

@@ -274,8 +274,12 @@ pub fn replay_lots(
                             *held.entry(expiry).or_default() += amount;
                         }
                     }
-                    EntryKind::Adjust => {
-                        return Err(format!("{}: no adjustments are made", context()));
+                    EntryKind::Adjust
+                    | EntryKind::Hold
+                    | EntryKind::Capture
+                    | EntryKind::Release
+                    | EntryKind::Refund => {
+                        return Err(format!("{}: the workload makes no such entry", context()));
                     }
                 }
                 *next.get_mut(account).expect("an account") += 1;

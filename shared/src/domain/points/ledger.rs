@@ -1,0 +1,810 @@
+//! How accounts change, and the entries that explain each change.
+//!
+//! Grants add a lot; spends, outgoing transfers and debit adjustments take from
+//! the available lots that expire soonest; a transfer hands the taken lots,
+//! expiry dates included, to the receiver. A **hold** moves points from the
+//! available lots into the hold, lots and all: they stay in the balance but
+//! cannot be spent, transferred or held again. A capture spends all or part of
+//! them (soonest expiring first) and returns the rest; a release returns all; a
+//! hold past its expiry is released by the next write to its account (or by
+//! reconcile). Held points still expire at their lot's time, like any points:
+//! the hold then holds less. A refund gives back what a spend or capture took,
+//! latest-expiring first, each point with the expiry it had; points whose
+//! expiry has passed expire again at once, so a return never lengthens a
+//! point's life.
+//!
+//! Every change appends one entry per step to each account it touches: `seq`
+//! is the previous one plus one, `balance_before` / `held_before` the previous
+//! entry's `balance_after` / `held_after`, so `balance` and `held` can both be
+//! recomputed from the ledger.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::operation::{OperationRecord, OperationStatus, Rejection};
+use super::request::{Adjustment, Capture, Grant, Hold, Refund, Release, Spend, Transfer};
+use super::{Expiry, Lots, MAX_BALANCE, PointTypes, PointsOperation, PointsRequest, lots_total};
+use crate::domain::ids::{OperationId, Reference, UserId};
+use crate::domain::timestamp;
+
+/// Holds one account may have open at once (each is kept in the account item).
+pub const MAX_OPEN_HOLDS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Grant,
+    Spend,
+    TransferIn,
+    TransferOut,
+    Expire,
+    Adjust,
+    Hold,
+    Capture,
+    Release,
+    Refund,
+}
+
+impl EntryKind {
+    /// The kind as the API writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::Grant => "grant",
+            EntryKind::Spend => "spend",
+            EntryKind::TransferIn => "transfer_in",
+            EntryKind::TransferOut => "transfer_out",
+            EntryKind::Expire => "expire",
+            EntryKind::Adjust => "adjust",
+            EntryKind::Hold => "hold",
+            EntryKind::Capture => "capture",
+            EntryKind::Release => "release",
+            EntryKind::Refund => "refund",
+        }
+    }
+}
+
+/// One line of an account's ledger. Never edited, never deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub kind: EntryKind,
+    /// The change to the balance: `balance_after - balance_before`.
+    pub amount: i64,
+    pub balance_before: u64,
+    pub balance_after: u64,
+    /// Points held by open holds before and after this entry.
+    #[serde(default)]
+    pub held_before: u64,
+    #[serde(default)]
+    pub held_after: u64,
+    pub operation_id: OperationId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterparty: Option<UserId>,
+    /// The hold a `hold`, `capture` or `release` entry is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<OperationId>,
+    /// The operation a `refund` gives back from, as the refund named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_of: Option<OperationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: String,
+}
+
+/// Points reserved for a checkout, with the lots they came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenHold {
+    pub lots: Lots,
+    #[serde(with = "timestamp::serde_fixed")]
+    pub expires_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+}
+
+impl OpenHold {
+    pub fn amount(&self) -> u64 {
+        u64::try_from(lots_total(&self.lots)).unwrap_or(u64::MAX)
+    }
+}
+
+/// An account's current state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Account {
+    /// Every point the account owns, held ones included.
+    pub balance: u64,
+    /// `seq` of the newest entry; 0 for an account without entries.
+    pub seq: u64,
+    /// The available points, by expiry.
+    pub lots: Lots,
+    /// Open holds by id (the id of the operation that placed each).
+    pub holds: BTreeMap<OperationId, OpenHold>,
+}
+
+impl Account {
+    /// Points in open holds.
+    pub fn held(&self) -> u64 {
+        self.holds
+            .values()
+            .fold(0u64, |sum, hold| sum.saturating_add(hold.amount()))
+    }
+
+    /// Points that may be spent, transferred or held.
+    pub fn available(&self) -> u64 {
+        self.balance.saturating_sub(self.held())
+    }
+
+    /// The account as it stands at `now`: holds past their expiry are released
+    /// and lots past theirs are gone, whether or not their entries were written
+    /// yet (SPEC section 3).
+    pub fn as_of(&self, now: OffsetDateTime) -> Account {
+        let mut current = self.clone();
+        for hold_id in self.holds_due(now) {
+            if let Some(hold) = current.holds.remove(&hold_id) {
+                current.return_lots(&hold.lots);
+            }
+        }
+        current.remove_due(now);
+        current
+    }
+
+    /// The open holds whose expiry has passed at `now`.
+    fn holds_due(&self, now: OffsetDateTime) -> Vec<OperationId> {
+        self.holds
+            .iter()
+            .filter(|(_, hold)| hold.expires_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// When something next falls due: a lot's expiry (available or held) or a
+    /// hold's. The expiry run finds the account by it.
+    pub fn next_expiry(&self) -> Option<OffsetDateTime> {
+        let held = self.holds.values().flat_map(|hold| {
+            expiring(&hold.lots)
+                .map(|(at, _)| at)
+                .chain(std::iter::once(hold.expires_at))
+        });
+        expiring(&self.lots).map(|(at, _)| at).chain(held).min()
+    }
+
+    /// The available lots that expire, soonest first (points that never expire
+    /// are left out).
+    pub fn expiring(&self) -> impl Iterator<Item = (OffsetDateTime, u64)> + '_ {
+        expiring(&self.lots)
+    }
+
+    fn add_lots(&mut self, lots: &Lots) -> Result<(), Rejection> {
+        for (expiry, amount) in lots {
+            let balance = self
+                .balance
+                .checked_add(*amount)
+                .filter(|balance| *balance <= MAX_BALANCE)
+                .ok_or(Rejection::BalanceLimitExceeded)?;
+            let lot = self.lots.entry(*expiry).or_default();
+            *lot = lot
+                .checked_add(*amount)
+                .ok_or(Rejection::BalanceLimitExceeded)?;
+            self.balance = balance;
+        }
+        Ok(())
+    }
+
+    /// Puts held lots back among the available ones (the balance already counts them).
+    fn return_lots(&mut self, lots: &Lots) {
+        for (expiry, amount) in lots {
+            let lot = self.lots.entry(*expiry).or_default();
+            *lot = lot.saturating_add(*amount);
+        }
+    }
+
+    /// Takes `amount` available points, soonest expiring first, out of the balance.
+    fn take_available(&mut self, amount: u64) -> Result<Lots, Rejection> {
+        if self.available() < amount {
+            return Err(Rejection::InsufficientPoints);
+        }
+        let (taken, _) = split_soonest(&mut self.lots, amount);
+        // Lots always sum to the available points; if they ever did not, the debit is still exact.
+        self.balance -= amount;
+        Ok(taken)
+    }
+
+    /// Removes the lots due at `now`, available and held; answers how many
+    /// points fell due at each moment, soonest first.
+    fn remove_due(&mut self, now: OffsetDateTime) -> BTreeMap<OffsetDateTime, u64> {
+        let mut due = BTreeMap::new();
+        let mut take_due = |lots: &mut Lots| {
+            for (at, amount) in expiring(lots).take_while(|(at, _)| *at <= now) {
+                let sum = due.entry(at).or_insert(0u64);
+                *sum = sum.saturating_add(amount);
+            }
+            lots.retain(|expiry, _| !matches!(expiry, Expiry::At(at) if *at <= now));
+        };
+        take_due(&mut self.lots);
+        for hold in self.holds.values_mut() {
+            take_due(&mut hold.lots);
+        }
+        let total = due
+            .values()
+            .fold(0u64, |sum, amount| sum.saturating_add(*amount));
+        self.balance = self.balance.saturating_sub(total);
+        due
+    }
+}
+
+fn expiring(lots: &Lots) -> impl Iterator<Item = (OffsetDateTime, u64)> + '_ {
+    lots.iter().filter_map(|(expiry, amount)| match expiry {
+        Expiry::At(at) => Some((*at, *amount)),
+        Expiry::Never => None,
+    })
+}
+
+/// Takes up to `amount` from `lots`, soonest expiring first; answers what it
+/// took and what it could not find.
+fn split_soonest(lots: &mut Lots, amount: u64) -> (Lots, u64) {
+    let mut left = amount;
+    let mut taken = Lots::new();
+    for (expiry, held) in lots.iter_mut() {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(*held);
+        *held -= take;
+        left -= take;
+        taken.insert(*expiry, take);
+    }
+    lots.retain(|_, held| *held > 0);
+    taken.retain(|_, taken| *taken > 0);
+    (taken, left)
+}
+
+/// Takes `amount` from `lots`, latest expiring first (a refund undoes a spend
+/// from its last-taken points back).
+fn split_latest(lots: &mut Lots, amount: u64) -> Lots {
+    let mut left = amount;
+    let mut taken = Lots::new();
+    for (expiry, held) in lots.iter_mut().rev() {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(*held);
+        *held -= take;
+        left -= take;
+        taken.insert(*expiry, take);
+    }
+    lots.retain(|_, held| *held > 0);
+    taken.retain(|_, taken| *taken > 0);
+    taken
+}
+
+/// How one account changes: its state as stored (`seq` 0 and no item when new),
+/// its state after, and every entry explaining the difference, oldest first.
+/// Entries the passing of time calls for (holds and lots past their expiry)
+/// come before the operation's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountChange {
+    pub user: UserId,
+    pub before: Account,
+    pub after: Account,
+    pub entries: Vec<Entry>,
+    own: Option<usize>,
+}
+
+impl AccountChange {
+    /// The entry of the operation itself (none for a change only time made).
+    pub fn own_entry(&self) -> Option<&Entry> {
+        self.own.and_then(|i| self.entries.get(i))
+    }
+}
+
+/// What an entry is about, beside the numbers the change itself gives.
+struct Draft {
+    kind: EntryKind,
+    operation_id: OperationId,
+    at: OffsetDateTime,
+    point_type: Option<String>,
+    counterparty: Option<UserId>,
+    hold_id: Option<OperationId>,
+    refund_of: Option<OperationId>,
+    reference: Option<Reference>,
+    description: Option<String>,
+}
+
+impl Draft {
+    fn new(kind: EntryKind, operation_id: &OperationId, at: OffsetDateTime) -> Self {
+        Draft {
+            kind,
+            operation_id: operation_id.clone(),
+            at,
+            point_type: None,
+            counterparty: None,
+            hold_id: None,
+            refund_of: None,
+            reference: None,
+            description: None,
+        }
+    }
+
+    fn of(kind: EntryKind, op: &PointsOperation) -> Self {
+        Self::new(kind, &op.operation_id, op.accepted_at)
+    }
+}
+
+/// One account's change being built: each step writes an entry.
+struct Ledger {
+    user: UserId,
+    stored: Account,
+    current: Account,
+    entries: Vec<Entry>,
+    own: Option<usize>,
+}
+
+impl Ledger {
+    /// The account as an operation at `now` finds it: what time made due is settled first.
+    fn open(user: &UserId, stored: Account, now: OffsetDateTime) -> Self {
+        let mut ledger = Ledger {
+            user: user.clone(),
+            current: stored.clone(),
+            stored,
+            entries: Vec::new(),
+            own: None,
+        };
+        ledger.settle_due(now);
+        ledger
+    }
+
+    /// Releases the holds past their expiry, then expires the lots past theirs.
+    fn settle_due(&mut self, now: OffsetDateTime) {
+        for hold_id in self.current.holds_due(now) {
+            let mut next = self.current.clone();
+            let Some(hold) = next.holds.remove(&hold_id) else {
+                continue;
+            };
+            next.return_lots(&hold.lots);
+            self.write(
+                next,
+                Draft {
+                    hold_id: Some(hold_id.clone()),
+                    reference: hold.reference,
+                    description: Some("hold expired".to_owned()),
+                    ..Draft::new(EntryKind::Release, &hold_id, now)
+                },
+            );
+        }
+        let mut next = self.current.clone();
+        let due = next.remove_due(now);
+        let Some((latest, _)) = due.last_key_value() else {
+            return;
+        };
+        let lots: Vec<String> = due
+            .iter()
+            .map(|(at, amount)| format!("{amount} from {}", timestamp::format(*at)))
+            .collect();
+        // The same lots always give the same id.
+        let operation_id = OperationId::parse(format!("expire:{}", timestamp::format(*latest)))
+            .expect("a fixed-format timestamp is a valid identifier");
+        self.write(
+            next,
+            Draft {
+                description: Some(format!("expired: {}", lots.join(", "))),
+                ..Draft::new(EntryKind::Expire, &operation_id, now)
+            },
+        );
+    }
+
+    /// Appends the entry that takes the account from its current state to `next`.
+    fn write(&mut self, next: Account, draft: Draft) {
+        let before = &self.current;
+        let difference = i128::from(next.balance) - i128::from(before.balance);
+        let entry = Entry {
+            seq: before.seq.saturating_add(1),
+            kind: draft.kind,
+            // Balances are at most MAX_BALANCE (i64::MAX): the difference fits.
+            amount: i64::try_from(difference).unwrap_or(if difference < 0 {
+                i64::MIN
+            } else {
+                i64::MAX
+            }),
+            balance_before: before.balance,
+            balance_after: next.balance,
+            held_before: before.held(),
+            held_after: next.held(),
+            operation_id: draft.operation_id,
+            point_type: draft.point_type,
+            counterparty: draft.counterparty,
+            hold_id: draft.hold_id,
+            refund_of: draft.refund_of,
+            reference: draft.reference,
+            description: draft.description,
+            created_at: timestamp::format(draft.at),
+        };
+        self.current = Account {
+            seq: entry.seq,
+            ..next
+        };
+        self.entries.push(entry);
+    }
+
+    /// [`write`](Self::write), for the operation's own entry.
+    fn write_own(&mut self, next: Account, draft: Draft) {
+        self.write(next, draft);
+        self.own = Some(self.entries.len() - 1);
+    }
+
+    fn finish(self) -> AccountChange {
+        AccountChange {
+            user: self.user,
+            before: self.stored,
+            after: self.current,
+            entries: self.entries,
+            own: self.own,
+        }
+    }
+}
+
+/// What an operation finds when it is planned: the stored state of the accounts
+/// it touches (a missing one is empty), and for a capture or release the hold's
+/// record, for a refund the record of what it refunds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub accounts: HashMap<UserId, Account>,
+    pub linked: Option<OperationRecord>,
+}
+
+/// A change to another operation's record, made in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedUpdate {
+    /// Whose record (its caller) and which.
+    pub user: UserId,
+    pub operation_id: OperationId,
+    /// A hold's: the operation that closed it.
+    pub closed_by: Option<OperationId>,
+    /// What refunds may still give back.
+    pub refundable: Option<Lots>,
+}
+
+/// Everything an operation writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// One per account; the first is the one whose entry the record shows.
+    pub changes: Vec<AccountChange>,
+    /// What the operation's own record keeps for refunds (a spend's lots).
+    pub refundable: Option<Lots>,
+    pub linked: Option<LinkedUpdate>,
+}
+
+impl Plan {
+    fn of(changes: Vec<AccountChange>) -> Self {
+        Plan {
+            changes,
+            refundable: None,
+            linked: None,
+        }
+    }
+
+    /// The entry the operation's record shows.
+    pub fn own_entry(&self) -> Option<&Entry> {
+        self.changes.first().and_then(AccountChange::own_entry)
+    }
+}
+
+/// Works out what an operation does at `now` to the accounts it touches. Holds
+/// and points past their expiry are settled first, with their entries in the
+/// same change.
+pub fn plan(
+    op: &PointsOperation,
+    found: &Snapshot,
+    types: &PointTypes,
+    now: OffsetDateTime,
+) -> Result<Plan, Rejection> {
+    let open = |user: &UserId| {
+        Ledger::open(
+            user,
+            found.accounts.get(user).cloned().unwrap_or_default(),
+            now,
+        )
+    };
+    match &op.request {
+        PointsRequest::Grant(Grant {
+            user_id,
+            amount,
+            point_type,
+            description,
+            reference,
+        }) => {
+            let lifetime = types
+                .lifetime(point_type)
+                .ok_or(Rejection::UnknownPointType)?;
+            let mut ledger = open(user_id);
+            let mut next = ledger.current.clone();
+            let lot = (Expiry::after(op.accepted_at, lifetime), amount.get());
+            next.add_lots(&Lots::from([lot]))?;
+            ledger.write_own(
+                next,
+                Draft {
+                    point_type: Some(point_type.clone()),
+                    description: description.clone(),
+                    reference: reference.clone(),
+                    ..Draft::of(EntryKind::Grant, op)
+                },
+            );
+            Ok(Plan::of(vec![ledger.finish()]))
+        }
+        PointsRequest::Spend(Spend {
+            amount,
+            description,
+            reference,
+        }) => {
+            let mut ledger = open(&op.caller);
+            let mut next = ledger.current.clone();
+            let taken = next.take_available(amount.get())?;
+            ledger.write_own(
+                next,
+                Draft {
+                    description: description.clone(),
+                    reference: reference.clone(),
+                    ..Draft::of(EntryKind::Spend, op)
+                },
+            );
+            Ok(Plan {
+                refundable: Some(taken),
+                ..Plan::of(vec![ledger.finish()])
+            })
+        }
+        PointsRequest::Transfer(Transfer {
+            to_user_id,
+            amount,
+            description,
+            reference,
+        }) => {
+            if *to_user_id == op.caller {
+                // Validation refuses it first; one account cannot be written twice.
+                return Err(Rejection::InvalidOperation);
+            }
+            let mut sender = open(&op.caller);
+            let mut sender_next = sender.current.clone();
+            let lots = sender_next.take_available(amount.get())?;
+            let mut receiver = open(to_user_id);
+            let mut receiver_next = receiver.current.clone();
+            receiver_next.add_lots(&lots)?;
+            let draft = |kind, counterparty: &UserId| Draft {
+                counterparty: Some(counterparty.clone()),
+                description: description.clone(),
+                reference: reference.clone(),
+                ..Draft::of(kind, op)
+            };
+            sender.write_own(sender_next, draft(EntryKind::TransferOut, to_user_id));
+            receiver.write_own(receiver_next, draft(EntryKind::TransferIn, &op.caller));
+            Ok(Plan::of(vec![sender.finish(), receiver.finish()]))
+        }
+        PointsRequest::Hold(hold) => plan_hold(op, hold, open(&op.caller)),
+        PointsRequest::Capture(capture) => {
+            plan_capture(op, capture, open(&capture.user_id), found.linked.as_ref())
+        }
+        PointsRequest::Release(release) => {
+            plan_release(op, release, open(&release.user_id), found.linked.as_ref())
+        }
+        PointsRequest::Refund(refund) => plan_refund(
+            op,
+            refund,
+            open(&refund.user_id),
+            found.linked.as_ref(),
+            now,
+        ),
+        PointsRequest::Adjust(adjustment) => {
+            plan_adjustment(op, adjustment, open(&adjustment.user_id), types)
+        }
+    }
+}
+
+fn plan_hold(op: &PointsOperation, hold: &Hold, mut ledger: Ledger) -> Result<Plan, Rejection> {
+    if ledger.current.holds.len() >= MAX_OPEN_HOLDS {
+        return Err(Rejection::TooManyHolds);
+    }
+    if ledger.current.holds.contains_key(&op.operation_id) {
+        // The record's guard makes this unreachable; a hold is never placed twice.
+        return Err(Rejection::InvalidOperation);
+    }
+    let mut next = ledger.current.clone();
+    let lots = next.take_available(hold.amount.get())?;
+    // Held points stay in the balance.
+    next.balance += hold.amount.get();
+    let expires_at = op
+        .accepted_at
+        .checked_add(hold.lifetime())
+        .unwrap_or(op.accepted_at);
+    next.holds.insert(
+        op.operation_id.clone(),
+        OpenHold {
+            lots,
+            expires_at,
+            reference: hold.reference.clone(),
+        },
+    );
+    ledger.write_own(
+        next,
+        Draft {
+            hold_id: Some(op.operation_id.clone()),
+            description: hold.description.clone(),
+            reference: hold.reference.clone(),
+            ..Draft::of(EntryKind::Hold, op)
+        },
+    );
+    Ok(Plan::of(vec![ledger.finish()]))
+}
+
+/// Why a capture or release finds no open hold, from the hold's record.
+fn closed_hold(record: Option<&OperationRecord>) -> Rejection {
+    match record {
+        Some(record) if record.is_applied_hold() => match record.closed_by {
+            Some(_) => Rejection::HoldClosed,
+            // An applied hold leaves its account only when closed or past its expiry.
+            None => Rejection::HoldExpired,
+        },
+        _ => Rejection::HoldNotFound,
+    }
+}
+
+fn plan_capture(
+    op: &PointsOperation,
+    capture: &Capture,
+    mut ledger: Ledger,
+    hold_record: Option<&OperationRecord>,
+) -> Result<Plan, Rejection> {
+    let mut next = ledger.current.clone();
+    let mut hold = next
+        .holds
+        .remove(&capture.hold_id)
+        .ok_or_else(|| closed_hold(hold_record))?;
+    let held = hold.amount();
+    let amount = capture.amount.map_or(held, |amount| amount.get());
+    if amount == 0 || amount > held {
+        return Err(Rejection::CaptureExceedsHold);
+    }
+    let (captured, _) = split_soonest(&mut hold.lots, amount);
+    next.return_lots(&hold.lots);
+    next.balance -= amount;
+    ledger.write_own(
+        next,
+        Draft {
+            hold_id: Some(capture.hold_id.clone()),
+            description: capture.description.clone(),
+            reference: capture.reference.clone().or(hold.reference),
+            ..Draft::of(EntryKind::Capture, op)
+        },
+    );
+    Ok(Plan {
+        linked: Some(LinkedUpdate {
+            user: capture.user_id.clone(),
+            operation_id: capture.hold_id.clone(),
+            closed_by: Some(op.operation_id.clone()),
+            refundable: Some(captured),
+        }),
+        ..Plan::of(vec![ledger.finish()])
+    })
+}
+
+fn plan_release(
+    op: &PointsOperation,
+    release: &Release,
+    mut ledger: Ledger,
+    hold_record: Option<&OperationRecord>,
+) -> Result<Plan, Rejection> {
+    let mut next = ledger.current.clone();
+    let hold = next
+        .holds
+        .remove(&release.hold_id)
+        .ok_or_else(|| closed_hold(hold_record))?;
+    next.return_lots(&hold.lots);
+    ledger.write_own(
+        next,
+        Draft {
+            hold_id: Some(release.hold_id.clone()),
+            description: release.description.clone(),
+            reference: release.reference.clone().or(hold.reference),
+            ..Draft::of(EntryKind::Release, op)
+        },
+    );
+    Ok(Plan {
+        linked: Some(LinkedUpdate {
+            user: release.user_id.clone(),
+            operation_id: release.hold_id.clone(),
+            closed_by: Some(op.operation_id.clone()),
+            refundable: None,
+        }),
+        ..Plan::of(vec![ledger.finish()])
+    })
+}
+
+fn plan_refund(
+    op: &PointsOperation,
+    refund: &Refund,
+    mut ledger: Ledger,
+    original: Option<&OperationRecord>,
+    now: OffsetDateTime,
+) -> Result<Plan, Rejection> {
+    let original = original.ok_or(Rejection::OriginalNotFound)?;
+    let refundable = match (&original.status, &original.refundable) {
+        (OperationStatus::Applied, Some(lots)) => lots,
+        _ => return Err(Rejection::NotRefundable),
+    };
+    let remaining = u64::try_from(lots_total(refundable)).unwrap_or(u64::MAX);
+    let amount = refund.amount.map_or(remaining, |amount| amount.get());
+    if amount == 0 || amount > remaining {
+        return Err(Rejection::RefundExceedsOriginal);
+    }
+    let mut left = refundable.clone();
+    let given = split_latest(&mut left, amount);
+    let mut next = ledger.current.clone();
+    next.add_lots(&given)?;
+    ledger.write_own(
+        next,
+        Draft {
+            refund_of: Some(refund.operation_id.clone()),
+            description: refund.reason.clone(),
+            reference: refund.reference.clone(),
+            ..Draft::of(EntryKind::Refund, op)
+        },
+    );
+    // Points given back with an expiry already past expire again at once.
+    ledger.settle_due(now);
+    Ok(Plan {
+        linked: Some(LinkedUpdate {
+            user: original.caller.clone(),
+            operation_id: original.operation_id.clone(),
+            closed_by: None,
+            refundable: Some(left),
+        }),
+        ..Plan::of(vec![ledger.finish()])
+    })
+}
+
+fn plan_adjustment(
+    op: &PointsOperation,
+    adjustment: &Adjustment,
+    mut ledger: Ledger,
+    types: &PointTypes,
+) -> Result<Plan, Rejection> {
+    let mut next = ledger.current.clone();
+    let amount = adjustment.amount.magnitude();
+    if adjustment.amount.get() > 0 {
+        let lifetime = match &adjustment.point_type {
+            Some(point_type) => types
+                .lifetime(point_type)
+                .ok_or(Rejection::UnknownPointType)?,
+            None => None,
+        };
+        let lot = (Expiry::after(op.accepted_at, lifetime), amount);
+        next.add_lots(&Lots::from([lot]))?;
+    } else {
+        next.take_available(amount)?;
+    }
+    ledger.write_own(
+        next,
+        Draft {
+            point_type: adjustment.point_type.clone(),
+            description: adjustment.reason.clone(),
+            reference: adjustment.reference.clone(),
+            ..Draft::of(EntryKind::Adjust, op)
+        },
+    );
+    Ok(Plan::of(vec![ledger.finish()]))
+}
+
+/// What time alone makes due on an account at `now` (holds to release, lots to
+/// expire), as one change the expiry run commits; `None` when nothing is due.
+/// Each entry's operation id is derived from what it settles, so a rerun that
+/// finds the same state writes the same entries.
+pub fn settle_due(user: &UserId, account: &Account, now: OffsetDateTime) -> Option<AccountChange> {
+    let change = Ledger::open(user, account.clone(), now).finish();
+    (!change.entries.is_empty()).then_some(change)
+}
+
+#[cfg(test)]
+#[path = "ledger_tests.rs"]
+mod tests;
