@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench [--scale 0.2] [--json bench-results.json] [--arm64-dir target/lambda]
-//!       [--skip-functions] [--only hot|mixed|points|expiry|functions]
+//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|functions]
 //! ```
 //! Needs the emulator at `AWS_ENDPOINT_URL` (`make bench` starts one) and, for
 //! the function figures, the release binaries beside this one (`make bench` builds them).
@@ -63,7 +63,7 @@ struct Args {
     json: PathBuf,
     arm64_dir: Option<PathBuf>,
     skip_functions: bool,
-    /// Run one part only: hot, mixed, points, expiry or functions.
+    /// Run one part only: hot, mixed, points, expiry, checkout or functions.
     only: Option<String>,
 }
 
@@ -93,7 +93,7 @@ fn args() -> Args {
                 args.only = Some(
                     given
                         .next()
-                        .expect("--only takes hot, mixed, points, expiry or functions"),
+                        .expect("--only takes hot, mixed, points, expiry, checkout or functions"),
                 )
             }
             other => panic!("unknown argument {other}; see the module docs"),
@@ -145,6 +145,10 @@ async fn main() {
     if wanted("expiry") {
         eprintln!("bench: expiry");
         rows.push(scenarios::expiry(&aws, args.scale).await);
+    }
+    if wanted("checkout") {
+        eprintln!("bench: checkout");
+        rows.extend(scenarios::checkout(&aws, args.scale).await);
     }
     let functions = if args.skip_functions || !wanted("functions") {
         Vec::new()

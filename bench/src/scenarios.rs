@@ -1,4 +1,4 @@
-//! The three scenarios of the benchmark.
+//! The scenarios of the benchmark.
 
 use std::time::{Duration, Instant};
 
@@ -466,13 +466,13 @@ pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<
     for (kind, count) in [("grant", 1000.0), ("spend", 2000.0), ("transfer", 2000.0)] {
         let count = (count * scale).round() as usize;
         let mut rng = rand::rng();
-        let calls: Vec<(String, &'static str, String, String)> = (0..count)
+        let calls: Vec<PointsWrite> = (0..count)
             .map(|i| {
                 let key = format!("{kind}-{i}");
                 match kind {
                     "grant" => (
                         key,
-                        "/v1/points/grants",
+                        "/v1/points/grants".to_owned(),
                         "admin".to_owned(),
                         format!(
                             r#"{{"user_id":"a{}","amount":1000,"point_type":"bonus"}}"#,
@@ -481,7 +481,7 @@ pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<
                     ),
                     "spend" => (
                         key,
-                        "/v1/me/points/spend",
+                        "/v1/me/points/spend".to_owned(),
                         format!("a{}", account(&mut rng)),
                         format!(r#"{{"amount":{}}}"#, rng.random_range(1..=50)),
                     ),
@@ -490,7 +490,7 @@ pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<
                         let to = (from + rng.random_range(1..accounts)) % accounts;
                         (
                             key,
-                            "/v1/me/points/transfers",
+                            "/v1/me/points/transfers".to_owned(),
                             format!("a{from}"),
                             format!(
                                 r#"{{"to_user_id":"a{to}","amount":{}}}"#,
@@ -501,33 +501,7 @@ pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<
                 }
             })
             .collect();
-        let pumps = h.start_pumps(&h.points_mapping, POLLERS, Fault::None);
-        let meter = Meter::start(&h.usage);
-        let mut latencies: Vec<Duration> = futures::stream::iter(calls.into_iter().enumerate())
-            .map(|(i, (key, path, user, body))| {
-                let (points, pumps) = (&h.points, &pumps);
-                async move {
-                    pumps.keep_up_with(i as u64).await;
-                    let call = Call {
-                        method: "POST",
-                        path,
-                        query: "",
-                        user: &user,
-                        scope: "points:admin",
-                        key: Some(&key),
-                        body: Some(body),
-                    };
-                    let (status, latency) = http(points, call).await;
-                    assert_eq!(status, 202, "{path}");
-                    latency
-                }
-            })
-            .buffer_unordered(CLIENTS)
-            .collect()
-            .await;
-        drained(&h.points_queue).await;
-        let measured = meter.finish(&h.usage);
-        pumps.stop().await;
+        let (measured, mut latencies) = points_writes(&h, calls).await;
         let limits = crate::limits::measure(aws, &h, kind, limit_requests, true).await;
         rows.push(row(
             &measured,
@@ -545,6 +519,191 @@ pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<
         all_limits.push(limits);
     }
     (rows, all_limits)
+}
+
+/// A points write: (Idempotency-Key, path, caller, body).
+type PointsWrite = (String, String, String, String);
+
+/// Sends points writes through the points handler, [`CLIENTS`] at once, with
+/// the worker's pollers keeping up, and waits until every one is applied.
+async fn points_writes(h: &Harness, calls: Vec<PointsWrite>) -> (Measured, Vec<Duration>) {
+    let pumps = h.start_pumps(&h.points_mapping, POLLERS, Fault::None);
+    let meter = Meter::start(&h.usage);
+    let latencies: Vec<Duration> = futures::stream::iter(calls.into_iter().enumerate())
+        .map(|(i, (key, path, user, body))| {
+            let (points, pumps) = (&h.points, &pumps);
+            async move {
+                pumps.keep_up_with(i as u64).await;
+                let call = Call {
+                    method: "POST",
+                    path: &path,
+                    query: "",
+                    user: &user,
+                    scope: "points:admin",
+                    key: Some(&key),
+                    body: Some(body),
+                };
+                let (status, latency) = http(points, call).await;
+                assert_eq!(status, 202, "{path}");
+                latency
+            }
+        })
+        .buffer_unordered(CLIENTS)
+        .collect()
+        .await;
+    drained(&h.points_queue).await;
+    let measured = meter.finish(&h.usage);
+    pumps.stop().await;
+    (measured, latencies)
+}
+
+/// Scenario 5, checkout: every account holds 100 points for an order; half the
+/// holds are captured in part (60), a quarter released by their holder, a
+/// quarter left to expire (reconcile's expiry step releases them); half the
+/// captures are refunded in part (30). One row per step.
+pub async fn checkout(aws: &SdkConfig, scale: f64) -> Vec<Row> {
+    let h = Harness::new(aws).await;
+    let accounts = ((400.0 * scale).round() as usize).max(8) / 4 * 4;
+    let grants = (0..accounts)
+        .map(|i| {
+            (
+                format!("g{i}"),
+                "/v1/points/grants".to_owned(),
+                "admin".to_owned(),
+                format!(r#"{{"user_id":"c{i}","amount":500,"point_type":"bonus"}}"#),
+            )
+        })
+        .collect();
+    points_writes(&h, grants).await;
+    let step = |kind: &'static str, calls: Vec<PointsWrite>| {
+        let h = &h;
+        async move {
+            let ops = calls.len() as u64;
+            let (measured, mut latencies) = points_writes(h, calls).await;
+            row(
+                &measured,
+                &mut latencies,
+                Spec {
+                    scenario: "checkout",
+                    kind,
+                    ops,
+                    dynamodb: measured.sum(is_dynamodb),
+                    sqs: measured.sum(is_sqs),
+                    cpu_ops: ops,
+                    limit: None,
+                },
+            )
+        }
+    };
+    let each = |filter: fn(usize) -> bool, call: fn(usize) -> PointsWrite| {
+        (0..accounts)
+            .filter(|i| filter(*i))
+            .map(call)
+            .collect::<Vec<_>>()
+    };
+    let mut rows = vec![
+        step(
+            "hold",
+            each(
+                |_| true,
+                |i| {
+                    (
+                        format!("h{i}"),
+                        "/v1/me/points/holds".to_owned(),
+                        format!("c{i}"),
+                        format!(
+                            r#"{{"amount":100,"expires_in_seconds":60,"reference":"order-{i}"}}"#
+                        ),
+                    )
+                },
+            ),
+        )
+        .await,
+    ];
+    rows.push(
+        step(
+            "capture part",
+            each(
+                |i| i % 4 < 2,
+                |i| {
+                    (
+                        format!("cap{i}"),
+                        "/v1/points/holds/capture".to_owned(),
+                        "shop".to_owned(),
+                        format!(r#"{{"user_id":"c{i}","hold_id":"h{i}","amount":60}}"#),
+                    )
+                },
+            ),
+        )
+        .await,
+    );
+    rows.push(
+        step(
+            "release",
+            each(
+                |i| i % 4 == 2,
+                |i| {
+                    (
+                        format!("rel{i}"),
+                        format!("/v1/me/points/holds/h{i}/release"),
+                        format!("c{i}"),
+                        "{}".to_owned(),
+                    )
+                },
+            ),
+        )
+        .await,
+    );
+    rows.push(
+        step(
+            "refund part",
+            each(
+                |i| i % 4 == 0,
+                |i| {
+                    (
+                        format!("ref{i}"),
+                        "/v1/points/refunds".to_owned(),
+                        "shop".to_owned(),
+                        format!(r#"{{"user_id":"c{i}","operation_id":"h{i}","amount":30}}"#),
+                    )
+                },
+            ),
+        )
+        .await,
+    );
+    // The quarter nobody closed: released by the expiry step once past their 60 s.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(2);
+    let reconciler = reconcile::Reconciler::new(h.worker.store.clone(), h.points_queue.clone());
+    let meter = Meter::start(&h.usage);
+    let report = crate::harness::functions()
+        .spawn(async move {
+            let mut report = reconcile::Report::default();
+            let until = std::time::Instant::now() + Duration::from_secs(3600);
+            reconciler
+                .expire_points(later, until, &mut report)
+                .await
+                .expect("the expiry step runs");
+            report
+        })
+        .await
+        .expect("the expiry step does not panic");
+    let measured = meter.finish(&h.usage);
+    let expired = accounts as u64 / 4;
+    assert_eq!(report.holds_released, expired, "{report:?}");
+    rows.push(row(
+        &measured,
+        &mut [],
+        Spec {
+            scenario: "checkout",
+            kind: "release at expiry",
+            ops: expired,
+            dynamodb: measured.sum(is_dynamodb),
+            sqs: measured.sum(is_sqs),
+            cpu_ops: expired,
+            limit: None,
+        },
+    ));
+    rows
 }
 
 /// Scenario 4, a midnight of expiries: accounts whose `sign_in` points all fall

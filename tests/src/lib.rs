@@ -264,9 +264,8 @@ impl TestApp {
         key: &str,
         body: serde_json::Value,
     ) -> (StatusCode, serde_json::Value) {
-        let scopes = uri
-            .starts_with("/v1/points/grants")
-            .then_some("points:admin");
+        // Every route under /v1/points/ needs the admin scope.
+        let scopes = uri.starts_with("/v1/points/").then_some("points:admin");
         self.request(Call {
             user: Some(user),
             scopes,
@@ -311,6 +310,7 @@ impl TestApp {
         }
         entries.reverse();
         let mut balance = 0u64;
+        let mut held_after = 0u64;
         for (i, entry) in entries.iter().enumerate() {
             assert_eq!(entry.seq, i as u64 + 1, "{user}: seq gap at {entry:?}");
             assert_eq!(
@@ -323,6 +323,11 @@ impl TestApp {
                 "{user}: {entry:?}"
             );
             balance = entry.balance_after;
+            assert_eq!(
+                entry.held_before, held_after,
+                "{user}: broken held chain at {entry:?}"
+            );
+            held_after = entry.held_after;
         }
         let account = self.store().account(&id).await.unwrap();
         assert_eq!(
@@ -330,10 +335,21 @@ impl TestApp {
             "{user}: balance is not the sum of entries"
         );
         assert_eq!(account.seq, entries.len() as u64);
+        let held: u64 = account.holds.values().map(|hold| hold.amount()).sum();
         assert_eq!(
-            account.lots.values().sum::<u64>(),
+            account.lots.values().sum::<u64>() + held,
             balance,
             "{user}: lots do not sum to the balance"
+        );
+        assert_eq!(
+            entries.last().map_or(0, |entry| entry.held_after),
+            held,
+            "{user}: the ledger does not explain the points held"
+        );
+        assert_eq!(
+            shared::domain::points::audit(&account, &entries),
+            vec![],
+            "{user}"
         );
         entries
     }

@@ -111,3 +111,26 @@ fn the_template_deploys_exactly_the_routes_the_code_serves() {
         "template.yaml routes the code lacks: {extra:?}"
     );
 }
+
+/// Every route under `/v1/points/` acts on other users' points: API Gateway's
+/// authorizer must require `points:admin` on each (the function checks it too).
+#[test]
+fn the_template_requires_the_admin_scope_on_every_admin_route() {
+    let template = read("template.yaml");
+    let scoped: BTreeSet<String> = template
+        .split("Type: HttpApi")
+        .filter(|event| event.contains("AuthorizationScopes: [points:admin]"))
+        .filter_map(|event| {
+            let path = event
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Path: "))?;
+            Some(path.trim_matches('"').to_owned())
+        })
+        .collect();
+    let admin: BTreeSet<String> = code_routes()
+        .into_iter()
+        .map(|(_, path)| path)
+        .filter(|path| path.starts_with("/v1/points/"))
+        .collect();
+    assert_eq!(scoped, admin);
+}

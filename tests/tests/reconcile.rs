@@ -319,7 +319,10 @@ async fn due_points_expire_once_as_entries_and_the_balance_follows() {
         (EntryKind::Expire, -20, 70, 50)
     );
     let balance = app.get("alice", "/v1/me/points").await;
-    assert_eq!(balance, serde_json::json!({"balance": 50, "held": 0, "available": 50, "expiring": []}));
+    assert_eq!(
+        balance,
+        serde_json::json!({"balance": 50, "held": 0, "available": 50, "expiring": []})
+    );
 
     let again = run(&app, later + Duration::days(1)).await;
     assert_eq!(again.points_expired, 0, "a second run expires nothing more");

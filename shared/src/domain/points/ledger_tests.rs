@@ -834,6 +834,17 @@ fn request_bodies_name_the_field_and_the_rule() {
     assert_eq!(code(r#"{"#), "invalid_json");
     assert_eq!(code(r#"{"amount":5,"extra":1}"#), "invalid_body");
     assert_eq!(
+        code(r#"{"amount":null}"#),
+        "invalid_amount",
+        "a spend needs its amount"
+    );
+    let refund = parse_body::<Refund>(br#"{"user_id":"bob","operation_id":"s1","amount":null}"#);
+    assert_eq!(
+        refund.unwrap().amount,
+        None,
+        "null is the same as leaving it out"
+    );
+    assert_eq!(
         parse_body::<Refund>(br#"{"user_id":"bob","operation_id":"a b"}"#)
             .unwrap_err()
             .code(),

@@ -375,16 +375,24 @@ impl PointsOperation {
 pub trait RequestBody: DeserializeOwned {
     /// Whether `amount` may be negative (never 0).
     const SIGNED_AMOUNT: bool = false;
+    /// Whether `amount` may be left out (or `null`, the same).
+    const OPTIONAL_AMOUNT: bool = false;
 }
 
 impl RequestBody for Grant {}
 impl RequestBody for Spend {}
 impl RequestBody for Transfer {}
 impl RequestBody for Hold {}
-impl RequestBody for Capture {}
+impl RequestBody for Capture {
+    const OPTIONAL_AMOUNT: bool = true;
+}
 impl RequestBody for Release {}
-impl RequestBody for Refund {}
-impl RequestBody for OwnCapture {}
+impl RequestBody for Refund {
+    const OPTIONAL_AMOUNT: bool = true;
+}
+impl RequestBody for OwnCapture {
+    const OPTIONAL_AMOUNT: bool = true;
+}
 impl RequestBody for OwnRelease {}
 impl RequestBody for Adjustment {
     const SIGNED_AMOUNT: bool = true;
@@ -402,8 +410,10 @@ pub fn parse_body<T: RequestBody>(bytes: &[u8]) -> Result<T, InvalidRequest> {
             "the body must be a JSON object",
         ));
     }
-    if let Some(amount) = value.get("amount") {
-        check_amount(amount, T::SIGNED_AMOUNT)?;
+    match value.get("amount") {
+        Some(Value::Null) if T::OPTIONAL_AMOUNT => {}
+        Some(amount) => check_amount(amount, T::SIGNED_AMOUNT)?,
+        None => {}
     }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
