@@ -288,11 +288,23 @@ impl PointsService {
             named = self.store.operation(refunder, &refund.operation_id).await?;
         }
         match named {
+            // An applied capture stands for the hold it closed; any other
+            // capture (rejected, pending) is itself what the refund finds.
             Some(OperationRecord {
+                status: OperationStatus::Applied,
                 request: Some(PointsRequest::Capture(capture)),
+                operation_id,
                 ..
-            }) if capture.user_id == *user => self.store.operation(user, &capture.hold_id).await,
-            Some(record) if record.caller == *user => Ok(Some(record)),
+            }) if capture.user_id == *user => {
+                let hold = self.store.operation(user, &capture.hold_id).await?;
+                Ok(hold.filter(|hold| hold.closed_by.as_ref() == Some(&operation_id)))
+            }
+            Some(record)
+                if record.caller == *user
+                    || matches!(&record.request, Some(PointsRequest::Capture(c)) if c.user_id == *user) =>
+            {
+                Ok(Some(record))
+            }
             _ => Ok(None),
         }
     }

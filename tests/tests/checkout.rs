@@ -238,6 +238,13 @@ async fn a_checkout_holds_captures_part_and_refunds_it_in_two_parts() {
     app.write(
         "shop",
         "/v1/points/refunds",
+        "rf7",
+        json!({"user_id": "alice", "operation_id": "c2"}),
+    )
+    .await;
+    app.write(
+        "shop",
+        "/v1/points/refunds",
         "rf6",
         json!({"user_id": "alice", "operation_id": "nothing-by-this-id"}),
     )
@@ -265,6 +272,11 @@ async fn a_checkout_holds_captures_part_and_refunds_it_in_two_parts() {
     assert_eq!(
         outcome(&app, "shop", "rf6").await,
         rejected("original_not_found")
+    );
+    assert_eq!(
+        outcome(&app, "shop", "rf7").await,
+        rejected("not_refundable"),
+        "c2 was rejected: it took nothing (found by the simulator)"
     );
     assert_eq!(balance(&app, "alice").await, (500, 0, 500));
     assert_eq!(app.status_of("alice", "h1").await["refundable"], 0);

@@ -70,11 +70,17 @@ async fn main() -> std::process::ExitCode {
             .collect();
         match &outcome.failure {
             None => println!(
-                "seed {seed}: {} ops, {} steps, {} checks, faults: {} — PASS ({:.0} s: steps {:.0}, settle {:.0}, audit {:.0})",
+                "seed {seed}: {} ops, {} steps, {} checks, faults: {}; entries: {} — PASS ({:.0} s: steps {:.0}, settle {:.0}, audit {:.0})",
                 outcome.ops,
                 outcome.steps,
                 outcome.checks,
                 faults.join(", "),
+                outcome
+                    .entries
+                    .iter()
+                    .map(|(kind, n)| format!("{kind} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 began.elapsed().as_secs_f64(),
                 outcome.seconds[0],
                 outcome.seconds[1],

@@ -147,6 +147,8 @@ pub struct Outcome {
     pub faults: BTreeMap<&'static str, u64>,
     /// Invariant checks made.
     pub checks: u64,
+    /// Ledger entries the final audit read, by kind: what the workload exercised.
+    pub entries: BTreeMap<&'static str, u64>,
     /// The first broken invariant, and the steps that led to it.
     pub failure: Option<String>,
     pub history: Vec<String>,
@@ -189,6 +191,7 @@ struct Sim {
     dead: Vec<Pending>,
     model: Model,
     faults_by_kind: BTreeMap<&'static str, u64>,
+    entries_by_kind: BTreeMap<&'static str, u64>,
     /// Whether the current step armed a fault (a 5xx without one is a violation).
     faulty_step: bool,
     checks: u64,
@@ -207,6 +210,7 @@ pub async fn run(seed: u64, ops: usize) -> Outcome {
         steps: sim.history.len() as u64,
         faults: sim.faults_by_kind.clone(),
         checks: sim.checks,
+        entries: sim.entries_by_kind.clone(),
         failure: result.err().map(|v| v.0),
         history: Vec::new(),
         seconds: sim.seconds,
@@ -255,6 +259,7 @@ impl Sim {
             dead: Vec::new(),
             model: Model::default(),
             faults_by_kind: BTreeMap::new(),
+            entries_by_kind: BTreeMap::new(),
             faulty_step: false,
             checks: 0,
             history: Vec::new(),
@@ -329,9 +334,14 @@ impl Sim {
         match choice {
             0..26 => self.like().await?,
             26..31 => self.read_likes().await?,
-            31..40 => self.points_write(WriteKind::Grant).await?,
-            40..48 => self.points_write(WriteKind::Spend).await?,
-            48..55 => self.points_write(WriteKind::Transfer).await?,
+            31..37 => self.points_write(WriteKind::Grant).await?,
+            37..41 => self.points_write(WriteKind::Spend).await?,
+            41..44 => self.points_write(WriteKind::Transfer).await?,
+            44..48 => self.points_write(WriteKind::Hold).await?,
+            48..51 => self.points_write(WriteKind::Capture).await?,
+            51..52 => self.points_write(WriteKind::Release).await?,
+            52..54 => self.points_write(WriteKind::Refund).await?,
+            54..55 => self.points_write(WriteKind::Adjust).await?,
             55..59 => self.reuse_key().await?,
             59..67 => self.read_points().await?,
             67..69 => self.direct_message().await?,
@@ -518,13 +528,49 @@ impl Sim {
         Ok(())
     }
 
+    /// A hold some user placed and was answered 202 for (holder, id, amount),
+    /// or now and then one nobody placed.
+    fn some_hold(&mut self) -> (&'static str, String, i64) {
+        let holds = self.recent(&[WriteKind::Hold]);
+        match holds.choose(&mut self.rng) {
+            Some((holder, id, amount)) if self.rng.random_bool(0.9) => {
+                let holder = USERS
+                    .iter()
+                    .find(|u| **u == holder.as_str())
+                    .copied()
+                    .unwrap_or("alice");
+                (holder, id.clone(), *amount)
+            }
+            _ => (self.user(), "no-such-hold".into(), 0),
+        }
+    }
+
+    /// Accepted writes of these kinds, (caller, key, amount): mostly the three
+    /// latest (a checkout captures the hold it just placed), now and then any.
+    fn recent(&mut self, kinds: &[WriteKind]) -> Vec<(String, String, i64)> {
+        let mut found: Vec<&Write> = self
+            .model
+            .writes
+            .values()
+            .filter(|w| kinds.contains(&w.kind) && w.accepted())
+            .collect();
+        found.sort_by_key(|w| w.sent_at_micros);
+        if self.rng.random_bool(0.8) {
+            found = found.split_off(found.len().saturating_sub(3));
+        }
+        found
+            .into_iter()
+            .map(|w| (w.caller.clone(), w.key.clone(), w.amount()))
+            .collect()
+    }
+
     fn fresh_key(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}{}", self.next_id)
     }
 
     async fn points_write(&mut self, kind: WriteKind) -> Result<(), Violation> {
-        let (caller, uri, body) = match kind {
+        let (caller, uri, body): (&str, String, Value) = match kind {
             WriteKind::Grant => {
                 let point_type = *["sign_in", "purchase", "bonus"]
                     .choose(&mut self.rng)
@@ -533,7 +579,7 @@ impl Sim {
                 let amount = self.rng.random_range(1..=200);
                 (
                     "admin",
-                    "/v1/points/grants",
+                    "/v1/points/grants".into(),
                     json!({"user_id": to, "amount": amount, "point_type": point_type}),
                 )
             }
@@ -541,8 +587,77 @@ impl Sim {
                 let amount = self.rng.random_range(1..=150);
                 (
                     self.user(),
-                    "/v1/me/points/spend",
+                    "/v1/me/points/spend".into(),
                     json!({"amount": amount}),
+                )
+            }
+            WriteKind::Hold => {
+                let amount = self.rng.random_range(1..=30);
+                // Some short enough to expire while the run goes on.
+                let seconds = *[60, 86_400, 604_800, 604_800]
+                    .choose(&mut self.rng)
+                    .expect("lifetimes");
+                let reference = self.fresh_key("order-");
+                (
+                    self.user(),
+                    "/v1/me/points/holds".into(),
+                    json!({"amount": amount, "expires_in_seconds": seconds, "reference": reference}),
+                )
+            }
+            WriteKind::Capture | WriteKind::Release => {
+                let (holder, hold_id, held) = self.some_hold();
+                let amount = (held > 0 && self.rng.random_bool(0.6))
+                    .then(|| self.rng.random_range(1..=held + 10));
+                let mut body = match amount {
+                    Some(amount) if kind == WriteKind::Capture => json!({"amount": amount}),
+                    _ => json!({}),
+                };
+                let verb = if kind == WriteKind::Capture {
+                    "capture"
+                } else {
+                    "release"
+                };
+                if self.rng.random_bool(0.5) {
+                    (
+                        holder,
+                        format!("/v1/me/points/holds/{hold_id}/{verb}"),
+                        body,
+                    )
+                } else {
+                    body["user_id"] = json!(holder);
+                    body["hold_id"] = json!(hold_id);
+                    ("shop", format!("/v1/points/holds/{verb}"), body)
+                }
+            }
+            WriteKind::Refund => {
+                // A spend, a hold or a capture of someone's, or nothing at all.
+                let recent = self.recent(&[WriteKind::Spend, WriteKind::Hold, WriteKind::Capture]);
+                let originals: Vec<(String, String)> = recent
+                    .into_iter()
+                    .map(|(caller, key, _)| {
+                        let write = &self.model.writes[&(caller, key.clone())];
+                        (write.ordering_account(), key)
+                    })
+                    .collect();
+                let (user, original) = originals
+                    .choose(&mut self.rng)
+                    .cloned()
+                    .unwrap_or_else(|| ("alice".into(), "none".into()));
+                let mut body =
+                    json!({"user_id": user, "operation_id": original, "reason": "returned"});
+                if self.rng.random_bool(0.6) {
+                    body["amount"] = json!(self.rng.random_range(1..=80));
+                }
+                ("shop", "/v1/points/refunds".into(), body)
+            }
+            WriteKind::Adjust => {
+                let to = self.user();
+                let amount =
+                    self.rng.random_range(1..=100) * if self.rng.random_bool(0.5) { 1 } else { -1 };
+                (
+                    "support",
+                    "/v1/points/adjustments".into(),
+                    json!({"user_id": to, "amount": amount, "reason": "ticket"}),
                 )
             }
             WriteKind::Transfer => {
@@ -551,7 +666,7 @@ impl Sim {
                 // Now and then a transfer to self: 400, never applied.
                 (
                     from,
-                    "/v1/me/points/transfers",
+                    "/v1/me/points/transfers".into(),
                     json!({"to_user_id": to, "amount": amount}),
                 )
             }
@@ -562,11 +677,12 @@ impl Sim {
             key: key.clone(),
             body: body.clone(),
             kind,
+            uri: uri.clone(),
             sent_at_micros: self.micros.load(Ordering::SeqCst),
             answers: Vec::new(),
         };
         let (status, answer) = self
-            .http(caller, Method::POST, uri, Some(&key), Some(&body))
+            .http(caller, Method::POST, &uri, Some(&key), Some(&body))
             .await?;
         write.answers.push(status.as_u16());
         if status == StatusCode::ACCEPTED {
@@ -599,21 +715,22 @@ impl Sim {
             return Ok(());
         };
         let write = self.model.writes[&id].clone();
-        let uri = match write.kind {
-            WriteKind::Grant => "/v1/points/grants",
-            WriteKind::Spend => "/v1/me/points/spend",
-            WriteKind::Transfer => "/v1/me/points/transfers",
-        };
         let same = self.rng.random_bool(0.6);
         let mut body = write.body.clone();
         if !same {
-            body["amount"] = json!(write.amount() + 1);
+            // Refunds and adjustments carry a reason; the others a description.
+            let field = if body.get("reason").is_some() {
+                "reason"
+            } else {
+                "description"
+            };
+            body[field] = json!("another request");
         }
         let (status, answer) = self
             .http(
                 &write.caller,
                 Method::POST,
-                uri,
+                &write.uri,
                 Some(&write.key),
                 Some(&body),
             )
@@ -727,6 +844,7 @@ impl Sim {
                     key: id.clone(),
                     body,
                     kind: WriteKind::Grant,
+                    uri: "/v1/points/grants".into(),
                     sent_at_micros: self.micros.load(Ordering::SeqCst),
                     answers: vec![202],
                 };
@@ -1172,16 +1290,11 @@ impl Sim {
             .collect();
         for id in uncertain {
             let write = self.model.writes[&id].clone();
-            let uri = match write.kind {
-                WriteKind::Grant => "/v1/points/grants",
-                WriteKind::Spend => "/v1/me/points/spend",
-                WriteKind::Transfer => "/v1/me/points/transfers",
-            };
             let (status, answer) = self
                 .http(
                     &write.caller,
                     Method::POST,
-                    uri,
+                    &write.uri,
                     Some(&write.key),
                     Some(&write.body),
                 )
@@ -1377,6 +1490,9 @@ impl Sim {
         let mut balances = 0i64;
         let mut by_kind: BTreeMap<&'static str, i64> = BTreeMap::new();
         let mut applied_entries: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        // How each operation's entries moved `held`, by (operation, kind).
+        let mut held_moves: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        let mut stored_holds: BTreeMap<String, BTreeMap<String, model::Lots>> = BTreeMap::new();
         let mut ledgers: BTreeMap<String, Vec<shared::domain::points::Entry>> = BTreeMap::new();
         let mut stored_lots: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
         let mut accounts: Vec<String> = USERS.iter().map(|u| (*u).to_owned()).collect();
@@ -1405,6 +1521,7 @@ impl Sim {
                 .await
                 .map_err(|e| Violation(format!("account: {e}")))?;
             let mut balance = 0i64;
+            let mut held = 0u64;
             let mut seen_ops = HashSet::new();
             for (i, entry) in entries.iter().enumerate() {
                 check!(
@@ -1431,7 +1548,23 @@ impl Sim {
                 );
                 let kind = entry.kind.name();
                 *by_kind.entry(kind).or_default() += entry.amount;
-                if kind != "expire" {
+                *self.entries_by_kind.entry(kind).or_default() += 1;
+                check!(
+                    self,
+                    entry.held_before == held,
+                    "{account}: entry {} holds {} after {held}",
+                    entry.seq,
+                    entry.held_before
+                );
+                held = entry.held_after;
+                // A hold's release at its expiry carries the hold's own id.
+                let expiry_release = entry.kind == shared::domain::points::EntryKind::Release
+                    && entry.hold_id.as_ref() == Some(&entry.operation_id);
+                if kind != "expire" && !expiry_release {
+                    held_moves
+                        .entry((entry.operation_id.to_string(), kind.to_owned()))
+                        .or_default()
+                        .push(entry.held_after as i64 - entry.held_before as i64);
                     check!(
                         self,
                         seen_ops.insert(entry.operation_id.to_string()),
@@ -1454,20 +1587,25 @@ impl Sim {
             );
             check!(
                 self,
-                state.lots.values().sum::<u64>() == state.balance,
-                "{account}: lots {:?} do not add up to {}",
+                state.lots.values().sum::<u64>() + state.held() == state.balance
+                    && state.held() == held,
+                "{account}: lots {:?} and holds {:?} do not add up to {} (ledger: {held} held)",
                 state.lots,
+                state.holds,
                 state.balance
             );
             let (_, shown) = self
                 .http(account, Method::GET, "/v1/me/points", None, None)
                 .await?;
-            let live: u64 = state.as_of(self.now()).balance;
+            let live = state.as_of(self.now());
             check!(
                 self,
-                shown["balance"].as_u64() == Some(live),
-                "{account}: shows {} with {live} unexpired",
-                shown["balance"]
+                shown["balance"].as_u64() == Some(live.balance)
+                    && shown["held"].as_u64() == Some(live.held())
+                    && shown["available"].as_u64() == Some(live.balance - live.held()),
+                "{account}: shows {shown} with {} unexpired, {} held",
+                live.balance,
+                live.held()
             );
             // The account's own operations applied in the order they were queued.
             let order = self
@@ -1483,6 +1621,7 @@ impl Sim {
                         e.kind,
                         shared::domain::points::EntryKind::Spend
                             | shared::domain::points::EntryKind::TransferOut
+                            | shared::domain::points::EntryKind::Hold
                     )
                 })
                 .map(|e| e.operation_id.to_string())
@@ -1497,11 +1636,8 @@ impl Sim {
                 "{account}: operations applied in the order {applied:?}, queued as {order:?}"
             );
             balances += balance;
-            stored_lots.insert(
-                account.clone(),
-                state
-                    .lots
-                    .iter()
+            let lots = |lots: &shared::domain::points::Lots| -> model::Lots {
+                lots.iter()
                     .map(|(expiry, amount)| {
                         let at = match expiry {
                             shared::domain::points::Expiry::At(at) => at.unix_timestamp(),
@@ -1509,6 +1645,15 @@ impl Sim {
                         };
                         (at, *amount as i64)
                     })
+                    .collect()
+            };
+            stored_lots.insert(account.clone(), lots(&state.lots));
+            stored_holds.insert(
+                account.clone(),
+                state
+                    .holds
+                    .iter()
+                    .map(|(id, hold)| (id.to_string(), lots(&hold.lots)))
                     .collect(),
             );
             ledgers.insert(account.clone(), entries);
@@ -1517,24 +1662,35 @@ impl Sim {
         match model::replay_lots(&ledgers) {
             Err(broken) => check!(self, false, "lot replay: {broken}"),
             Ok(replayed) => {
-                for (account, lots) in replayed {
+                for (account, replay) in replayed {
                     let stored = stored_lots.get(&account).cloned().unwrap_or_default();
                     check!(
                         self,
-                        lots == stored,
-                        "{account}: holds lots {stored:?}, the model's replay {lots:?}"
+                        replay.available == stored,
+                        "{account}: holds lots {stored:?}, the model's replay {:?}",
+                        replay.available
+                    );
+                    let holds = stored_holds.get(&account).cloned().unwrap_or_default();
+                    check!(
+                        self,
+                        replay.holds == holds,
+                        "{account}: open holds {holds:?}, the model's replay {:?}",
+                        replay.holds
                     );
                 }
             }
         }
-        // Conservation: what came in is held or went out.
-        let total_in = by_kind.get("grant").copied().unwrap_or(0);
-        let total_out = -(by_kind.get("spend").copied().unwrap_or(0)
-            + by_kind.get("expire").copied().unwrap_or(0));
+        // Conservation: what came in (grants, refunds, credits) is owned or
+        // went out (spends, captures, expiry, debits); transfers only move it.
+        let net: i64 = by_kind
+            .iter()
+            .filter(|(kind, _)| !kind.starts_with("transfer"))
+            .map(|(_, amount)| amount)
+            .sum();
         check!(
             self,
-            total_in - total_out == balances,
-            "grants {total_in} - spent and expired {total_out} != balances {balances}"
+            net == balances,
+            "entries other than transfers add up to {net}, balances to {balances}: {by_kind:?}"
         );
         let moved_in = by_kind.get("transfer_in").copied().unwrap_or(0);
         let moved_out = -by_kind.get("transfer_out").copied().unwrap_or(0);
@@ -1584,6 +1740,55 @@ impl Sim {
                     entries("transfer_out"),
                     entries("transfer_in")
                 ),
+                WriteKind::Adjust => check!(
+                    self,
+                    entries("adjust") == [amount],
+                    "{}: adjusted by {amount}, entries {:?}",
+                    write.key,
+                    entries("adjust")
+                ),
+                WriteKind::Hold => {
+                    let moved = held_moves
+                        .get(&(write.key.clone(), "hold".to_owned()))
+                        .cloned()
+                        .unwrap_or_default();
+                    check!(
+                        self,
+                        entries("hold") == [0] && moved == [amount],
+                        "{}: held {amount}, entries {:?} moving held by {moved:?}",
+                        write.key,
+                        entries("hold")
+                    )
+                }
+                WriteKind::Capture => {
+                    let taken = entries("capture");
+                    check!(
+                        self,
+                        taken.len() == 1
+                            && (write.body.get("amount").is_none() || taken == [-amount]),
+                        "{}: captured {:?}, entries {taken:?}",
+                        write.key,
+                        write.body.get("amount")
+                    )
+                }
+                WriteKind::Release => check!(
+                    self,
+                    entries("release") == [0],
+                    "{}: released, entries {:?}",
+                    write.key,
+                    entries("release")
+                ),
+                WriteKind::Refund => {
+                    let given = entries("refund");
+                    check!(
+                        self,
+                        given.len() == 1
+                            && (write.body.get("amount").is_none() || given == [amount]),
+                        "{}: refunded {:?}, entries {given:?}",
+                        write.key,
+                        write.body.get("amount")
+                    )
+                }
             }
         }
         // No operation applied that the client never had accepted.
