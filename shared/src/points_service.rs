@@ -194,7 +194,7 @@ impl PointsService {
         now: OffsetDateTime,
     ) -> Result<PointsOutcome, StoreError> {
         let settled = retry_conflicts(MAX_CONFLICTS, || async {
-            let found = self.snapshot(op).await?;
+            let found = self.snapshot(op, now).await?;
             Ok(match points::plan(op, &found, &self.point_types, now) {
                 Ok(plan) => (
                     self.store.commit_points(op, &plan).await?,
@@ -259,7 +259,15 @@ impl PointsService {
     /// Reads what the operation will be planned against: its accounts first,
     /// then the record it links to (see [`crate::store::points`] for why in
     /// this order).
-    async fn snapshot(&self, op: &PointsOperation) -> Result<Snapshot, StoreError> {
+    ///
+    /// A capture or release whose hold was accepted before it but is still
+    /// pending (its message lost, not yet re-driven) applies the hold first:
+    /// the hold's record holds the request, and its guard applies it once.
+    async fn snapshot(
+        &self,
+        op: &PointsOperation,
+        now: OffsetDateTime,
+    ) -> Result<Snapshot, StoreError> {
         let mut accounts = HashMap::new();
         for user in op.request.accounts(&op.caller) {
             accounts.insert(user.clone(), self.store.account(user).await?);
@@ -271,6 +279,11 @@ impl PointsService {
                 None => None,
             },
         };
+        if let Some(hold) = linked.as_ref().and_then(pending_hold) {
+            tracing::warn!(operation_id = %op.operation_id, hold_id = %hold.operation_id, "the hold is still pending: applying it first");
+            Box::pin(self.apply(&hold, now)).await?;
+            return Box::pin(self.snapshot(op, now)).await;
+        }
         Ok(Snapshot { accounts, linked })
     }
 
@@ -308,6 +321,13 @@ impl PointsService {
             _ => Ok(None),
         }
     }
+}
+
+/// The hold a record stands for, if it is a hold accepted and not yet applied.
+fn pending_hold(record: &OperationRecord) -> Option<PointsOperation> {
+    let pending = record.status == OperationStatus::Pending
+        && matches!(record.request, Some(PointsRequest::Hold(_)));
+    pending.then(|| record.operation()).flatten()
 }
 
 /// Runs `attempt` until it commits or finds its work already done, backing off

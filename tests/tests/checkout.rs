@@ -819,3 +819,44 @@ async fn fifty_holds_and_spends_racing_on_one_account_never_overdraw_it() {
     );
     app.audited_ledger("alice").await;
 }
+
+#[tokio::test]
+async fn a_capture_whose_hold_is_still_pending_applies_the_hold_first() {
+    let app = TestApp::spawn().await;
+    grant(&app, "g1", "alice", 100, "bonus").await;
+    app.drain().await;
+    // The hold was recorded (202) but its message is lost: only reconcile's
+    // re-drive, 15 minutes on, would queue it. The capture arrives first.
+    let now = OffsetDateTime::now_utc();
+    let hold = PointsOperation {
+        operation_id: OperationId::parse("h1").unwrap(),
+        caller: user("alice"),
+        request: serde_json::from_value(json!({"type": "hold", "amount": 40})).unwrap(),
+        accepted_at: now,
+    };
+    app.store().record_operation(&hold).await.unwrap();
+    let capture = message(
+        "c1",
+        "shop",
+        json!({"type": "capture", "user_id": "alice", "hold_id": "h1", "amount": 30}),
+        now,
+    );
+    let report = app
+        .worker
+        .apply_batch_at(vec![sqs_record("1", &capture)], now)
+        .await;
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(outcome(&app, "alice", "h1").await, applied());
+    assert_eq!(outcome(&app, "shop", "c1").await, applied());
+    assert_eq!(balance(&app, "alice").await, (70, 0, 70));
+    let kinds: Vec<EntryKind> = app
+        .audited_ledger("alice")
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [EntryKind::Grant, EntryKind::Hold, EntryKind::Capture]
+    );
+}

@@ -197,6 +197,10 @@ struct Sim {
     checks: u64,
     history: Vec<String>,
     next_id: u64,
+    /// The next capture or release closes the hold placed just before it.
+    close_newest_hold: bool,
+    /// The customer of that checkout, whom the next write acts for.
+    checkout_user: Option<&'static str>,
     seconds: [f64; 3],
 }
 
@@ -264,6 +268,8 @@ impl Sim {
             checks: 0,
             history: Vec::new(),
             next_id: 0,
+            close_newest_hold: false,
+            checkout_user: None,
             seconds: [0.0; 3],
         }
     }
@@ -338,8 +344,24 @@ impl Sim {
             37..41 => self.points_write(WriteKind::Spend).await?,
             41..44 => self.points_write(WriteKind::Transfer).await?,
             44..48 => self.points_write(WriteKind::Hold).await?,
-            48..51 => self.points_write(WriteKind::Capture).await?,
-            51..52 => self.points_write(WriteKind::Release).await?,
+            48..52 => {
+                // Half the time a whole checkout: the customer earns points,
+                // holds some, then the hold is captured or released.
+                self.close_newest_hold = self.rng.random_bool(0.5);
+                if self.close_newest_hold {
+                    let customer = self.user();
+                    self.checkout_user = Some(customer);
+                    self.points_write(WriteKind::Grant).await?;
+                    self.checkout_user = Some(customer);
+                    self.points_write(WriteKind::Hold).await?;
+                }
+                let kind = if choice < 51 {
+                    WriteKind::Capture
+                } else {
+                    WriteKind::Release
+                };
+                self.points_write(kind).await?;
+            }
             52..54 => self.points_write(WriteKind::Refund).await?,
             54..55 => self.points_write(WriteKind::Adjust).await?,
             55..59 => self.reuse_key().await?,
@@ -448,7 +470,10 @@ impl Sim {
     }
 
     fn user(&mut self) -> &'static str {
-        USERS.choose(&mut self.rng).expect("users")
+        match self.checkout_user.take() {
+            Some(user) => user,
+            None => USERS.choose(&mut self.rng).expect("users"),
+        }
     }
 
     /// Zipf-like: a few hot posts take most likes.
@@ -531,7 +556,10 @@ impl Sim {
     /// A hold some user placed and was answered 202 for (holder, id, amount),
     /// or now and then one nobody placed.
     fn some_hold(&mut self) -> (&'static str, String, i64) {
-        let holds = self.recent(&[WriteKind::Hold]);
+        let mut holds = self.recent(&[WriteKind::Hold]);
+        if std::mem::take(&mut self.close_newest_hold) {
+            holds = holds.split_off(holds.len().saturating_sub(1));
+        }
         match holds.choose(&mut self.rng) {
             Some((holder, id, amount)) if self.rng.random_bool(0.9) => {
                 let holder = USERS
@@ -592,7 +620,7 @@ impl Sim {
                 )
             }
             WriteKind::Hold => {
-                let amount = self.rng.random_range(1..=30);
+                let amount = self.rng.random_range(1..=15);
                 // Some short enough to expire while the run goes on.
                 let seconds = *[60, 86_400, 604_800, 604_800]
                     .choose(&mut self.rng)
@@ -631,7 +659,13 @@ impl Sim {
             }
             WriteKind::Refund => {
                 // A spend, a hold or a capture of someone's, or nothing at all.
-                let recent = self.recent(&[WriteKind::Spend, WriteKind::Hold, WriteKind::Capture]);
+                // Mostly what took points; now and then a hold (refundable once captured).
+                let kinds: &[WriteKind] = if self.rng.random_bool(0.8) {
+                    &[WriteKind::Spend, WriteKind::Capture]
+                } else {
+                    &[WriteKind::Hold]
+                };
+                let recent = self.recent(kinds);
                 let originals: Vec<(String, String)> = recent
                     .into_iter()
                     .map(|(caller, key, _)| {
@@ -1483,6 +1517,18 @@ impl Sim {
                         direct.operation_id
                     );
                 }
+            }
+        }
+        for w in &writes {
+            if matches!(
+                w.kind,
+                WriteKind::Capture | WriteKind::Refund | WriteKind::Hold
+            ) {
+                let o = &outcomes[&(w.caller.clone(), w.key.clone())];
+                eprintln!(
+                    "DEBUG {:?} {} {} {} {:?} -> {} {}",
+                    w.kind, w.key, w.uri, w.body, w.answers, o["status"], o["reason"]
+                );
             }
         }
         // Each account's ledger: a gapless, linked chain that adds up, each
