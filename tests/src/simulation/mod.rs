@@ -1519,18 +1519,6 @@ impl Sim {
                 }
             }
         }
-        for w in &writes {
-            if matches!(
-                w.kind,
-                WriteKind::Capture | WriteKind::Refund | WriteKind::Hold
-            ) {
-                let o = &outcomes[&(w.caller.clone(), w.key.clone())];
-                eprintln!(
-                    "DEBUG {:?} {} {} {} {:?} -> {} {}",
-                    w.kind, w.key, w.uri, w.body, w.answers, o["status"], o["reason"]
-                );
-            }
-        }
         // Each account's ledger: a gapless, linked chain that adds up, each
         // operation at most once.
         let mut balances = 0i64;
