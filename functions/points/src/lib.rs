@@ -14,8 +14,8 @@ use shared::domain::ids::{OperationId, UserId};
 use shared::domain::likes::parse_page_size;
 use shared::domain::points::request::{OwnCapture, OwnRelease};
 use shared::domain::points::{
-    Adjustment, Capture, Entry, Grant, Hold, InvalidRequest, OperationStatus, PointsRequest,
-    Refund, Rejection, Release, RequestBody, Spend, Transfer, lots_total, parse_body,
+    Entry, InvalidRequest, OperationStatus, PointsRequest, Rejection, RequestBody, lots_total,
+    parse_body,
 };
 use shared::http::{ApiQuery, Caller, Problem, Routes};
 use shared::points_service::{AcceptError, PointsService};
@@ -102,9 +102,7 @@ async fn grant(
     body: axum::body::Bytes,
 ) -> Answer {
     let caller = admin(caller, "granting points")?;
-    let key = idempotency_key(&headers)?;
-    let grant: Grant = body_of(&body)?;
-    accept(&api, caller, key, PointsRequest::Grant(grant)).await
+    write(&api, caller, &headers, &body, PointsRequest::Grant).await
 }
 
 async fn spend(
@@ -113,9 +111,7 @@ async fn spend(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    let key = idempotency_key(&headers)?;
-    let spend: Spend = body_of(&body)?;
-    accept(&api, caller.user, key, PointsRequest::Spend(spend)).await
+    write(&api, caller.user, &headers, &body, PointsRequest::Spend).await
 }
 
 async fn transfer(
@@ -124,9 +120,7 @@ async fn transfer(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    let key = idempotency_key(&headers)?;
-    let transfer: Transfer = body_of(&body)?;
-    accept(&api, caller.user, key, PointsRequest::Transfer(transfer)).await
+    write(&api, caller.user, &headers, &body, PointsRequest::Transfer).await
 }
 
 async fn hold(
@@ -135,9 +129,7 @@ async fn hold(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    let key = idempotency_key(&headers)?;
-    let hold: Hold = body_of(&body)?;
-    accept(&api, caller.user, key, PointsRequest::Hold(hold)).await
+    write(&api, caller.user, &headers, &body, PointsRequest::Hold).await
 }
 
 async fn capture_own(
@@ -148,10 +140,11 @@ async fn capture_own(
     body: axum::body::Bytes,
 ) -> Answer {
     let hold_id = hold_id_in_path(hold_id)?;
-    let key = idempotency_key(&headers)?;
-    let own: OwnCapture = body_of(&body)?;
-    let capture = own.of(caller.user.clone(), hold_id);
-    accept(&api, caller.user, key, PointsRequest::Capture(capture)).await
+    let holder = caller.user.clone();
+    write(&api, caller.user, &headers, &body, |own: OwnCapture| {
+        PointsRequest::Capture(own.of(holder, hold_id))
+    })
+    .await
 }
 
 async fn release_own(
@@ -162,15 +155,13 @@ async fn release_own(
     body: axum::body::Bytes,
 ) -> Answer {
     let hold_id = hold_id_in_path(hold_id)?;
-    let key = idempotency_key(&headers)?;
+    let holder = caller.user.clone();
     // A release needs no body.
-    let own: OwnRelease = if body.is_empty() {
-        body_of(b"{}")?
-    } else {
-        body_of(&body)?
-    };
-    let release = own.of(caller.user.clone(), hold_id);
-    accept(&api, caller.user, key, PointsRequest::Release(release)).await
+    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    write(&api, caller.user, &headers, body, |own: OwnRelease| {
+        PointsRequest::Release(own.of(holder, hold_id))
+    })
+    .await
 }
 
 async fn capture(
@@ -180,9 +171,7 @@ async fn capture(
     body: axum::body::Bytes,
 ) -> Answer {
     let caller = admin(caller, "capturing another user's hold")?;
-    let key = idempotency_key(&headers)?;
-    let capture: Capture = body_of(&body)?;
-    accept(&api, caller, key, PointsRequest::Capture(capture)).await
+    write(&api, caller, &headers, &body, PointsRequest::Capture).await
 }
 
 async fn release(
@@ -192,9 +181,7 @@ async fn release(
     body: axum::body::Bytes,
 ) -> Answer {
     let caller = admin(caller, "releasing another user's hold")?;
-    let key = idempotency_key(&headers)?;
-    let release: Release = body_of(&body)?;
-    accept(&api, caller, key, PointsRequest::Release(release)).await
+    write(&api, caller, &headers, &body, PointsRequest::Release).await
 }
 
 async fn refund(
@@ -204,9 +191,7 @@ async fn refund(
     body: axum::body::Bytes,
 ) -> Answer {
     let caller = admin(caller, "refunding points")?;
-    let key = idempotency_key(&headers)?;
-    let refund: Refund = body_of(&body)?;
-    accept(&api, caller, key, PointsRequest::Refund(refund)).await
+    write(&api, caller, &headers, &body, PointsRequest::Refund).await
 }
 
 async fn adjust(
@@ -216,9 +201,21 @@ async fn adjust(
     body: axum::body::Bytes,
 ) -> Answer {
     let caller = admin(caller, "adjusting a balance")?;
-    let key = idempotency_key(&headers)?;
-    let adjustment: Adjustment = body_of(&body)?;
-    accept(&api, caller, key, PointsRequest::Adjust(adjustment)).await
+    write(&api, caller, &headers, &body, PointsRequest::Adjust).await
+}
+
+/// Parse, call, map: the `Idempotency-Key`, then the body by the domain's
+/// rules, then [`accept`].
+async fn write<T: RequestBody>(
+    api: &PointsApi,
+    caller: UserId,
+    headers: &HeaderMap,
+    body: &[u8],
+    request: impl FnOnce(T) -> PointsRequest,
+) -> Answer {
+    let key = idempotency_key(headers)?;
+    let parsed: T = parse_body(body).map_err(invalid)?;
+    accept(api, caller, key, request(parsed)).await
 }
 
 /// The caller, if its token carries [`ADMIN_SCOPE`].
@@ -234,10 +231,6 @@ fn admin(caller: Caller, what: &str) -> Result<UserId, Problem> {
 
 fn invalid(invalid: InvalidRequest) -> Problem {
     Problem::bad_request(invalid.code(), invalid.to_string())
-}
-
-fn body_of<T: RequestBody>(bytes: &[u8]) -> Result<T, Problem> {
-    parse_body(bytes).map_err(invalid)
 }
 
 fn hold_id_in_path(hold_id: String) -> Result<OperationId, Problem> {

@@ -650,17 +650,43 @@ fn closed_hold(record: Option<&OperationRecord>) -> Rejection {
     }
 }
 
+/// The account (as time left it) without the open hold, and the hold; or why
+/// there is no such open hold, from the hold's record.
+fn take_hold(
+    ledger: &Ledger,
+    hold_id: &OperationId,
+    hold_record: Option<&OperationRecord>,
+) -> Result<(Account, OpenHold), Rejection> {
+    let mut next = ledger.current.clone();
+    let hold = next
+        .holds
+        .remove(hold_id)
+        .ok_or_else(|| closed_hold(hold_record))?;
+    Ok((next, hold))
+}
+
+/// The change to a hold's record that `op` closes it with.
+fn closes(
+    op: &PointsOperation,
+    holder: &UserId,
+    hold_id: &OperationId,
+    refundable: Option<Lots>,
+) -> LinkedUpdate {
+    LinkedUpdate {
+        user: holder.clone(),
+        operation_id: hold_id.clone(),
+        closed_by: Some(op.operation_id.clone()),
+        refundable,
+    }
+}
+
 fn plan_capture(
     op: &PointsOperation,
     capture: &Capture,
     mut ledger: Ledger,
     hold_record: Option<&OperationRecord>,
 ) -> Result<Plan, Rejection> {
-    let mut next = ledger.current.clone();
-    let mut hold = next
-        .holds
-        .remove(&capture.hold_id)
-        .ok_or_else(|| closed_hold(hold_record))?;
+    let (mut next, mut hold) = take_hold(&ledger, &capture.hold_id, hold_record)?;
     let held = hold.amount();
     let amount = capture.amount.map_or(held, |amount| amount.get());
     if amount == 0 || amount > held {
@@ -679,12 +705,12 @@ fn plan_capture(
         },
     );
     Ok(Plan {
-        linked: Some(LinkedUpdate {
-            user: capture.user_id.clone(),
-            operation_id: capture.hold_id.clone(),
-            closed_by: Some(op.operation_id.clone()),
-            refundable: Some(captured),
-        }),
+        linked: Some(closes(
+            op,
+            &capture.user_id,
+            &capture.hold_id,
+            Some(captured),
+        )),
         ..Plan::of(vec![ledger.finish()])
     })
 }
@@ -695,11 +721,7 @@ fn plan_release(
     mut ledger: Ledger,
     hold_record: Option<&OperationRecord>,
 ) -> Result<Plan, Rejection> {
-    let mut next = ledger.current.clone();
-    let hold = next
-        .holds
-        .remove(&release.hold_id)
-        .ok_or_else(|| closed_hold(hold_record))?;
+    let (mut next, hold) = take_hold(&ledger, &release.hold_id, hold_record)?;
     next.return_lots(&hold.lots);
     ledger.write_own(
         next,
@@ -711,12 +733,7 @@ fn plan_release(
         },
     );
     Ok(Plan {
-        linked: Some(LinkedUpdate {
-            user: release.user_id.clone(),
-            operation_id: release.hold_id.clone(),
-            closed_by: Some(op.operation_id.clone()),
-            refundable: None,
-        }),
+        linked: Some(closes(op, &release.user_id, &release.hold_id, None)),
         ..Plan::of(vec![ledger.finish()])
     })
 }
