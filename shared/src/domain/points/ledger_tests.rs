@@ -857,3 +857,62 @@ fn request_bodies_name_the_field_and_the_rule() {
         "invalid_hold_id"
     );
 }
+
+#[test]
+fn the_audit_recomputes_held_from_the_ledger_too() {
+    let t = datetime!(2026-11-21 05:30 UTC);
+    let mut accounts = HashMap::new();
+    let granted = apply_at(
+        &mut accounts,
+        &op("admin", grant("alice", 100, "bonus"), t),
+        None,
+        t,
+    )
+    .unwrap();
+    let held = apply_at(
+        &mut accounts,
+        &with_id(op("alice", hold(40, None), t), "h1"),
+        None,
+        t,
+    )
+    .unwrap();
+    let alice = accounts[&user("alice")].clone();
+    let entries = ledger_of(&[&granted, &held], "alice");
+    assert_eq!(audit(&alice, &entries), vec![]);
+
+    let mut tampered = entries.clone();
+    tampered[1].held_after = 50;
+    assert_eq!(
+        audit(&alice, &tampered),
+        vec![Finding::HeldMismatch {
+            held: 40,
+            newest_held_after: 50
+        }]
+    );
+    let mut unlinked = entries.clone();
+    unlinked[1].held_before = 5;
+    assert!(
+        audit(&alice, &unlinked).contains(&Finding::BrokenHeldChain {
+            seq: 2,
+            held_before: 5,
+            previous_held_after: 0
+        })
+    );
+    let mut emptied = alice.clone();
+    emptied.holds.clear();
+    let findings = audit(&emptied, &entries);
+    assert!(
+        findings.contains(&Finding::HeldMismatch {
+            held: 0,
+            newest_held_after: 40
+        }),
+        "{findings:?}"
+    );
+    assert!(
+        findings.contains(&Finding::LotsMismatch {
+            balance: 100,
+            sum_of_lots: 60
+        }),
+        "{findings:?}"
+    );
+}
