@@ -999,16 +999,24 @@ impl Sim {
         })
     }
 
-    /// [`invoke`](Self::invoke); now and then the batch's later half is
-    /// delivered again, to a second invocation, while the first still runs (its
-    /// visibility timeout passed). The first invocation's answer decides.
-    async fn invoke_maybe_twice(&mut self, records: Vec<SqsMessage>) -> Option<HashSet<String>> {
+    /// [`invoke`](Self::invoke); now and then messages of the batch are
+    /// delivered again, to a second invocation, while the first still runs (their
+    /// visibility timeout passed). From the likes queue that is any of them (here
+    /// the later half); from the FIFO queue a group comes back from its first
+    /// undeleted message, in order, so the whole batch. The first invocation's
+    /// answer decides.
+    async fn invoke_maybe_twice(
+        &mut self,
+        records: Vec<SqsMessage>,
+        fifo: bool,
+    ) -> Option<HashSet<String>> {
         if records.len() < 2 || !self.rng.random_bool(0.5) {
             return self.invoke(records).await;
         }
         self.fault("concurrent_redelivery");
         let mut event = SqsEvent::default();
-        event.records = records[records.len() / 2..].to_vec();
+        let from = if fifo { 0 } else { records.len() / 2 };
+        event.records = records[from..].to_vec();
         let second = self.app.worker.clone();
         let (first, _) = futures::join!(
             self.invoke(records),
@@ -1071,7 +1079,7 @@ impl Sim {
         }
         self.maybe_crash(0.5);
         self.log(format!("deliver {} likes", records.len()));
-        let failed = self.invoke_maybe_twice(records).await;
+        let failed = self.invoke_maybe_twice(records, false).await;
         let mut touched = Vec::new();
         for pending in batch {
             let id = pending.message.message_id.clone().unwrap_or_default();
@@ -1161,7 +1169,7 @@ impl Sim {
             .collect();
         self.maybe_crash(0.5);
         self.log(format!("deliver {} points messages", records.len()));
-        let failed = self.invoke_maybe_twice(records).await;
+        let failed = self.invoke_maybe_twice(records, true).await;
         for (group, batch) in taken {
             // SQS FIFO: from the first failure on, the group's messages come back in order.
             let mut back: Vec<Pending> = Vec::new();
