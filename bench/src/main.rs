@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench [--scale 0.2] [--json bench-results.json] [--arm64-dir target/lambda]
-//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|functions]
+//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|toggling|functions]
 //! ```
 //! Needs the emulator at `AWS_ENDPOINT_URL` (`make bench` starts one) and, for
 //! the function figures, the release binaries beside this one (`make bench` builds them).
@@ -63,7 +63,7 @@ struct Args {
     json: PathBuf,
     arm64_dir: Option<PathBuf>,
     skip_functions: bool,
-    /// Run one part only: hot, mixed, points, expiry, checkout or functions.
+    /// Run one part only: hot, mixed, points, expiry, checkout, toggling or functions.
     only: Option<String>,
 }
 
@@ -90,11 +90,9 @@ fn args() -> Args {
             }
             "--skip-functions" => args.skip_functions = true,
             "--only" => {
-                args.only = Some(
-                    given
-                        .next()
-                        .expect("--only takes hot, mixed, points, expiry, checkout or functions"),
-                )
+                args.only = Some(given.next().expect(
+                    "--only takes hot, mixed, points, expiry, checkout, toggling or functions",
+                ))
             }
             other => panic!("unknown argument {other}; see the module docs"),
         }
@@ -149,6 +147,10 @@ async fn main() {
     if wanted("checkout") {
         eprintln!("bench: checkout");
         rows.extend(scenarios::checkout(&aws, args.scale).await);
+    }
+    if wanted("toggling") {
+        eprintln!("bench: toggling");
+        rows.push(scenarios::toggling(&aws, args.scale).await);
     }
     let functions = if args.skip_functions || !wanted("functions") {
         Vec::new()

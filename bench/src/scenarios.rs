@@ -183,6 +183,73 @@ pub async fn hot_post(
     (row, result, limits)
 }
 
+/// Scenario 6, toggling: users like and unlike one post over and over (11
+/// times each, one after another, so each ends liking it), all users at once.
+/// The worker writes only the latest operation per (user, post) in a batch.
+pub async fn toggling(aws: &SdkConfig, scale: f64) -> Row {
+    const TOGGLES: u64 = 11;
+    let h = Harness::new(aws).await;
+    let users = ((200.0 * scale).round() as u64).max(4);
+    let pumps = h.start_pumps(&h.likes_mapping, POLLERS, Fault::None);
+    let meter = Meter::start(&h.usage);
+    let latencies: Vec<Vec<Duration>> = futures::stream::iter(0..users)
+        .map(|i| {
+            let user = format!("toggler-{i}");
+            let (like, pumps) = (&h.like, &pumps);
+            async move {
+                let mut latencies = Vec::new();
+                for toggle in 0..TOGGLES {
+                    pumps.keep_up_with(i * TOGGLES + toggle).await;
+                    let call = Call {
+                        method: if toggle % 2 == 0 { "PUT" } else { "DELETE" },
+                        path: "/v1/posts/toggled/like",
+                        query: "",
+                        user: &user,
+                        scope: "",
+                        key: None,
+                        body: None,
+                    };
+                    let (status, latency) = http(like, call).await;
+                    assert_eq!(status, 202);
+                    latencies.push(latency);
+                }
+                latencies
+            }
+        })
+        .buffer_unordered(CLIENTS)
+        .collect()
+        .await;
+    let toggled = PostId::parse("toggled").unwrap();
+    drained(&h.likes_queue).await;
+    let measured = meter.finish(&h.usage);
+    pumps.stop().await;
+    assert_eq!(
+        h.checks.like_count(&toggled).await.unwrap(),
+        users,
+        "every user's last word was like"
+    );
+    let ops = users * TOGGLES;
+    let register_writes = measured.sum(|c| c.ends_with("apply_like")).requests;
+    eprintln!(
+        "bench: toggling: {register_writes} register writes for {ops} toggles ({:.2} per toggle)",
+        register_writes as f64 / ops as f64
+    );
+    let mut latencies: Vec<Duration> = latencies.into_iter().flatten().collect();
+    row(
+        &measured,
+        &mut latencies,
+        Spec {
+            scenario: "toggling",
+            kind: "like/unlike, 11 per user",
+            ops,
+            dynamodb: measured.sum(is_dynamodb),
+            sqs: measured.sum(is_sqs),
+            cpu_ops: ops,
+            limit: None,
+        },
+    )
+}
+
 /// Zipf-distributed picks from 0..n (s = 1): a few posts take most of the traffic.
 struct Zipf {
     cumulative: Vec<f64>,

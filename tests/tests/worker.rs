@@ -174,3 +174,54 @@ async fn a_poison_message_reaches_the_dead_letter_queue_after_bounded_receives()
     assert_eq!(receives, 1 + tests::TEST_QUEUES.max_receive_count as usize);
     assert_eq!(app.store().like_count(&post("p1")).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_user_toggling_a_like_within_a_batch_costs_one_register_write_and_counts_exactly() {
+    let app = TestApp::spawn().await;
+    let usage = std::sync::Arc::new(shared::usage::Usage::default());
+    let mut worker = app.worker.clone();
+    worker.store = worker.store.clone().with_usage(usage.clone());
+    let now = OffsetDateTime::now_utc();
+    let at = |ms: i64| now - time::Duration::milliseconds(1000 - ms);
+    // alice toggles six times (ending on unlike), bob likes, carol's like comes twice.
+    let mut bodies: Vec<String> = (0..6)
+        .map(|i| {
+            let action = if i % 2 == 0 {
+                LikeAction::Like
+            } else {
+                LikeAction::Unlike
+            };
+            envelope("alice", "p1", action, at(i * 10))
+        })
+        .collect();
+    bodies.push(envelope("bob", "p1", LikeAction::Like, at(5)));
+    let carol = envelope("carol", "p1", LikeAction::Like, at(7));
+    bodies.push(carol.clone());
+    bodies.push(carol);
+    let mut records: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| sqs_record(&format!("m{i}"), body))
+        .collect();
+    records.shuffle(&mut rand::rng());
+    let report = worker.apply_batch(records).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(
+        (report.applied, report.superseded, report.duplicates),
+        (3, 5, 1),
+        "{report:?}"
+    );
+    let register_writes = usage.snapshot()["dynamodb:UpdateItem apply_like"].requests;
+    assert_eq!(
+        register_writes, 3,
+        "one per (user, post), not one per message"
+    );
+    assert_eq!(app.store().like_count(&post("p1")).await.unwrap(), 2);
+    let alice = UserId::parse("alice").unwrap();
+    let liked = app
+        .store()
+        .liked_posts(&alice, &[post("p1")])
+        .await
+        .unwrap();
+    assert!(!liked.contains(&post("p1")), "alice's last word was unlike");
+}

@@ -1,8 +1,10 @@
 //! The worker: applies queued operations to DynamoDB, idempotently.
 //!
 //! A batch of like operations is applied in two steps:
-//! 1. each operation moves its (user, post) register with one conditional write
-//!    ([`Store::apply_like`]), which says how the post's count changes;
+//! 1. the latest operation per (user, post) in the batch moves that register with
+//!    one conditional write ([`Store::apply_like`]), which says how the post's
+//!    count changes; the batch's older operations on the same register are
+//!    answered superseded without a write (they would be, after the latest);
 //! 2. each post touched by the batch gets **one** counter write carrying the
 //!    batch's net change for it, however many likes it took.
 //!
@@ -28,7 +30,7 @@ use futures::StreamExt as _;
 use lambda_runtime::LambdaEvent;
 use shared::clock::Clock;
 use shared::domain::ids::{OperationId, PostId};
-use shared::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
+use shared::domain::likes::{self, LikeAction, LikeOperation, LikeOutcome};
 use shared::http::error_chain;
 use shared::message::{Envelope, Read};
 use shared::points_service::{PointsOutcome, PointsService};
@@ -155,6 +157,7 @@ impl Worker {
         }
         self.set_aside(set_aside, &mut report).await;
         self.reject_invalid(invalid, now, &mut report).await;
+        let likes = self.skip_overtaken(likes, &mut report);
         let outcomes = self.apply_registers(likes).await;
         self.apply_counters(outcomes, &mut report).await;
         let kinds: HashMap<String, Kind> = points_ops
@@ -232,6 +235,28 @@ impl Worker {
                 report.fail(id, Kind::Undecodable);
             }
         }
+    }
+
+    /// Of several operations on one (user, post) in the batch, only the latest
+    /// is written ([`likes::latest_per_register`]): the others are answered as
+    /// superseded (or duplicates) without a write. A user toggling a like ten
+    /// times in a second costs one register write.
+    fn skip_overtaken(
+        &self,
+        likes: Vec<(String, LikeOperation)>,
+        report: &mut BatchReport,
+    ) -> Vec<(String, LikeOperation)> {
+        let (latest, overtaken) = likes::latest_per_register(likes);
+        for skipped in overtaken {
+            let tally = report.tally(Kind::of_like(skipped.like.action));
+            if skipped.duplicate {
+                tally.duplicates += 1;
+            } else {
+                tally.superseded += 1;
+            }
+            tracing::info!(operation_id = %skipped.like.operation_id, user = %skipped.like.user, post = %skipped.like.post, duplicate = skipped.duplicate, "like operation overtaken in its batch");
+        }
+        latest
     }
 
     /// Step 1: one conditional write per operation, at most [`CONCURRENT_WRITES`] at once.

@@ -7,7 +7,7 @@
 //! change moves the count by [`count_delta`], and the deltas telescope to the exact
 //! total whatever order the operations arrive in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use time::{Duration, OffsetDateTime};
 
@@ -114,6 +114,49 @@ pub fn count_delta(previously_liked: bool, now_liked: bool) -> i64 {
     i64::from(now_liked) - i64::from(previously_liked)
 }
 
+/// A like operation a batch need not write: the same (user, post) has a later
+/// one in the batch.
+#[derive(Debug)]
+pub struct Overtaken<T> {
+    pub message: T,
+    pub like: LikeOperation,
+    /// The very operation that is written (the message came twice), rather
+    /// than an older one it supersedes.
+    pub duplicate: bool,
+}
+
+/// Splits a batch's like operations into the latest per (user, post), the only
+/// ones worth a register write, and the rest. Written after the latest, any
+/// other would be superseded by its version condition anyway, so skipping it
+/// changes no register and no count, and saves a write per toggle.
+pub fn latest_per_register<T>(
+    likes: Vec<(T, LikeOperation)>,
+) -> (Vec<(T, LikeOperation)>, Vec<Overtaken<T>>) {
+    let mut latest: HashMap<(UserId, PostId), (T, LikeOperation)> = HashMap::new();
+    let mut overtaken = Vec::new();
+    for (message, like) in likes {
+        let key = (like.user.clone(), like.post.clone());
+        let (message, like) = match latest.remove(&key) {
+            None => (message, like),
+            Some((kept_message, kept)) => {
+                let (newer, older) = if like.version() > kept.version() {
+                    ((message, like), (kept_message, kept))
+                } else {
+                    ((kept_message, kept), (message, like))
+                };
+                overtaken.push(Overtaken {
+                    duplicate: older.1.operation_id == newer.1.operation_id,
+                    message: older.0,
+                    like: older.1,
+                });
+                newer
+            }
+        };
+        latest.insert(key, (message, like));
+    }
+    (latest.into_values().collect(), overtaken)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PostIdsError {
     #[error("post_ids must name at least one post")]
@@ -173,6 +216,43 @@ mod tests {
 
     fn op(id: &str) -> OperationId {
         OperationId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn only_the_latest_operation_per_register_in_a_batch_is_written() {
+        let t = datetime!(2026-11-21 05:30 UTC);
+        let like = |id: &str, user: &str, action, seconds| LikeOperation {
+            operation_id: op(id),
+            user: UserId::parse(user).unwrap(),
+            post: PostId::parse("p1").unwrap(),
+            action,
+            accepted_at: t + Duration::seconds(seconds),
+        };
+        // alice toggles five times, delivered out of order and one twice; bob likes once.
+        let batch = vec![
+            (1, like("a2", "alice", LikeAction::Unlike, 2)),
+            (2, like("a5", "alice", LikeAction::Like, 5)),
+            (3, like("a1", "alice", LikeAction::Like, 1)),
+            (4, like("b1", "bob", LikeAction::Like, 1)),
+            (5, like("a4", "alice", LikeAction::Unlike, 4)),
+            (6, like("a5", "alice", LikeAction::Like, 5)),
+            (7, like("a3", "alice", LikeAction::Like, 3)),
+        ];
+        let (latest, overtaken) = latest_per_register(batch);
+        let mut written: Vec<(i32, &str)> = latest
+            .iter()
+            .map(|(m, l)| (*m, l.operation_id.as_str()))
+            .collect();
+        written.sort();
+        assert_eq!(written, [(2, "a5"), (4, "b1")]);
+        let mut skipped: Vec<(i32, bool)> =
+            overtaken.iter().map(|o| (o.message, o.duplicate)).collect();
+        skipped.sort();
+        assert_eq!(
+            skipped,
+            [(1, false), (3, false), (5, false), (6, true), (7, false)],
+            "message 6 is a5 again"
+        );
     }
 
     #[test]
