@@ -260,9 +260,10 @@ impl PointsService {
     /// then the record it links to (see [`crate::store::points`] for why in
     /// this order).
     ///
-    /// A capture or release whose hold was accepted before it but is still
-    /// pending (its message lost, not yet re-driven) applies the hold first:
-    /// the hold's record holds the request, and its guard applies it once.
+    /// A capture or release whose hold, or a refund whose spend or capture, was
+    /// accepted before it but is still pending (its message lost, not yet
+    /// re-driven) applies that first: the record holds the request, and its
+    /// guard applies it once.
     async fn snapshot(
         &self,
         op: &PointsOperation,
@@ -279,9 +280,9 @@ impl PointsService {
                 None => None,
             },
         };
-        if let Some(hold) = linked.as_ref().and_then(pending_hold) {
-            tracing::warn!(operation_id = %op.operation_id, hold_id = %hold.operation_id, "the hold is still pending: applying it first");
-            Box::pin(self.apply(&hold, now)).await?;
+        if let Some(earlier) = linked.as_ref().and_then(pending_original) {
+            tracing::warn!(operation_id = %op.operation_id, original = %earlier.operation_id, "what it acts on is still pending: applying that first");
+            Box::pin(self.apply(&earlier, now)).await?;
             return Box::pin(self.snapshot(op, now)).await;
         }
         Ok(Snapshot { accounts, linked })
@@ -296,9 +297,20 @@ impl PointsService {
         refund: &Refund,
     ) -> Result<Option<OperationRecord>, StoreError> {
         let user = &refund.user_id;
-        let mut named = self.store.operation(user, &refund.operation_id).await?;
-        if named.is_none() && refunder != user {
-            named = self.store.operation(refunder, &refund.operation_id).await?;
+        // Ids are per caller: the refunding service's own capture of this user
+        // is what it means first, so a user's record cannot shadow it.
+        let mut named = None;
+        if refunder != user {
+            named = self
+                .store
+                .operation(refunder, &refund.operation_id)
+                .await?
+                .filter(|record| {
+                    matches!(&record.request, Some(PointsRequest::Capture(c)) if c.user_id == *user)
+                });
+        }
+        if named.is_none() {
+            named = self.store.operation(user, &refund.operation_id).await?;
         }
         match named {
             // An applied capture stands for the hold it closed; any other
@@ -323,10 +335,14 @@ impl PointsService {
     }
 }
 
-/// The hold a record stands for, if it is a hold accepted and not yet applied.
-fn pending_hold(record: &OperationRecord) -> Option<PointsOperation> {
+/// The operation a record stands for, if it is a hold, spend or capture
+/// accepted and not yet applied: what a capture, release or refund acts on.
+fn pending_original(record: &OperationRecord) -> Option<PointsOperation> {
     let pending = record.status == OperationStatus::Pending
-        && matches!(record.request, Some(PointsRequest::Hold(_)));
+        && matches!(
+            record.request,
+            Some(PointsRequest::Hold(_) | PointsRequest::Spend(_) | PointsRequest::Capture(_))
+        );
     pending.then(|| record.operation()).flatten()
 }
 

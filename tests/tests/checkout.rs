@@ -860,3 +860,74 @@ async fn a_capture_whose_hold_is_still_pending_applies_the_hold_first() {
         [EntryKind::Grant, EntryKind::Hold, EntryKind::Capture]
     );
 }
+
+#[tokio::test]
+async fn a_refund_names_the_refunding_services_capture_before_a_users_record_of_the_same_id() {
+    let app = TestApp::spawn().await;
+    grant(&app, "g1", "alice", 1000, "bonus").await;
+    app.drain().await;
+    // alice spends 500 under the key the shop will use for its capture.
+    app.write(
+        "alice",
+        "/v1/me/points/spend",
+        "order-42",
+        json!({"amount": 500}),
+    )
+    .await;
+    app.write("alice", "/v1/me/points/holds", "h1", json!({"amount": 100}))
+        .await;
+    app.drain().await;
+    app.write(
+        "shop",
+        "/v1/points/holds/capture",
+        "order-42",
+        json!({"user_id": "alice", "hold_id": "h1", "amount": 60}),
+    )
+    .await;
+    app.drain().await;
+    app.write(
+        "shop",
+        "/v1/points/refunds",
+        "rf1",
+        json!({"user_id": "alice", "operation_id": "order-42"}),
+    )
+    .await;
+    app.drain().await;
+    let refund = app.status_of("shop", "rf1").await;
+    assert_eq!(
+        refund["entry"]["amount"], 60,
+        "the shop's capture, not alice's spend: {refund}"
+    );
+    assert_eq!(app.status_of("alice", "order-42").await["refundable"], 500);
+    assert_eq!(app.status_of("alice", "h1").await["refundable"], 0);
+}
+
+#[tokio::test]
+async fn a_refund_of_a_spend_still_pending_applies_the_spend_first() {
+    let app = TestApp::spawn().await;
+    grant(&app, "g1", "alice", 100, "bonus").await;
+    app.drain().await;
+    let now = OffsetDateTime::now_utc();
+    let spend = PointsOperation {
+        operation_id: OperationId::parse("s1").unwrap(),
+        caller: user("alice"),
+        request: serde_json::from_value(json!({"type": "spend", "amount": 40})).unwrap(),
+        accepted_at: now,
+    };
+    app.store().record_operation(&spend).await.unwrap();
+    let refund = message(
+        "rf1",
+        "shop",
+        json!({"type": "refund", "user_id": "alice", "operation_id": "s1", "amount": 10}),
+        now,
+    );
+    let report = app
+        .worker
+        .apply_batch_at(vec![sqs_record("1", &refund)], now)
+        .await;
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(outcome(&app, "alice", "s1").await, applied());
+    assert_eq!(outcome(&app, "shop", "rf1").await, applied());
+    assert_eq!(balance(&app, "alice").await, (70, 0, 70));
+    app.audited_ledger("alice").await;
+}

@@ -22,7 +22,10 @@ pub const MAX_POINTS_AGE: Duration = Duration::days(365);
 pub const MAX_ACCEPTED_SKEW: Duration = Duration::minutes(5);
 
 pub fn format(at: OffsetDateTime) -> String {
-    let utc = at.to_offset(UtcOffset::UTC);
+    // A stored time with an offset may lie past year 9999 in UTC: no panic.
+    let Some(utc) = at.checked_to_offset(UtcOffset::UTC) else {
+        return at.unix_timestamp().to_string();
+    };
     // Years outside 0..=9999 have no fixed-width form; `accepted_at` is checked
     // against the window above before anything is stored, so this is a fallback
     // that keeps a log line or an error message from panicking.
@@ -92,6 +95,16 @@ pub mod serde_fixed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_past_year_9999_in_utc_formats_without_panicking() {
+        let at = OffsetDateTime::parse(
+            "9999-12-31T23:00:00-05:00",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(format(at), at.unix_timestamp().to_string());
+    }
     use time::macros::datetime;
 
     #[test]

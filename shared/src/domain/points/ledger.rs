@@ -694,7 +694,8 @@ fn plan_capture(
     }
     let (captured, _) = split_soonest(&mut hold.lots, amount);
     next.return_lots(&hold.lots);
-    next.balance -= amount;
+    // A hand-edited account may hold less than its holds say.
+    next.balance = next.balance.saturating_sub(amount);
     ledger.write_own(
         next,
         Draft {

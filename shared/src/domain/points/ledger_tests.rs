@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::*;
 use crate::domain::points::request::*;
@@ -915,4 +915,31 @@ fn the_audit_recomputes_held_from_the_ledger_too() {
         }),
         "{findings:?}"
     );
+}
+
+#[test]
+fn a_capture_on_a_hand_edited_account_never_underflows() {
+    let t = datetime!(2026-11-21 05:30 UTC);
+    let edited = Account {
+        balance: 50,
+        seq: 3,
+        lots: Lots::new(),
+        holds: BTreeMap::from([(
+            id("h1"),
+            OpenHold {
+                lots: Lots::from([(Expiry::Never, 100)]),
+                expires_at: t + Duration::hours(1),
+                reference: None,
+            },
+        )]),
+    };
+    let mut accounts = HashMap::from([(user("alice"), edited)]);
+    let plan = apply_at(
+        &mut accounts,
+        &op("shop", capture("alice", "h1", None), t),
+        None,
+        t,
+    )
+    .unwrap();
+    assert_eq!(plan.changes[0].after.balance, 0);
 }
