@@ -280,7 +280,10 @@ impl PointsService {
                 None => None,
             },
         };
-        if let Some(earlier) = linked.as_ref().and_then(pending_original) {
+        if let Some(earlier) = linked
+            .as_ref()
+            .and_then(|record| pending_original(op, record))
+        {
             tracing::warn!(operation_id = %op.operation_id, original = %earlier.operation_id, "what it acts on is still pending: applying that first");
             Box::pin(self.apply(&earlier, now)).await?;
             return Box::pin(self.snapshot(op, now)).await;
@@ -335,14 +338,23 @@ impl PointsService {
     }
 }
 
-/// The operation a record stands for, if it is a hold, spend or capture
-/// accepted and not yet applied: what a capture, release or refund acts on.
-fn pending_original(record: &OperationRecord) -> Option<PointsOperation> {
-    let pending = record.status == OperationStatus::Pending
-        && matches!(
-            record.request,
-            Some(PointsRequest::Hold(_) | PointsRequest::Spend(_) | PointsRequest::Capture(_))
-        );
+/// What `op` acts on, if it was accepted and not yet applied: the hold of a
+/// capture or release, the spend or capture of a refund. Only those kinds, and
+/// never `op` itself (a capture may name its own id as the hold), so applying
+/// it first goes at most two steps deep (refund, capture, hold).
+fn pending_original(op: &PointsOperation, record: &OperationRecord) -> Option<PointsOperation> {
+    let acts_on = matches!(
+        (&op.request, &record.request),
+        (
+            PointsRequest::Capture(_) | PointsRequest::Release(_),
+            Some(PointsRequest::Hold(_))
+        ) | (
+            PointsRequest::Refund(_),
+            Some(PointsRequest::Spend(_) | PointsRequest::Capture(_))
+        )
+    );
+    let itself = record.caller == op.caller && record.operation_id == op.operation_id;
+    let pending = record.status == OperationStatus::Pending && acts_on && !itself;
     pending.then(|| record.operation()).flatten()
 }
 

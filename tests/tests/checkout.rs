@@ -931,3 +931,29 @@ async fn a_refund_of_a_spend_still_pending_applies_the_spend_first() {
     assert_eq!(balance(&app, "alice").await, (70, 0, 70));
     app.audited_ledger("alice").await;
 }
+
+#[tokio::test]
+async fn a_capture_or_refund_naming_its_own_id_is_rejected_not_applied_to_itself() {
+    let app = TestApp::spawn().await;
+    grant(&app, "g1", "alice", 100, "bonus").await;
+    app.drain().await;
+    // Found by schemathesis: a capture whose hold id is its own key.
+    app.write("alice", "/v1/me/points/holds/x1/capture", "x1", json!({}))
+        .await;
+    app.write(
+        "shop",
+        "/v1/points/refunds",
+        "x2",
+        json!({"user_id": "shop", "operation_id": "x2"}),
+    )
+    .await;
+    app.drain().await;
+    assert_eq!(
+        outcome(&app, "alice", "x1").await,
+        rejected("hold_not_found")
+    );
+    assert_eq!(
+        outcome(&app, "shop", "x2").await,
+        rejected("not_refundable")
+    );
+}
