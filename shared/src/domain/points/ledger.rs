@@ -208,7 +208,7 @@ impl Account {
         if self.available() < amount {
             return Err(Rejection::InsufficientPoints);
         }
-        let (taken, _) = split_soonest(&mut self.lots, amount);
+        let taken = split_soonest(&mut self.lots, amount);
         // Lots always sum to the available points; if they ever did not, the debit is still exact.
         self.balance -= amount;
         Ok(taken)
@@ -244,41 +244,36 @@ fn expiring(lots: &Lots) -> impl Iterator<Item = (OffsetDateTime, u64)> + '_ {
     })
 }
 
-/// Takes up to `amount` from `lots`, soonest expiring first; answers what it
-/// took and what it could not find.
-fn split_soonest(lots: &mut Lots, amount: u64) -> (Lots, u64) {
-    let mut left = amount;
-    let mut taken = Lots::new();
-    for (expiry, held) in lots.iter_mut() {
-        if left == 0 {
-            break;
-        }
-        let take = left.min(*held);
-        *held -= take;
-        left -= take;
-        taken.insert(*expiry, take);
-    }
+/// Takes up to `amount` from `lots`, soonest expiring first (spends, holds,
+/// captures); answers what it took.
+fn split_soonest(lots: &mut Lots, amount: u64) -> Lots {
+    let taken = take_in_order(lots.iter_mut(), amount);
     lots.retain(|_, held| *held > 0);
-    taken.retain(|_, taken| *taken > 0);
-    (taken, left)
+    taken
 }
 
 /// Takes `amount` from `lots`, latest expiring first (a refund undoes a spend
 /// from its last-taken points back).
 fn split_latest(lots: &mut Lots, amount: u64) -> Lots {
+    let taken = take_in_order(lots.iter_mut().rev(), amount);
+    lots.retain(|_, held| *held > 0);
+    taken
+}
+
+fn take_in_order<'a>(lots: impl Iterator<Item = (&'a Expiry, &'a mut u64)>, amount: u64) -> Lots {
     let mut left = amount;
     let mut taken = Lots::new();
-    for (expiry, held) in lots.iter_mut().rev() {
+    for (expiry, held) in lots {
         if left == 0 {
             break;
         }
         let take = left.min(*held);
         *held -= take;
         left -= take;
-        taken.insert(*expiry, take);
+        if take > 0 {
+            taken.insert(*expiry, take);
+        }
     }
-    lots.retain(|_, held| *held > 0);
-    taken.retain(|_, taken| *taken > 0);
     taken
 }
 
@@ -692,7 +687,7 @@ fn plan_capture(
     if amount == 0 || amount > held {
         return Err(Rejection::CaptureExceedsHold);
     }
-    let (captured, _) = split_soonest(&mut hold.lots, amount);
+    let captured = split_soonest(&mut hold.lots, amount);
     next.return_lots(&hold.lots);
     // A hand-edited account may hold less than its holds say.
     next.balance = next.balance.saturating_sub(amount);
