@@ -6,6 +6,7 @@
 //! - [`http`]: what the HTTP functions share: caller identity, problem+json errors.
 //! - [`config`]: environment configuration, read once per cold start.
 
+pub mod capacity;
 pub mod clock;
 pub mod config;
 pub mod domain;

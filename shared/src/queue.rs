@@ -321,6 +321,12 @@ pub mod mapping {
     /// (~1 MB of event) at 16 writes in flight take well under a second on
     /// DynamoDB, far inside the worker's timeout.
     pub const BATCH_SIZE: usize = 1000;
+    /// Worker invocations the likes mapping runs at once (`ScalingConfig`).
+    /// It bounds a hot post's counter writes: each invocation writes it once
+    /// per batch, and a batch that fills slowly closes with its window
+    /// ([`crate::capacity`]). 100 invocations apply far more than 50,000
+    /// likes per second (docs/capacity.md).
+    pub const MAX_CONCURRENCY: u32 = 100;
     /// How long the mapping waits to fill a batch.
     pub const BATCHING_WINDOW: Duration = Duration::from_secs(1);
     /// The worker's Lambda timeout.

@@ -1,5 +1,7 @@
 //! Every condition expression and read the likes rely on, evaluated by the emulator's DynamoDB API.
 
+use std::collections::BTreeSet;
+
 use shared::domain::ids::{OperationId, PostId, UserId};
 use shared::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
 use tests::TestApp;
@@ -116,9 +118,28 @@ async fn liking_again_keeps_the_original_liked_at() {
 async fn counter_writes_add_up_and_reads_never_go_below_zero() {
     let app = TestApp::spawn().await;
     let store = app.store();
-    store.add_to_like_count(&post("p1"), 5).await.unwrap();
-    store.add_to_like_count(&post("p1"), -2).await.unwrap();
-    store.add_to_like_count(&post("p2"), -1).await.unwrap();
+    let partitions = BTreeSet::from([3]);
+    store
+        .add_to_like_count(&post("p1"), 5, &partitions)
+        .await
+        .unwrap();
+    store
+        .add_to_like_count(&post("p1"), -2, &BTreeSet::from([7, 120]))
+        .await
+        .unwrap();
+    store
+        .add_to_like_count(&post("p2"), -1, &partitions)
+        .await
+        .unwrap();
+    // The counter lists every partition a write named.
+    assert_eq!(
+        store
+            .counter_snapshot(&post("p1"))
+            .await
+            .unwrap()
+            .partitions,
+        Some(BTreeSet::from([3, 7, 120]))
+    );
     assert_eq!(store.like_count(&post("p1")).await.unwrap(), 3);
     assert_eq!(store.like_count(&post("p2")).await.unwrap(), 0);
     assert_eq!(store.like_count(&post("never")).await.unwrap(), 0);

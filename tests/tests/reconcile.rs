@@ -1,12 +1,15 @@
 //! Reconcile against the emulator: counter repair, crash recovery, races with
 //! the worker, ledger audit, and point expiry with an injected clock.
 
+use std::collections::BTreeSet;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 use reconcile::Reconciler;
 use shared::domain::ids::{OperationId, PostId, UserId};
 use shared::domain::likes::{LikeAction, LikeOperation};
 use shared::domain::points::{Amount, EntryKind, Grant, PointsOperation, PointsRequest, Spend};
 use shared::message::Envelope;
+use shared::store::keys;
 use tests::{TestApp, sqs_record};
 use time::{Duration, OffsetDateTime};
 
@@ -210,13 +213,26 @@ async fn reconcile_racing_two_thousand_likes_loses_nothing_and_one_more_run_is_e
     );
     assert!(runs >= 1);
     run(&app, OffsetDateTime::now_utc()).await;
-    for p in posts {
+    for (k, p) in posts.into_iter().enumerate() {
         assert_eq!(
             app.store().like_count(&post(p)).await.unwrap(),
             500,
             "{p} after {runs} racing runs"
         );
-        assert_eq!(app.store().count_likes(&post(p)).await.unwrap(), 500);
+        let every_partition = (0..keys::LIKE_PARTITIONS).collect();
+        assert_eq!(
+            app.store()
+                .count_likes(&post(p), &every_partition)
+                .await
+                .unwrap(),
+            500
+        );
+        // The counter lists exactly the partitions the 500 likers' registers use.
+        let used: BTreeSet<u32> = (0..500)
+            .map(|i| keys::like_partition(&user(&format!("u{}", i * 4 + k))))
+            .collect();
+        let listed = app.store().counter_snapshot(&post(p)).await.unwrap();
+        assert_eq!(listed.partitions, Some(used));
     }
 }
 
@@ -381,4 +397,179 @@ async fn an_interrupted_expiry_run_and_its_rerun_expire_each_lot_exactly_once() 
 /// A deadline no test run reaches.
 fn far_off() -> std::time::Instant {
     std::time::Instant::now() + std::time::Duration::from_secs(3600)
+}
+
+/// Moves every register of `post` back to the key layout 1 gave it (8
+/// partitions per post) and drops the counter's partition list: the table as
+/// the previous release left it.
+async fn as_layout_1(app: &TestApp, post_id: &str, users: &[String]) {
+    let client = dynamodb().await;
+    let table = app.store().table_name();
+    for u in users {
+        let partition = keys::like_partition(&user(u));
+        let register = keys::like_partition_pk(&post(post_id), partition);
+        let old =
+            keys::like_partition_pk(&post(post_id), partition % keys::LAYOUT_1_LIKE_PARTITIONS);
+        let sk = AttributeValue::S(format!("USER#{u}"));
+        let mut item = client
+            .get_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(register.clone()))
+            .key("sk", sk.clone())
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap();
+        if old == register {
+            continue;
+        }
+        item.insert("pk".into(), AttributeValue::S(old));
+        client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+        client
+            .delete_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(register))
+            .key("sk", sk)
+            .send()
+            .await
+            .unwrap();
+    }
+    client
+        .update_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(keys::counter_pk(&post(post_id))))
+        .key("sk", AttributeValue::S(keys::COUNTER_SK.into()))
+        .update_expression("REMOVE like_partitions")
+        .send()
+        .await
+        .unwrap();
+}
+
+fn like_at(user_id: &str, post_id: &str, action: LikeAction, at: OffsetDateTime) -> String {
+    Envelope::for_like(&LikeOperation {
+        operation_id: OperationId::generate(),
+        user: user(user_id),
+        post: post(post_id),
+        action,
+        accepted_at: at,
+    })
+    .encode()
+}
+
+#[tokio::test]
+async fn registers_of_the_8_partition_layout_move_to_their_new_keys_and_every_count_stays_exact() {
+    let app = TestApp::spawn().await;
+    let t = OffsetDateTime::now_utc() - Duration::minutes(10);
+    let users: Vec<String> = (0..300).map(|i| format!("u{i}")).collect();
+    // 300 likes, 100 of them then unliked (tombstones move too).
+    let likes: Vec<String> = users
+        .iter()
+        .map(|u| like_at(u, "viral", LikeAction::Like, t))
+        .collect();
+    apply(&app, &likes).await;
+    let unlikes: Vec<String> = users[..100]
+        .iter()
+        .map(|u| like_at(u, "viral", LikeAction::Unlike, t + Duration::seconds(1)))
+        .collect();
+    apply(&app, &unlikes).await;
+    run(&app, OffsetDateTime::now_utc()).await;
+    as_layout_1(&app, "viral", &users).await;
+    let moves = |u: &String| keys::like_partition(&user(u)) >= keys::LAYOUT_1_LIKE_PARTITIONS;
+    let moving = users.iter().filter(|u| moves(u)).count() as u64;
+    assert!(moving > 250, "most registers move: {moving}");
+    // A worker of the new release, started too early, applied one unlike of a
+    // liker whose register moves: at the new key, newer than the old register.
+    let early = users.iter().rev().find(|u| moves(u)).unwrap();
+    apply(
+        &app,
+        &[like_at(
+            early,
+            "viral",
+            LikeAction::Unlike,
+            t + Duration::seconds(2),
+        )],
+    )
+    .await;
+
+    let reconciler = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
+    let report = reconciler.migrate_like_registers().await.unwrap();
+    assert!(report.pass_complete, "{report:?}");
+    assert_eq!(report.pass_conflicts, 0);
+    assert_eq!(report.malformed_items, 0);
+    // The early unliker's old register was superseded, not moved: the rest moved.
+    assert_eq!(report.registers_moved, moving - 1);
+
+    // Nothing is left where layout 1 put it but the current layout does not.
+    let every_partition: BTreeSet<u32> = (0..keys::LIKE_PARTITIONS).collect();
+    let store = app.store();
+    assert_eq!(
+        store
+            .count_likes(&post("viral"), &every_partition)
+            .await
+            .unwrap(),
+        199
+    );
+    let liked = store
+        .liked_posts(&user("u150"), &[post("viral")])
+        .await
+        .unwrap();
+    assert!(
+        liked.contains(&post("viral")),
+        "u150's like is found at its new key"
+    );
+    let mine = store.my_likes(&user("u150"), 10, None).await.unwrap();
+    assert_eq!(mine.items.len(), 1);
+
+    // The migration marked the post: the next reconcile recounts the partitions
+    // the counter now lists, and they are every partition a register is in.
+    let listed = store.counter_snapshot(&post("viral")).await.unwrap();
+    let used: BTreeSet<u32> = users
+        .iter()
+        .map(|u| keys::like_partition(&user(u)))
+        .collect();
+    assert_eq!(listed.partitions, Some(used));
+    let report = run(&app, OffsetDateTime::now_utc()).await;
+    assert_eq!(
+        report.total_drift, 1,
+        "the early unlike found no register to unlike"
+    );
+    assert_eq!(store.like_count(&post("viral")).await.unwrap(), 199);
+
+    // After the migration the worker's writes meet the moved registers: an
+    // unlike counts once, a stale redelivery of a like not at all.
+    apply(
+        &app,
+        &[like_at(
+            "u150",
+            "viral",
+            LikeAction::Unlike,
+            t + Duration::seconds(3),
+        )],
+    )
+    .await;
+    apply(
+        &app,
+        &[like_at(
+            "u151",
+            "viral",
+            LikeAction::Like,
+            t - Duration::seconds(1),
+        )],
+    )
+    .await;
+    let report = run(&app, OffsetDateTime::now_utc()).await;
+    assert_eq!(report.total_drift, 0);
+    assert_eq!(store.like_count(&post("viral")).await.unwrap(), 198);
+
+    // A second pass finds nothing to move.
+    let again = reconciler.migrate_like_registers().await.unwrap();
+    assert_eq!((again.registers_moved, again.pass_conflicts), (0, 0));
+    assert!(again.pass_complete);
 }

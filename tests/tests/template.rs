@@ -22,6 +22,7 @@ fn the_template_deploys_the_event_source_mapping_the_dev_gateway_plays() {
             mapping::VISIBILITY_TIMEOUT.as_secs()
         ),
         format!("maxReceiveCount: {}", mapping::MAX_RECEIVE_COUNT),
+        format!("MaximumConcurrency: {}", mapping::MAX_CONCURRENCY),
         format!("Timeout: {}", mapping::WORKER_TIMEOUT.as_secs()),
         "FunctionResponseTypes: [ReportBatchItemFailures]".to_owned(),
     ] {

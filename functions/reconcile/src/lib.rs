@@ -29,7 +29,7 @@
 //! item is logged with its key, counted (`MalformedItems`, alarmed) and skipped:
 //! it never stops the rest of the run.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -39,6 +39,7 @@ use shared::domain::points::{self, EntryKind, Finding, OperationStatus};
 use shared::http::error_chain;
 use shared::points_service::PointsService;
 use shared::queue::{OperationQueue, mapping};
+use shared::store::reconcile::SweepPage;
 use shared::store::{Store, StoreError};
 use time::OffsetDateTime;
 
@@ -76,6 +77,22 @@ pub struct Reconciler {
     pub expiry_accounts_per_run: usize,
     pub budget: Duration,
     pub redrive_after: Duration,
+}
+
+/// Items one page of the like register migration reads.
+pub const MIGRATION_PAGE_ITEMS: i32 = 1000;
+
+/// What one invocation of the like register migration did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MigrationReport {
+    pub registers_seen: u64,
+    pub registers_moved: u64,
+    pub malformed_items: u64,
+    /// The pass reached the table's end; the next invocation starts another.
+    pub pass_complete: bool,
+    /// Registers this pass (so far) found written by a worker still on the old
+    /// layout, and left for another pass. A pass complete with none is done.
+    pub pass_conflicts: u64,
 }
 
 /// What one run did.
@@ -229,15 +246,15 @@ impl Reconciler {
                 .await?;
             self.expire_points(now, deadlines.step(0.6), &mut report)
                 .await?;
-            let sweep = self
+            let mut sweep = self
                 .store
                 .sweep(state.sweep_cursor.as_deref(), self.sweep_items_per_run)
                 .await?;
-            for malformed in sweep.malformed {
+            for malformed in std::mem::take(&mut sweep.malformed) {
                 report.skip_malformed::<()>(Err(malformed))?;
             }
             let cut_short = report.steps_cut_short;
-            self.reconcile_likes(&sweep.posts, deadlines.step(0.8), &mut report)
+            self.reconcile_likes(&sweep, deadlines.step(0.8), &mut report)
                 .await?;
             self.audit_ledgers(&sweep.accounts, deadlines.step(1.0), &mut report)
                 .await?;
@@ -286,6 +303,38 @@ impl Reconciler {
                 ("DurationMs", report.duration_ms as f64),
             ],
         );
+        Ok(report)
+    }
+
+    /// Moves like registers written with layout 1 to the current layout, page
+    /// by page until the time budget, going on where the last invocation
+    /// stopped (README "Upgrading": run it with the worker stopped, until a
+    /// pass completes without conflicts).
+    pub async fn migrate_like_registers(&self) -> Result<MigrationReport, StoreError> {
+        let until = Instant::now() + self.budget;
+        let mut state = self.store.reconcile_state().await?;
+        let mut report = MigrationReport::default();
+        while Instant::now() < until && !report.pass_complete {
+            let page = self
+                .store
+                .migrate_like_registers(state.migration_cursor.as_deref(), MIGRATION_PAGE_ITEMS)
+                .await?;
+            report.registers_seen += page.registers_seen;
+            report.registers_moved += page.registers_moved;
+            report.malformed_items += page.malformed.len() as u64;
+            for malformed in &page.malformed {
+                tracing::warn!(error = %error_chain(malformed), "like register skipped by the migration");
+            }
+            state.migration_conflicts += page.conflicts;
+            state.migration_cursor = page.next_cursor;
+            report.pass_complete = state.migration_cursor.is_none();
+            report.pass_conflicts = state.migration_conflicts;
+            if report.pass_complete {
+                state.migration_conflicts = 0;
+            }
+            self.store.save_reconcile_state(&state).await?;
+        }
+        tracing::info!(?report, "like register migration");
         Ok(report)
     }
 
@@ -341,31 +390,38 @@ impl Reconciler {
     /// Marked posts and the sweep's posts, each recounted once, until `until`.
     pub async fn reconcile_likes(
         &self,
-        swept: &[PostId],
+        sweep: &SweepPage,
         until: Instant,
         report: &mut Report,
     ) -> Result<(), StoreError> {
         let marked = self.store.changed_posts().await?;
-        for (post, marked) in report.marked_then_swept(marked, swept)? {
-            let post = &post;
+        let no_registers = BTreeSet::new();
+        for (post, marked) in report.marked_then_swept(marked, &sweep.posts)? {
             if report.out_of_time(until) {
                 return Ok(());
             }
-            self.reconcile_post(post, marked, report).await?;
+            let swept = sweep.register_partitions.get(&post);
+            self.reconcile_post(&post, marked, swept.unwrap_or(&no_registers), report)
+                .await?;
         }
         Ok(())
     }
 
+    /// Recounts the partitions the counter lists and those `swept` found the
+    /// post's registers in, and settles the counter.
     async fn reconcile_post(
         &self,
         post: &PostId,
         marked: bool,
+        swept: &BTreeSet<u32>,
         report: &mut Report,
     ) -> Result<(), StoreError> {
         // Read the counter before counting: any counter write after this read
         // fails the settle below instead of being overwritten.
         let seen = self.store.counter_snapshot(post).await?;
-        let true_count = self.store.count_likes(post).await?;
+        let mut partitions = seen.partitions_to_count();
+        partitions.extend(swept);
+        let true_count = self.store.count_likes(post, &partitions).await?;
         // A counter edited by hand may hold any number: the difference saturates.
         let drift = seen
             .count
@@ -375,7 +431,7 @@ impl Reconciler {
         if drift == 0 && !marked {
             return Ok(());
         }
-        if self.store.settle_counter(post, true_count, seen).await? {
+        if self.store.settle_counter(post, true_count, &seen).await? {
             if drift != 0 {
                 report.counters_repaired += 1;
                 tracing::warn!(post = %post, counter = seen.count, true_count, drift, "like counter repaired");

@@ -23,7 +23,7 @@
 //! - a message whose writes failed is reported alone (`ReportBatchItemFailures`)
 //!   and redelivered.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt as _;
@@ -36,7 +36,7 @@ use shared::message::{Envelope, Read};
 use shared::points_service::{PointsOutcome, PointsService};
 use shared::queue::OperationQueue;
 use shared::store::points::Commit;
-use shared::store::{Store, StoreError};
+use shared::store::{Store, StoreError, keys};
 use time::OffsetDateTime;
 
 /// DynamoDB requests one batch keeps in flight at once.
@@ -305,12 +305,16 @@ impl Worker {
             tracing::info!(operation_id = %like.operation_id, user = %like.user, post = %like.post, ?outcome, "like operation");
             let change = by_post.entry(like.post).or_default();
             change.delta += outcome.count_delta();
+            change.partitions.insert(keys::like_partition(&like.user));
             change.members.push((message_id, like.operation_id, kind));
         }
         report.counter_writes = by_post.len();
         let writes = futures::stream::iter(by_post)
             .map(|(post, change)| async move {
-                let result = self.store.add_to_like_count(&post, change.delta).await;
+                let result = self
+                    .store
+                    .add_to_like_count(&post, change.delta, &change.partitions)
+                    .await;
                 (post, change, result)
             })
             .buffer_unordered(CONCURRENT_WRITES)
@@ -340,6 +344,8 @@ pub struct RegisterOutcome {
 #[derive(Debug, Default)]
 struct PostChange {
     delta: i64,
+    /// The register partitions the batch wrote (or found written) for the post.
+    partitions: BTreeSet<u32>,
     members: Vec<(String, OperationId, Kind)>,
 }
 

@@ -3,15 +3,18 @@
 //! | item | `pk` | `sk` | `gsi1pk` / `gsi1sk` |
 //! |---|---|---|---|
 //! | like register of (user, post) | `POST#{post}#LIKES#{n}` | `USER#{user}` | `USER#{user}#LIKES` / `{liked_at}#{post}` while liked |
-//! | like counter of a post | `POST#{post}` | `COUNT` | `DIRTY#POSTS#{m}` / `{post}` until reconciled |
+//! | like counter of a post (count, revision, partitions in use) | `POST#{post}` | `COUNT` | `DIRTY#POSTS#{m}` / `{post}` until reconciled |
 //! | points account (balance, seq, lots) | `ACCOUNT#{user}` | `STATE` | `DIRTY#ACCOUNTS#{m}` / `{user}` until audited; `gsi2`: `EXPIRY#{m}` / `{soonest expiry}#{user}` |
 //! | ledger entry | `ACCOUNT#{user}` | `ENTRY#{seq:020}` | |
 //! | points operation (status, request) | `ACCOUNT#{caller}` | `OPERATION#{operation_id}` | `PENDING#{m}` / `{accepted_at}#{caller}#{operation_id}` while pending |
 //!
 //! - A post's like registers are spread over [`LIKE_PARTITIONS`] partition keys
 //!   (`n` from a stable hash of the user id), so a viral post's writes never
-//!   queue up behind one partition's ~1,000 writes/s. The key of a (user, post)
-//!   register is still computable, so "did I like these" is one BatchGetItem.
+//!   queue up behind one partition key's 1,000 writes/s (docs/capacity.md). The
+//!   key of a (user, post) register is still computable, so "did I like these"
+//!   is one BatchGetItem. The counter lists the partitions its post's registers
+//!   use (`like_partitions`), so recounting a post with few likers reads only
+//!   theirs.
 //! - `gsi1` is overloaded: "my likes, newest first" (sparse: only liked registers
 //!   carry the attributes) and "posts changed since the last reconcile" (every
 //!   counter or account write sets them; reconcile removes them). It projects
@@ -37,9 +40,17 @@ pub const GSI2_SK: &str = "gsi2sk";
 /// TTL attribute (epoch seconds): DynamoDB deletes the item some time after it passes.
 pub const EXPIRES_AT: &str = "expires_at";
 
-/// Partition keys one post's like registers are spread over. Changing it moves
-/// every register's key: it is part of the stored format.
-pub const LIKE_PARTITIONS: u32 = 8;
+/// Partition keys one post's like registers are spread over: enough for a post
+/// taking 50,000 likes per second from distinct users, every batch delivered
+/// twice, to stay under DynamoDB's 1,000 writes per second per partition key
+/// (docs/capacity.md; held by `capacity::tests`). Part of the stored format:
+/// registers written with the earlier [`LAYOUT_1_LIKE_PARTITIONS`] are moved
+/// by reconcile's `migrate_like_registers` (README "Upgrading").
+pub const LIKE_PARTITIONS: u32 = 128;
+/// The partitions registers were spread over before (layout 1). 8 divides 128,
+/// so a register's layout-1 partition is its partition modulo 8: registers in
+/// partitions 0 to 7 are where both layouts put them.
+pub const LAYOUT_1_LIKE_PARTITIONS: u32 = 8;
 /// Partition keys the "changed posts" index entries are spread over.
 pub const DIRTY_PARTITIONS: u32 = 8;
 
@@ -48,7 +59,19 @@ fn stable_bucket(text: &str, buckets: u32) -> u32 {
 }
 
 pub fn like_register_pk(post: &PostId, user: &UserId) -> String {
-    like_partition_pk(post, stable_bucket(user.as_str(), LIKE_PARTITIONS))
+    like_partition_pk(post, like_partition(user))
+}
+
+/// Which of a post's register partitions holds this user's register.
+pub fn like_partition(user: &UserId) -> u32 {
+    stable_bucket(user.as_str(), LIKE_PARTITIONS)
+}
+
+/// The post and partition a register's partition key names, if it is one.
+pub fn parse_like_partition_pk(pk: &str) -> Option<(PostId, u32)> {
+    let (post, partition) = pk.strip_prefix("POST#")?.split_once("#LIKES#")?;
+    let partition = partition.parse().ok().filter(|n| *n < LIKE_PARTITIONS)?;
+    Some((PostId::parse(post).ok()?, partition))
 }
 
 pub fn like_partition_pk(post: &PostId, partition: u32) -> String {
@@ -155,9 +178,36 @@ mod tests {
     }
 
     #[test]
+    fn a_register_key_names_its_post_and_partition() {
+        let post = PostId::parse("p1").unwrap();
+        let user = UserId::parse("alice").unwrap();
+        let parsed = parse_like_partition_pk(&like_register_pk(&post, &user));
+        assert_eq!(parsed, Some((post, like_partition(&user))));
+        for not_a_register in [
+            "POST#p1",
+            "POST#p1#LIKES#128",
+            "POST#p1#LIKES#x",
+            "ACCOUNT#a",
+        ] {
+            assert_eq!(parse_like_partition_pk(not_a_register), None);
+        }
+    }
+
+    #[test]
+    fn a_layout_1_partition_is_the_partition_modulo_8() {
+        for i in 0..1000 {
+            let user = UserId::parse(format!("u{i}")).unwrap();
+            assert_eq!(
+                like_partition(&user) % LAYOUT_1_LIKE_PARTITIONS,
+                stable_bucket(user.as_str(), LAYOUT_1_LIKE_PARTITIONS)
+            );
+        }
+    }
+
+    #[test]
     fn many_users_spread_over_every_partition() {
         let post = PostId::parse("p1").unwrap();
-        let used: std::collections::HashSet<String> = (0..200)
+        let used: std::collections::HashSet<String> = (0..2000)
             .map(|i| like_register_pk(&post, &UserId::parse(format!("u{i}")).unwrap()))
             .collect();
         assert_eq!(used.len(), LIKE_PARTITIONS as usize);

@@ -1,9 +1,9 @@
 //! Like registers and like counters.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use serde::{Deserialize, Serialize};
 
 use super::keys::{self, GSI1, GSI1_PK, GSI1_SK, PK, SK};
@@ -90,10 +90,7 @@ impl Store {
             .key(PK, s(keys::like_register_pk(&op.post, &op.user)))
             .key(SK, s(keys::like_register_sk(&op.user)))
             .condition_expression(NEWER_VERSION_ONLY)
-            .expression_attribute_values(
-                ":liked",
-                aws_sdk_dynamodb::types::AttributeValue::Bool(now_liked),
-            )
+            .expression_attribute_values(":liked", AttributeValue::Bool(now_liked))
             .expression_attribute_values(":version", s(version.as_str()))
             .expression_attribute_values(":op", s(op.operation_id.as_str()))
             .expression_attribute_values(":post", s(op.post.as_str()))
@@ -155,22 +152,38 @@ impl Store {
         }
     }
 
-    /// Adds a batch's net change to a post's counter in one write, and marks the
-    /// post as changed so the next reconcile recounts it.
-    pub async fn add_to_like_count(&self, post: &PostId, delta: i64) -> Result<(), StoreError> {
-        let output = self
+    /// Adds a batch's net change to a post's counter in one write, adds the
+    /// register partitions the batch touched to the ones it lists, and marks the
+    /// post as changed so the next reconcile recounts it (those partitions).
+    pub async fn add_to_like_count(
+        &self,
+        post: &PostId,
+        delta: i64,
+        partitions: &BTreeSet<u32>,
+    ) -> Result<(), StoreError> {
+        let mut update =
+            "SET post_id = :post, gsi1pk = :dirty, gsi1sk = :post ADD like_count :delta, revision :one"
+                .to_owned();
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(keys::counter_pk(post)))
             .key(SK, s(keys::COUNTER_SK))
-            .update_expression(
-                "SET post_id = :post, gsi1pk = :dirty, gsi1sk = :post ADD like_count :delta, revision :one",
-            )
             .expression_attribute_values(":post", s(post.as_str()))
             .expression_attribute_values(":dirty", s(keys::dirty_post_gsi1pk(post)))
             .expression_attribute_values(":delta", n(delta))
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":one", n(1));
+        // A set is never empty in DynamoDB.
+        if !partitions.is_empty() {
+            update.push_str(", like_partitions :partitions");
+            request = request.expression_attribute_values(
+                ":partitions",
+                AttributeValue::Ns(partitions.iter().map(u32::to_string).collect()),
+            );
+        }
+        let output = request
+            .update_expression(update)
             // The old item says whether the "changed" mark is new (moto leaves
             // unchanged attributes out of UPDATED_OLD, so ask for all of it).
             .return_values(ReturnValue::AllOld)

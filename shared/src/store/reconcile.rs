@@ -1,8 +1,11 @@
 //! What reconcile reads and writes: changed posts and accounts, true like
 //! counts, ledgers, accounts with points due to expire, and its own state.
 
+use std::collections::{BTreeSet, HashMap};
+
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -16,13 +19,41 @@ use crate::domain::points::Entry;
 use crate::domain::timestamp;
 
 /// A counter as reconcile read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterSnapshot {
     pub count: i64,
     /// Bumped by every counter write; `None` when the counter item, or its
     /// revision (an item made by hand), is missing.
     pub revision: Option<i64>,
+    /// The register partitions the worker has written for this post; `None`
+    /// when the counter does not say (no counter, one from before the list, or
+    /// a list edited into something else): then every partition may hold some.
+    pub partitions: Option<BTreeSet<u32>>,
 }
+
+impl CounterSnapshot {
+    /// The register partitions a recount must read.
+    pub fn partitions_to_count(&self) -> BTreeSet<u32> {
+        self.partitions
+            .clone()
+            .unwrap_or_else(|| (0..keys::LIKE_PARTITIONS).collect())
+    }
+}
+
+/// `like_partitions` as stored: a number set of partitions below [`keys::LIKE_PARTITIONS`].
+fn stored_partitions(item: &Item) -> Option<BTreeSet<u32>> {
+    match item.get("like_partitions")? {
+        AttributeValue::Ns(numbers) => numbers
+            .iter()
+            .map(|n| n.parse().ok().filter(|n| *n < keys::LIKE_PARTITIONS))
+            .collect(),
+        _ => None,
+    }
+}
+
+/// Register partitions one recount reads at once: a hot post's registers fill
+/// many 1 MB query pages, read side by side.
+pub const RECOUNT_CONCURRENCY: usize = 16;
 
 /// Reconcile's own bookkeeping, kept in the table between runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,12 +63,25 @@ pub struct ReconcileState {
     pub sweep_cursor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success_at: Option<String>,
+    /// Where the like register migration's pass goes on (README "Upgrading").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_cursor: Option<String>,
+    /// Registers the migration's current pass left for a later pass.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub migration_conflicts: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What one page of the background sweep found.
 #[derive(Debug, Default)]
 pub struct SweepPage {
     pub posts: Vec<PostId>,
+    /// The register partitions the page found of each post: a register that no
+    /// counter write listed (its message was dead-lettered) is recounted here.
+    pub register_partitions: HashMap<PostId, BTreeSet<u32>>,
     pub accounts: Vec<UserId>,
     /// Items whose key names no valid post or user (reported, then skipped).
     pub malformed: Vec<StoreError>,
@@ -45,10 +89,28 @@ pub struct SweepPage {
     pub next_cursor: Option<String>,
 }
 
+/// Where a scan of the whole table goes on: the last key it read.
 #[derive(Serialize, Deserialize)]
-struct SweepCursor {
+pub(super) struct SweepCursor {
     p: String,
     s: String,
+}
+
+impl SweepCursor {
+    pub(super) fn start_key(cursor: &str) -> Option<Item> {
+        let c = decode_cursor::<SweepCursor>(cursor)?;
+        Some(Item::from([
+            (PK.to_owned(), s(c.p)),
+            (SK.to_owned(), s(c.s)),
+        ]))
+    }
+
+    pub(super) fn encode(key: &Item) -> String {
+        encode_cursor(&SweepCursor {
+            p: get_s(key, PK).unwrap_or_default().to_owned(),
+            s: get_s(key, SK).unwrap_or_default().to_owned(),
+        })
+    }
 }
 
 impl Store {
@@ -109,43 +171,56 @@ impl Store {
             None => CounterSnapshot {
                 count: 0,
                 revision: None,
+                partitions: None,
             },
             Some(item) => CounterSnapshot {
                 count: get_i64(&item, "like_count").unwrap_or(0),
                 revision: get_i64(&item, "revision"),
+                partitions: stored_partitions(&item),
             },
         })
     }
 
-    /// The true number of users who like a post: its liked registers, counted
-    /// across every partition (strongly consistent).
-    pub async fn count_likes(&self, post: &PostId) -> Result<u64, StoreError> {
+    /// The true number of users who like a post: its liked registers in these
+    /// partitions, counted strongly consistently, [`RECOUNT_CONCURRENCY`] at once.
+    pub async fn count_likes(
+        &self,
+        post: &PostId,
+        partitions: &BTreeSet<u32>,
+    ) -> Result<u64, StoreError> {
+        let partitions: Vec<u32> = partitions.iter().copied().collect();
+        let counts = futures::stream::iter(partitions)
+            .map(|partition| self.count_likes_in(post, partition))
+            .buffer_unordered(RECOUNT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        counts.into_iter().sum()
+    }
+
+    async fn count_likes_in(&self, post: &PostId, partition: u32) -> Result<u64, StoreError> {
         let mut total = 0u64;
-        for partition in 0..keys::LIKE_PARTITIONS {
-            let mut start = None;
-            loop {
-                let output = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk")
-                    .filter_expression("liked = :liked")
-                    .expression_attribute_values(":pk", s(keys::like_partition_pk(post, partition)))
-                    .expression_attribute_values(":liked", AttributeValue::Bool(true))
-                    .select(Select::Count)
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(StoreError::from_sdk)?;
-                total += output.count.max(0) as u64;
-                start = output.last_evaluated_key;
-                if start.is_none() {
-                    break;
-                }
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("liked = :liked")
+                .expression_attribute_values(":pk", s(keys::like_partition_pk(post, partition)))
+                .expression_attribute_values(":liked", AttributeValue::Bool(true))
+                .select(Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            total += output.count.max(0) as u64;
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(total);
             }
         }
-        Ok(total)
     }
 
     /// Sets the counter to the true count and clears its "changed" mark, only if
@@ -155,7 +230,7 @@ impl Store {
         &self,
         post: &PostId,
         true_count: u64,
-        seen: CounterSnapshot,
+        seen: &CounterSnapshot,
     ) -> Result<bool, StoreError> {
         let request = self
             .client
@@ -189,9 +264,7 @@ impl Store {
     /// One page of the background sweep: the posts and accounts that appear
     /// among the next `limit` items of the table (keys only).
     pub async fn sweep(&self, cursor: Option<&str>, limit: i32) -> Result<SweepPage, StoreError> {
-        let start = cursor
-            .and_then(decode_cursor::<SweepCursor>)
-            .map(|c| Item::from([(PK.to_owned(), s(c.p)), (SK.to_owned(), s(c.s))]));
+        let start = cursor.and_then(SweepCursor::start_key);
         let output = self
             .client
             .scan()
@@ -205,6 +278,12 @@ impl Store {
         let mut page = SweepPage::default();
         for item in output.items.unwrap_or_default() {
             let pk = get_s(&item, PK).unwrap_or_default();
+            if let Some((post, partition)) = keys::parse_like_partition_pk(pk) {
+                page.register_partitions
+                    .entry(post)
+                    .or_default()
+                    .insert(partition);
+            }
             if let Some(rest) = pk.strip_prefix("POST#") {
                 let post = rest.split('#').next().unwrap_or_default();
                 match PostId::parse(post) {
@@ -221,12 +300,7 @@ impl Store {
                 }
             }
         }
-        page.next_cursor = output.last_evaluated_key.map(|key| {
-            encode_cursor(&SweepCursor {
-                p: get_s(&key, PK).unwrap_or_default().to_owned(),
-                s: get_s(&key, SK).unwrap_or_default().to_owned(),
-            })
-        });
+        page.next_cursor = output.last_evaluated_key.as_ref().map(SweepCursor::encode);
         Ok(page)
     }
 
