@@ -280,6 +280,7 @@ pub struct Meter {
     cpu: Duration,
     process_cpu: Duration,
     usage: BTreeMap<&'static str, Counts>,
+    worker: (u64, Duration),
 }
 
 pub struct Measured {
@@ -289,20 +290,34 @@ pub struct Measured {
     /// The whole benchmark process.
     pub process_cpu: Duration,
     pub usage: BTreeMap<&'static str, Counts>,
+    /// Worker invocations (both mappings) and their summed wall time.
+    pub worker_invocations: u64,
+    pub worker_time: Duration,
+}
+
+/// Worker invocations so far over both mappings, and their wall time.
+fn worker_so_far(h: &Harness) -> (u64, Duration) {
+    let mappings = [&h.likes_mapping, &h.points_mapping];
+    (
+        mappings.iter().map(|m| m.invocations()).sum(),
+        mappings.iter().map(|m| m.invoked_time()).sum(),
+    )
 }
 
 impl Meter {
-    pub fn start(usage: &Usage) -> Self {
+    pub fn start(h: &Harness) -> Self {
         Self {
             started: Instant::now(),
             cpu: functions_cpu(),
             process_cpu: process_cpu(),
-            usage: usage.snapshot(),
+            usage: h.usage.snapshot(),
+            worker: worker_so_far(h),
         }
     }
 
-    pub fn finish(self, usage: &Usage) -> Measured {
-        let mut delta = usage.snapshot();
+    pub fn finish(self, h: &Harness) -> Measured {
+        let (invocations, time) = worker_so_far(h);
+        let mut delta = h.usage.snapshot();
         for (call, before) in self.usage {
             let counts = delta.entry(call).or_default();
             counts.requests -= before.requests;
@@ -314,6 +329,8 @@ impl Meter {
             cpu: functions_cpu() - self.cpu,
             process_cpu: process_cpu() - self.process_cpu,
             usage: delta,
+            worker_invocations: invocations - self.worker.0,
+            worker_time: time - self.worker.1,
         }
     }
 }

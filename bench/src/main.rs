@@ -3,14 +3,16 @@
 //!
 //! ```text
 //! bench [--scale 0.2] [--json bench-results.json] [--arm64-dir target/lambda]
-//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|toggling|functions]
+//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|toggling|naive|functions]
 //! ```
 //! Needs the emulator at `AWS_ENDPOINT_URL` (`make bench` starts one) and, for
 //! the function figures, the release binaries beside this one (`make bench` builds them).
 
+mod cost;
 mod functions;
 mod harness;
 mod limits;
+mod naive;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -28,6 +30,20 @@ struct Results {
     /// Mean messages per worker invocation while the mixed feed's backlog drained.
     backlogged_batch: Option<f64>,
     functions: Vec<functions::Function>,
+    /// The naive designs, measured in the same run.
+    naive: Vec<naive::NaiveRow>,
+    /// Dollars per million operations: Tally's rows, then the naive designs'.
+    costs: Vec<cost::Cost>,
+    /// Tally's CPU per like ÷ the SDK's own CPU for the requests a like needs.
+    cpu_to_sdk_floor: Vec<CpuToFloor>,
+}
+
+#[derive(Serialize)]
+struct CpuToFloor {
+    scenario: &'static str,
+    cpu_us_per_like: f64,
+    sdk_floor_us: f64,
+    ratio: f64,
 }
 
 #[derive(Serialize)]
@@ -63,7 +79,7 @@ struct Args {
     json: PathBuf,
     arm64_dir: Option<PathBuf>,
     skip_functions: bool,
-    /// Run one part only: hot, mixed, points, expiry, checkout, toggling or functions.
+    /// Run one part only: hot, mixed, points, expiry, checkout, toggling, naive or functions.
     only: Option<String>,
 }
 
@@ -89,11 +105,9 @@ fn args() -> Args {
                 args.arm64_dir = Some(given.next().expect("--arm64-dir takes a path").into())
             }
             "--skip-functions" => args.skip_functions = true,
-            "--only" => {
-                args.only = Some(given.next().expect(
-                    "--only takes hot, mixed, points, expiry, checkout, toggling or functions",
-                ))
-            }
+            "--only" => args.only = Some(given.next().expect(
+                "--only takes hot, mixed, points, expiry, checkout, toggling, naive or functions",
+            )),
             other => panic!("unknown argument {other}; see the module docs"),
         }
     }
@@ -152,6 +166,22 @@ async fn main() {
         eprintln!("bench: toggling");
         rows.push(scenarios::toggling(&aws, args.scale).await);
     }
+    let naive = if wanted("naive") {
+        eprintln!("bench: naive designs");
+        naive::measure_all(&aws, args.scale).await
+    } else {
+        Vec::new()
+    };
+    let mut costs: Vec<cost::Cost> = rows
+        .iter()
+        .map(|row| cost::per_million(row.scenario, row.kind, row.into()))
+        .collect();
+    costs.extend(
+        naive
+            .iter()
+            .map(|n| cost::per_million(&format!("naive: {}", n.design), n.kind, n.per_op())),
+    );
+    let cpu_to_sdk_floor = cpu_to_floor(&rows, &all_limits);
     let functions = if args.skip_functions || !wanted("functions") {
         Vec::new()
     } else {
@@ -167,6 +197,9 @@ async fn main() {
         hot_post,
         backlogged_batch,
         functions,
+        naive,
+        costs,
+        cpu_to_sdk_floor,
     };
     print_table(&results);
     std::fs::write(
@@ -175,6 +208,122 @@ async fn main() {
     )
     .unwrap();
     eprintln!("bench: wrote {}", args.json.display());
+}
+
+/// A like's SDK floor is one SendMessage and one conditional write per
+/// delivery (the hot post delivers each twice), measured in the same run.
+fn cpu_to_floor(rows: &[scenarios::Row], limits: &[limits::Limits]) -> Vec<CpuToFloor> {
+    [
+        ("hot post", "like (each delivered twice)", 2.0),
+        ("mixed feed", "like/unlike, backlogged", 1.0),
+    ]
+    .into_iter()
+    .filter_map(|(scenario, kind, deliveries)| {
+        let row = rows
+            .iter()
+            .find(|r| r.scenario == scenario && r.kind == kind)?;
+        let l = limits.iter().find(|l| l.scenario == scenario)?;
+        let floor =
+            l.sdk_cpu_us_per_send_message + deliveries * l.sdk_cpu_us_per_conditional_update;
+        Some(CpuToFloor {
+            scenario,
+            cpu_us_per_like: row.cpu_us_per_op,
+            sdk_floor_us: floor,
+            ratio: row.cpu_us_per_op / floor,
+        })
+    })
+    .collect()
+}
+
+/// Tally ÷ naive, per million operations, for the kinds both do.
+fn ratios(costs: &[cost::Cost]) -> Vec<(String, f64)> {
+    let find = |scenario: &str, kind: &str| {
+        costs
+            .iter()
+            .find(|c| c.scenario == scenario && c.kind == kind)
+            .map(|c| c.total)
+    };
+    [
+        (
+            "mixed feed",
+            "like/unlike",
+            "naive: insert + increment",
+            "like",
+        ),
+        (
+            "mixed feed",
+            "like/unlike",
+            "naive: transaction per like",
+            "like",
+        ),
+        (
+            "mixed feed",
+            "like/unlike, backlogged",
+            "naive: insert + increment",
+            "like",
+        ),
+        (
+            "mixed feed",
+            "like/unlike, backlogged",
+            "naive: transaction per like",
+            "like",
+        ),
+        (
+            "points",
+            "spend",
+            "naive: balance + ledger transaction",
+            "spend",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(scenario, kind, naive, naive_kind)| {
+        let ratio = find(scenario, kind)? / find(naive, naive_kind)?;
+        Some((format!("{scenario} {kind} ÷ {naive}"), ratio))
+    })
+    .collect()
+}
+
+fn print_costs(r: &Results) {
+    let p = &cost::PRICES;
+    println!();
+    println!(
+        "dollars per million operations (on-demand, {}, prices of {} in bench/src/cost.rs; Lambda arm64 at {} MB, duration = this run's CPU at that memory's vCPU share + {} ms per request waited on)",
+        p.region,
+        p.date,
+        cost::lambda_memory_gb() * 1024.0,
+        cost::ASSUMED_REQUEST_MS
+    );
+    println!(
+        "{:<40} {:<28} {:>9} {:>7} {:>7} {:>7} {:>8}",
+        "scenario", "kind", "DynamoDB", "SQS", "Lambda", "API GW", "total"
+    );
+    for c in &r.costs {
+        println!(
+            "{:<40} {:<28} {:>9.2} {:>7.2} {:>7.2} {:>7.2} {:>8.2}",
+            c.scenario, c.kind, c.dynamodb, c.sqs, c.lambda, c.api_gateway, c.total
+        );
+    }
+    for n in &r.naive {
+        println!(
+            "naive {:<34}: {} ops, {:.2} DynamoDB requests, {:.2} WCU per {}, CPU {:.0} µs, handler {:.2} ms against the emulator",
+            n.design,
+            n.ops,
+            n.dynamodb_requests_per_op,
+            n.write_units_per_op,
+            n.kind,
+            n.cpu_us_per_op,
+            n.handler_mean_ms
+        );
+    }
+    for (what, ratio) in ratios(&r.costs) {
+        println!("cost ratio {what}: {ratio:.2}");
+    }
+    for c in &r.cpu_to_sdk_floor {
+        println!(
+            "CPU per like, {}: {:.0} µs = {:.2} × the SDK floor ({:.0} µs: SendMessage + conditional write per delivery)",
+            c.scenario, c.cpu_us_per_like, c.ratio, c.sdk_floor_us
+        );
+    }
 }
 
 fn print_table(r: &Results) {
@@ -244,6 +393,15 @@ fn print_table(r: &Results) {
             h.failed_messages,
             h.throttled
         );
+        println!(
+            "hot post register writes per partition key: busiest {:.2}/s, mean {:.2}/s over {} of {} keys (busiest ÷ mean {:.2}); at 50,000 likes/s, each delivered twice, a mean key takes {:.0}/s (limit 1,000; the busiest of a 50,000-user burst: shared::capacity)",
+            h.busiest_key_writes_per_s,
+            h.mean_key_writes_per_s,
+            h.register_keys_used,
+            shared::store::keys::LIKE_PARTITIONS,
+            h.busiest_to_mean,
+            shared::capacity::register_writes_per_key(shared::capacity::HOT_POST_LIKES_PER_SECOND)
+        );
     }
     if let Some(batch) = r.backlogged_batch {
         println!(
@@ -252,6 +410,7 @@ fn print_table(r: &Results) {
             shared::queue::mapping::BATCHING_WINDOW.as_secs()
         );
     }
+    print_costs(r);
     if !r.functions.is_empty() {
         println!();
         println!(

@@ -41,6 +41,78 @@ pub struct Row {
     pub process_cpu_us_per_op: f64,
     pub handler_p50_ms: f64,
     pub handler_p99_ms: f64,
+    /// What Lambda and API Gateway bill per operation (see [`Billing`]).
+    pub api_requests_per_op: f64,
+    pub lambda_invocations_per_op: f64,
+    /// Lambda duration per operation as measured against the emulator: the
+    /// handler's, the worker's share of its invocations, or reconcile's share
+    /// of its run. The emulator answers 10–50× slower than DynamoDB, so this
+    /// is an upper bound; the cost uses [`crate::cost::modelled_lambda_ms`].
+    pub emulator_lambda_ms_per_op: f64,
+    /// Requests per operation a function waits on one after another: the
+    /// handler's, then the worker's (or reconcile's) divided by how many it
+    /// keeps in flight. The ESM's receives and deletes are AWS's, not a wait.
+    pub sequential_waits_per_op: f64,
+    /// Whether the operation's queue is the points FIFO queue (priced apart).
+    pub sqs_fifo: bool,
+}
+
+/// Which functions an operation runs in, for what Lambda and API Gateway bill.
+#[derive(Debug, Clone, Copy)]
+pub struct Billing {
+    /// DynamoDB requests the HTTP handler makes (the rest are the worker's).
+    pub handler_dynamodb_requests: f64,
+    /// Requests the worker (or reconcile) keeps in flight at once.
+    pub in_flight: f64,
+    /// One HTTP API request and one invocation of its handler per operation.
+    pub http: bool,
+    /// The phase's worker invocations are this operation's.
+    pub worker: bool,
+    /// Through the points FIFO queue.
+    pub fifo: bool,
+    /// Done by reconcile: the phase's wall time is its invocation's duration.
+    pub reconcile: bool,
+}
+
+impl Billing {
+    /// A read answers from DynamoDB; every write is sent to a queue.
+    fn reads(&self) -> bool {
+        !self.worker && !self.reconcile
+    }
+
+    pub const LIKES: Self = Self {
+        handler_dynamodb_requests: 0.0,
+        in_flight: 16.0,
+        http: true,
+        worker: true,
+        fifo: false,
+        reconcile: false,
+    };
+    pub const READS: Self = Self {
+        handler_dynamodb_requests: 1.0,
+        in_flight: 1.0,
+        http: true,
+        worker: false,
+        fifo: false,
+        reconcile: false,
+    };
+    pub const POINTS: Self = Self {
+        // The pending record; the worker applies one account's operations in order.
+        handler_dynamodb_requests: 1.0,
+        in_flight: 1.0,
+        http: true,
+        worker: true,
+        fifo: true,
+        reconcile: false,
+    };
+    pub const RECONCILE: Self = Self {
+        handler_dynamodb_requests: 0.0,
+        in_flight: reconcile::EXPIRY_CONCURRENCY as f64,
+        http: false,
+        worker: false,
+        fifo: false,
+        reconcile: true,
+    };
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +124,14 @@ pub struct HotPost {
     pub counter_writes_per_invocation: f64,
     pub failed_messages: u64,
     pub throttled: u64,
+    /// Register writes (every delivery's conditional write) per second on the
+    /// post's busiest partition key and on the mean key, over the scenario;
+    /// each key's share read back from the table (its registers).
+    pub register_keys_used: usize,
+    pub busiest_key_writes_per_s: f64,
+    pub mean_key_writes_per_s: f64,
+    /// The busiest key's share of the post's register writes ÷ an even share.
+    pub busiest_to_mean: f64,
 }
 
 /// What a row is about; the figures come from a [`Measured`] phase.
@@ -64,11 +144,22 @@ struct Spec {
     /// Operations the phase's CPU time is shared by.
     cpu_ops: u64,
     limit: Option<f64>,
+    billing: Billing,
 }
 
 fn row(measured: &Measured, latencies: &mut [Duration], spec: Spec) -> Row {
     let per = |x: f64| x / spec.ops.max(1) as f64;
     let ops_per_s = spec.ops as f64 / measured.wall.as_secs_f64();
+    let b = spec.billing;
+    let handler_mean_ms = latencies.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0
+        / latencies.len().max(1) as f64;
+    let on = |yes: bool, x: f64| if yes { x } else { 0.0 };
+    let lambda_invocations = on(b.http, 1.0)
+        + on(b.worker, per(measured.worker_invocations as f64))
+        + on(b.reconcile, per(1.0));
+    let lambda_ms = on(b.http, handler_mean_ms)
+        + on(b.worker, per(measured.worker_time.as_secs_f64() * 1000.0))
+        + on(b.reconcile, per(measured.wall.as_secs_f64() * 1000.0));
     Row {
         scenario: spec.scenario,
         kind: spec.kind,
@@ -85,6 +176,15 @@ fn row(measured: &Measured, latencies: &mut [Duration], spec: Spec) -> Row {
             / spec.cpu_ops.max(1) as f64,
         handler_p50_ms: percentile(latencies, 0.50),
         handler_p99_ms: percentile(latencies, 0.99),
+        api_requests_per_op: on(b.http, 1.0),
+        lambda_invocations_per_op: lambda_invocations,
+        emulator_lambda_ms_per_op: lambda_ms,
+        sequential_waits_per_op: {
+            let dynamodb = per(spec.dynamodb.requests as f64);
+            let handler = on(b.http, b.handler_dynamodb_requests + on(!b.reads(), 1.0));
+            handler + (dynamodb - b.handler_dynamodb_requests).max(0.0) / b.in_flight
+        },
+        sqs_fifo: b.fifo,
     }
 }
 
@@ -122,7 +222,7 @@ pub async fn hot_post(
     let h = Harness::new(aws).await;
     let likes = (5000.0 * scale).round() as u64;
     let pumps = h.start_pumps(&h.likes_mapping, POLLERS, Fault::DeliverTwice);
-    let meter = Meter::start(&h.usage);
+    let meter = Meter::start(&h);
     let mut latencies: Vec<Duration> = futures::stream::iter(0..likes)
         .map(|i| {
             let user = format!("user-{i}");
@@ -152,11 +252,24 @@ pub async fn hot_post(
             && h.likes_queue.depth().await.unwrap() == 0
     })
     .await;
-    let measured = meter.finish(&h.usage);
+    let measured = meter.finish(&h);
     let failed = pumps.stop().await;
     let limits = crate::limits::measure(aws, &h, "hot post", limit_requests, false).await;
     let counter_writes = measured.sum(|c| c.ends_with("add_to_like_count")).requests;
     let invocations = h.likes_mapping.invocations();
+    let register_writes = measured.sum(|c| c.ends_with("apply_like")).requests as f64;
+    let mut per_key = Vec::new();
+    for partition in 0..shared::store::keys::LIKE_PARTITIONS {
+        let registers = h
+            .checks
+            .count_likes(&viral, &std::collections::BTreeSet::from([partition]))
+            .await
+            .unwrap();
+        per_key.push(registers as f64 * register_writes / likes.max(1) as f64);
+    }
+    let wall = measured.wall.as_secs_f64();
+    let busiest = per_key.iter().copied().fold(0.0, f64::max);
+    let mean = register_writes / per_key.len() as f64;
     let result = HotPost {
         likes,
         final_count: h.checks.like_count(&viral).await.unwrap(),
@@ -165,6 +278,10 @@ pub async fn hot_post(
         counter_writes_per_invocation: counter_writes as f64 / invocations.max(1) as f64,
         failed_messages: failed,
         throttled: 0,
+        register_keys_used: per_key.iter().filter(|w| **w > 0.0).count(),
+        busiest_key_writes_per_s: busiest / wall,
+        mean_key_writes_per_s: mean / wall,
+        busiest_to_mean: busiest / mean,
     };
     let row = row(
         &measured,
@@ -178,6 +295,7 @@ pub async fn hot_post(
             cpu_ops: likes,
             // Each delivery of a like needs its own conditional write.
             limit: Some(limits.serving(1.0, 2.0, 0.0)),
+            billing: Billing::LIKES,
         },
     );
     (row, result, limits)
@@ -191,7 +309,7 @@ pub async fn toggling(aws: &SdkConfig, scale: f64) -> Row {
     let h = Harness::new(aws).await;
     let users = ((200.0 * scale).round() as u64).max(4);
     let pumps = h.start_pumps(&h.likes_mapping, POLLERS, Fault::None);
-    let meter = Meter::start(&h.usage);
+    let meter = Meter::start(&h);
     let latencies: Vec<Vec<Duration>> = futures::stream::iter(0..users)
         .map(|i| {
             let user = format!("toggler-{i}");
@@ -221,7 +339,7 @@ pub async fn toggling(aws: &SdkConfig, scale: f64) -> Row {
         .await;
     let toggled = PostId::parse("toggled").unwrap();
     drained(&h.likes_queue).await;
-    let measured = meter.finish(&h.usage);
+    let measured = meter.finish(&h);
     pumps.stop().await;
     assert_eq!(
         h.checks.like_count(&toggled).await.unwrap(),
@@ -246,6 +364,7 @@ pub async fn toggling(aws: &SdkConfig, scale: f64) -> Row {
             sqs: measured.sum(is_sqs),
             cpu_ops: ops,
             limit: None,
+            billing: Billing::LIKES,
         },
     )
 }
@@ -322,7 +441,7 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
     let reads = (tasks.len() - writes) as u64 / 2;
     let total = tasks.len() as u64;
     let pumps = h.start_pumps(&h.likes_mapping, POLLERS, Fault::None);
-    let meter = Meter::start(&h.usage);
+    let meter = Meter::start(&h);
     let results: Vec<(u8, Duration)> = futures::stream::iter(tasks.into_iter().enumerate())
         .map(|(i, task)| {
             let (like, pumps) = (&h.like, &pumps);
@@ -378,7 +497,7 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
         .collect()
         .await;
     drained(&h.likes_queue).await;
-    let measured = meter.finish(&h.usage);
+    let measured = meter.finish(&h);
     pumps.stop().await;
     let (backlogged, batch) = backlogged_feed(&h, &zipf, writes).await;
     let limits = crate::limits::measure(aws, &h, "mixed feed", limit_requests, false).await;
@@ -405,6 +524,7 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
                 // Each write needs a send and a conditional write; the reads
                 // interleaved with it, one BatchGetItem each.
                 limit: Some(limits.serving(1.0, 1.0, 2.0 * reads as f64 / writes as f64)),
+                billing: Billing::LIKES,
             },
         ),
         row(
@@ -418,6 +538,7 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
                 sqs: Counts::default(),
                 cpu_ops: all_ops,
                 limit: None,
+                billing: Billing::READS,
             },
         ),
         row(
@@ -431,6 +552,7 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
                 sqs: Counts::default(),
                 cpu_ops: all_ops,
                 limit: None,
+                billing: Billing::READS,
             },
         ),
         row(
@@ -445,6 +567,7 @@ pub async fn mixed(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<R
                 cpu_ops: writes as u64,
                 // Sent, then drained: its pace says nothing about the limit.
                 limit: None,
+                billing: Billing::LIKES,
             },
         ),
     ];
@@ -471,7 +594,7 @@ async fn backlogged_feed(h: &Harness, zipf: &Zipf, writes: usize) -> (Phase, f64
         })
         .collect();
     let invocations = h.likes_mapping.invocations();
-    let meter = Meter::start(&h.usage);
+    let meter = Meter::start(h);
     let mut latencies = Vec::new();
     for round in burst.chunks(mapping::BATCH_SIZE) {
         let sent: Vec<Duration> = futures::stream::iter(round)
@@ -504,7 +627,7 @@ async fn backlogged_feed(h: &Harness, zipf: &Zipf, writes: usize) -> (Phase, f64
             drained += poll.received - poll.failed;
         }
     }
-    let measured = meter.finish(&h.usage);
+    let measured = meter.finish(h);
     let batches = h.likes_mapping.invocations() - invocations;
     let batch = writes as f64 / batches.max(1) as f64;
     (
@@ -581,6 +704,7 @@ pub async fn points(aws: &SdkConfig, scale: f64, limit_requests: usize) -> (Vec<
                 sqs: measured.sum(is_sqs),
                 cpu_ops: count as u64,
                 limit: Some(limits.points),
+                billing: Billing::POINTS,
             },
         ));
         all_limits.push(limits);
@@ -595,7 +719,7 @@ type PointsWrite = (String, String, String, String);
 /// the worker's pollers keeping up, and waits until every one is applied.
 async fn points_writes(h: &Harness, calls: Vec<PointsWrite>) -> (Measured, Vec<Duration>) {
     let pumps = h.start_pumps(&h.points_mapping, POLLERS, Fault::None);
-    let meter = Meter::start(&h.usage);
+    let meter = Meter::start(h);
     let latencies: Vec<Duration> = futures::stream::iter(calls.into_iter().enumerate())
         .map(|(i, (key, path, user, body))| {
             let (points, pumps) = (&h.points, &pumps);
@@ -619,7 +743,7 @@ async fn points_writes(h: &Harness, calls: Vec<PointsWrite>) -> (Measured, Vec<D
         .collect()
         .await;
     drained(&h.points_queue).await;
-    let measured = meter.finish(&h.usage);
+    let measured = meter.finish(h);
     pumps.stop().await;
     (measured, latencies)
 }
@@ -658,6 +782,7 @@ pub async fn checkout(aws: &SdkConfig, scale: f64) -> Vec<Row> {
                     sqs: measured.sum(is_sqs),
                     cpu_ops: ops,
                     limit: None,
+                    billing: Billing::POINTS,
                 },
             )
         }
@@ -741,7 +866,7 @@ pub async fn checkout(aws: &SdkConfig, scale: f64) -> Vec<Row> {
     // The quarter nobody closed: released by the expiry step once past their 60 s.
     let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(2);
     let reconciler = reconcile::Reconciler::new(h.worker.store.clone(), h.points_queue.clone());
-    let meter = Meter::start(&h.usage);
+    let meter = Meter::start(&h);
     let report = crate::harness::functions()
         .spawn(async move {
             let mut report = reconcile::Report::default();
@@ -754,7 +879,7 @@ pub async fn checkout(aws: &SdkConfig, scale: f64) -> Vec<Row> {
         })
         .await
         .expect("the expiry step does not panic");
-    let measured = meter.finish(&h.usage);
+    let measured = meter.finish(&h);
     let expired = accounts as u64 / 4;
     assert_eq!(report.holds_released, expired, "{report:?}");
     rows.push(row(
@@ -768,6 +893,7 @@ pub async fn checkout(aws: &SdkConfig, scale: f64) -> Vec<Row> {
             sqs: measured.sum(is_sqs),
             cpu_ops: expired,
             limit: None,
+            billing: Billing::RECONCILE,
         },
     ));
     rows
@@ -801,7 +927,7 @@ pub async fn expiry(aws: &SdkConfig, scale: f64) -> Row {
         assert_eq!(report.applied, chunk.len(), "the grants apply");
     }
     let reconciler = reconcile::Reconciler::new(h.worker.store.clone(), h.points_queue.clone());
-    let meter = Meter::start(&h.usage);
+    let meter = Meter::start(&h);
     let report = crate::harness::functions()
         .spawn(async move {
             let mut report = reconcile::Report::default();
@@ -814,7 +940,7 @@ pub async fn expiry(aws: &SdkConfig, scale: f64) -> Row {
         })
         .await
         .expect("the expiry step does not panic");
-    let measured = meter.finish(&h.usage);
+    let measured = meter.finish(&h);
     assert_eq!(report.accounts_expired, accounts as u64, "{report:?}");
     row(
         &measured,
@@ -827,6 +953,7 @@ pub async fn expiry(aws: &SdkConfig, scale: f64) -> Row {
             sqs: measured.sum(is_sqs),
             cpu_ops: accounts as u64,
             limit: None,
+            billing: Billing::RECONCILE,
         },
     )
 }

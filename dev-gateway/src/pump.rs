@@ -29,6 +29,8 @@ pub struct EventSourceMapping {
     batching_window: Duration,
     /// Worker invocations so far (a redelivered batch counts again).
     invocations: Arc<AtomicU64>,
+    /// Their wall time, in nanoseconds: what Lambda would bill as duration.
+    invoked_nanos: Arc<AtomicU64>,
     /// Where the worker runs; the caller's runtime when `None`.
     worker_runtime: Option<Handle>,
 }
@@ -69,6 +71,7 @@ impl EventSourceMapping {
             batch_size,
             batching_window,
             invocations: Arc::default(),
+            invoked_nanos: Arc::default(),
             worker_runtime: None,
         })
     }
@@ -83,8 +86,9 @@ impl EventSourceMapping {
 
     async fn invoke(&self, worker: &Worker, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
         self.invocations.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let event = LambdaEvent::new(event, Context::default());
-        match &self.worker_runtime {
+        let response = match &self.worker_runtime {
             None => worker.handle(event).await,
             Some(runtime) => {
                 let worker = worker.clone();
@@ -93,7 +97,10 @@ impl EventSourceMapping {
                     .await
                     .unwrap_or_else(|panicked| Err(panicked.into()))
             }
-        }
+        };
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.invoked_nanos.fetch_add(nanos, Ordering::Relaxed);
+        response
     }
 
     /// Receives one batch (up to the batch size, within the batching window),
@@ -180,6 +187,11 @@ impl EventSourceMapping {
     /// Worker invocations this mapping made so far.
     pub fn invocations(&self) -> u64 {
         self.invocations.load(Ordering::Relaxed)
+    }
+
+    /// The wall time of those invocations, summed.
+    pub fn invoked_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.invoked_nanos.load(Ordering::Relaxed))
     }
 
     /// Polls until the process stops, logging (not dying on) queue errors.

@@ -79,6 +79,18 @@ pub struct Reconciler {
     pub redrive_after: Duration,
 }
 
+/// Posts recounted at once: each is a few requests on its own partitions.
+pub const POSTS_AT_ONCE: usize = 16;
+
+/// What recounting one post found.
+#[derive(Debug, Default)]
+struct Recount {
+    drift: u64,
+    repaired: bool,
+    /// The worker wrote the counter during the recount: left marked.
+    busy: bool,
+}
+
 /// Items one page of the like register migration reads.
 pub const MIGRATION_PAGE_ITEMS: i32 = 1000;
 
@@ -396,13 +408,26 @@ impl Reconciler {
     ) -> Result<(), StoreError> {
         let marked = self.store.changed_posts().await?;
         let no_registers = BTreeSet::new();
-        for (post, marked) in report.marked_then_swept(marked, &sweep.posts)? {
+        let work = report.marked_then_swept(marked, &sweep.posts)?;
+        let no_registers = &no_registers;
+        let mut recounts = futures::stream::iter(work)
+            .map(|(post, marked)| async move {
+                let swept = sweep.register_partitions.get(&post);
+                self.reconcile_post(&post, marked, swept.unwrap_or(no_registers))
+                    .await
+            })
+            .buffer_unordered(POSTS_AT_ONCE);
+        while let Some(recount) = recounts.next().await {
+            let recount = recount?;
+            report.posts_checked += 1;
+            report.total_drift = report.total_drift.saturating_add(recount.drift);
+            report.counters_repaired += u64::from(recount.repaired);
+            report.posts_busy += u64::from(recount.busy);
+            // Recounts in flight are dropped: each is safe to interrupt (its
+            // settle is one conditional write), and the post stays marked.
             if report.out_of_time(until) {
                 return Ok(());
             }
-            let swept = sweep.register_partitions.get(&post);
-            self.reconcile_post(&post, marked, swept.unwrap_or(&no_registers), report)
-                .await?;
         }
         Ok(())
     }
@@ -414,8 +439,7 @@ impl Reconciler {
         post: &PostId,
         marked: bool,
         swept: &BTreeSet<u32>,
-        report: &mut Report,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Recount, StoreError> {
         // Read the counter before counting: any counter write after this read
         // fails the settle below instead of being overwritten.
         let seen = self.store.counter_snapshot(post).await?;
@@ -426,20 +450,22 @@ impl Reconciler {
         let drift = seen
             .count
             .saturating_sub(i64::try_from(true_count).unwrap_or(i64::MAX));
-        report.posts_checked += 1;
-        report.total_drift = report.total_drift.saturating_add(drift.unsigned_abs());
+        let mut recount = Recount {
+            drift: drift.unsigned_abs(),
+            ..Recount::default()
+        };
         if drift == 0 && !marked {
-            return Ok(());
+            return Ok(recount);
         }
         if self.store.settle_counter(post, true_count, &seen).await? {
             if drift != 0 {
-                report.counters_repaired += 1;
+                recount.repaired = true;
                 tracing::warn!(post = %post, counter = seen.count, true_count, drift, "like counter repaired");
             }
         } else {
-            report.posts_busy += 1;
+            recount.busy = true;
         }
-        Ok(())
+        Ok(recount)
     }
 
     /// Audits each changed or swept account until `until`; clears its mark only
