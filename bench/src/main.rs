@@ -114,6 +114,11 @@ fn args() -> Args {
     args
 }
 
+// The functions' allocator (BENCHMARKS.md, "CPU per like"), so the functions
+// measured in this process allocate as they do deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let args = args();
