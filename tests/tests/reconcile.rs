@@ -498,7 +498,9 @@ async fn registers_of_the_8_partition_layout_move_to_their_new_keys_and_every_co
     )
     .await;
 
-    let reconciler = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
+    // Pages of 40 items: the pass goes on from its saved cursor page after page.
+    let mut reconciler = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
+    reconciler.migration_page_items = 40;
     let report = reconciler.migrate_like_registers().await.unwrap();
     assert!(report.pass_complete, "{report:?}");
     assert_eq!(report.pass_conflicts, 0);
@@ -572,4 +574,48 @@ async fn registers_of_the_8_partition_layout_move_to_their_new_keys_and_every_co
     let again = reconciler.migrate_like_registers().await.unwrap();
     assert_eq!((again.registers_moved, again.pass_conflicts), (0, 0));
     assert!(again.pass_complete);
+}
+
+#[tokio::test]
+async fn a_register_no_counter_write_listed_is_found_by_the_sweep_and_counted_from_then_on() {
+    let app = TestApp::spawn().await;
+    let likers: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
+    let likes: Vec<String> = likers.iter().map(|u| like(u, "p1")).collect();
+    apply(&app, &likes).await;
+    let listed = app.store().counter_snapshot(&post("p1")).await.unwrap();
+    let listed = listed.partitions.unwrap();
+    // A like whose register was written but whose counter write never
+    // happened (its message dead-lettered), in a partition no write listed.
+    let stray = (10..10_000)
+        .map(|i| format!("u{i}"))
+        .find(|u| !listed.contains(&keys::like_partition(&user(u))))
+        .unwrap();
+    let op = LikeOperation {
+        operation_id: OperationId::generate(),
+        user: user(&stray),
+        post: post("p1"),
+        action: LikeAction::Like,
+        accepted_at: OffsetDateTime::now_utc(),
+    };
+    app.store().apply_like(&op).await.unwrap();
+
+    // The sweep finds the stray register: counted, and its partition listed.
+    let report = run(&app, OffsetDateTime::now_utc()).await;
+    assert_eq!(report.total_drift, 1);
+    assert_eq!(app.store().like_count(&post("p1")).await.unwrap(), 11);
+    let now_listed = app.store().counter_snapshot(&post("p1")).await.unwrap();
+    assert!(
+        now_listed
+            .partitions
+            .unwrap()
+            .contains(&keys::like_partition(&user(&stray))),
+        "the settle lists the partition the sweep found"
+    );
+    // A later like marks the post: its recount reads the listed partitions,
+    // the stray one among them, with a sweep that finds nothing this time.
+    apply(&app, &[like("newcomer", "p1")]).await;
+    let mut no_sweep = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
+    no_sweep.sweep_items_per_run = 1;
+    no_sweep.run(OffsetDateTime::now_utc()).await.unwrap();
+    assert_eq!(app.store().like_count(&post("p1")).await.unwrap(), 12);
 }

@@ -77,6 +77,8 @@ pub struct Reconciler {
     pub expiry_accounts_per_run: usize,
     pub budget: Duration,
     pub redrive_after: Duration,
+    /// Items one page of the like register migration reads.
+    pub migration_page_items: i32,
 }
 
 /// Posts recounted at once: each is a few requests on its own partitions.
@@ -229,6 +231,7 @@ impl Reconciler {
             expiry_accounts_per_run: usize::MAX,
             budget: RUN_BUDGET,
             redrive_after: REDRIVE_AFTER,
+            migration_page_items: MIGRATION_PAGE_ITEMS,
         }
     }
 
@@ -324,12 +327,12 @@ impl Reconciler {
     /// pass completes without conflicts).
     pub async fn migrate_like_registers(&self) -> Result<MigrationReport, StoreError> {
         let until = Instant::now() + self.budget;
-        let mut state = self.store.reconcile_state().await?;
+        let mut state = self.store.migration_state().await?;
         let mut report = MigrationReport::default();
         while Instant::now() < until && !report.pass_complete {
             let page = self
                 .store
-                .migrate_like_registers(state.migration_cursor.as_deref(), MIGRATION_PAGE_ITEMS)
+                .migrate_like_registers(state.cursor.as_deref(), self.migration_page_items)
                 .await?;
             report.registers_seen += page.registers_seen;
             report.registers_moved += page.registers_moved;
@@ -337,14 +340,14 @@ impl Reconciler {
             for malformed in &page.malformed {
                 tracing::warn!(error = %error_chain(malformed), "like register skipped by the migration");
             }
-            state.migration_conflicts += page.conflicts;
-            state.migration_cursor = page.next_cursor;
-            report.pass_complete = state.migration_cursor.is_none();
-            report.pass_conflicts = state.migration_conflicts;
+            state.conflicts += page.conflicts;
+            state.cursor = page.next_cursor;
+            report.pass_complete = state.cursor.is_none();
+            report.pass_conflicts = state.conflicts;
             if report.pass_complete {
-                state.migration_conflicts = 0;
+                state.conflicts = 0;
             }
-            self.store.save_reconcile_state(&state).await?;
+            self.store.save_migration_state(&state).await?;
         }
         tracing::info!(?report, "like register migration");
         Ok(report)
@@ -409,6 +412,7 @@ impl Reconciler {
         let marked = self.store.changed_posts().await?;
         let no_registers = BTreeSet::new();
         let work = report.marked_then_swept(marked, &sweep.posts)?;
+        let mut left = work.len();
         let no_registers = &no_registers;
         let mut recounts = futures::stream::iter(work)
             .map(|(post, marked)| async move {
@@ -423,9 +427,10 @@ impl Reconciler {
             report.total_drift = report.total_drift.saturating_add(recount.drift);
             report.counters_repaired += u64::from(recount.repaired);
             report.posts_busy += u64::from(recount.busy);
+            left -= 1;
             // Recounts in flight are dropped: each is safe to interrupt (its
             // settle is one conditional write), and the post stays marked.
-            if report.out_of_time(until) {
+            if left > 0 && report.out_of_time(until) {
                 return Ok(());
             }
         }
@@ -444,6 +449,7 @@ impl Reconciler {
         // fails the settle below instead of being overwritten.
         let seen = self.store.counter_snapshot(post).await?;
         let mut partitions = seen.partitions_to_count();
+        let unlisted: BTreeSet<u32> = swept.difference(&partitions).copied().collect();
         partitions.extend(swept);
         let true_count = self.store.count_likes(post, &partitions).await?;
         // A counter edited by hand may hold any number: the difference saturates.
@@ -454,10 +460,14 @@ impl Reconciler {
             drift: drift.unsigned_abs(),
             ..Recount::default()
         };
-        if drift == 0 && !marked {
+        if drift == 0 && !marked && unlisted.is_empty() && !seen.partitions_malformed {
             return Ok(recount);
         }
-        if self.store.settle_counter(post, true_count, &seen).await? {
+        if self
+            .store
+            .settle_counter(post, true_count, &seen, &unlisted)
+            .await?
+        {
             if drift != 0 {
                 recount.repaired = true;
                 tracing::warn!(post = %post, counter = seen.count, true_count, drift, "like counter repaired");

@@ -2,17 +2,20 @@
 //! current layout ([`keys::LIKE_PARTITIONS`]), a page at a time (README "Upgrading").
 //!
 //! A register whose partition is the same in both layouts stays where it is; any
-//! other moves in one transaction (put at its new key, delete the old one, list
-//! the new partition on the post's counter), so it is always in exactly one
-//! place. Every post a page touches is marked changed, and its counter lists the
-//! partitions its registers are in: the next reconcile recounts it exactly. The
-//! counter's revision moves too, so a recount that overlapped a move never settles.
+//! other moves in one transaction (put at its new key, delete the old one if
+//! unchanged), so it is always in exactly one place. Before a page's moves,
+//! each post's counter lists the partitions its registers go to and layout 1's
+//! eight (where registers not yet moved are); after them, the post is marked
+//! changed and its counter's revision moves, so a recount that overlapped the
+//! moves never settles, and the next one counts every register exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem};
 use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
 
 use super::keys::{self, PK, SK};
 use super::reconcile::SweepCursor;
@@ -21,6 +24,18 @@ use crate::domain::ids::{PostId, UserId};
 
 /// Registers moved at once.
 const CONCURRENT_MOVES: usize = 16;
+
+/// Where the migration's pass is: an item of its own (`RECONCILE` /
+/// `MIGRATION`), so a scheduled reconcile run never writes over it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationState {
+    /// Where the pass goes on; `None` at the start of a pass.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Registers this pass left for a later one.
+    #[serde(default)]
+    pub conflicts: u64,
+}
 
 /// What one page of the migration did.
 #[derive(Debug, Default)]
@@ -69,6 +84,21 @@ impl Register {
     }
 }
 
+impl Register {
+    fn old_key(&self) -> Item {
+        key(
+            keys::like_partition_pk(&self.post, self.from),
+            get_s(&self.item, SK).unwrap_or_default().to_owned(),
+        )
+    }
+}
+
+fn migration_key() -> Item {
+    key(keys::RECONCILE_PK.to_owned(), MIGRATION_SK.to_owned())
+}
+
+const MIGRATION_SK: &str = "MIGRATION";
+
 /// What moving one register did.
 enum MoveOutcome {
     Moved,
@@ -78,6 +108,37 @@ enum MoveOutcome {
 }
 
 impl Store {
+    pub async fn migration_state(&self) -> Result<MigrationState, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(migration_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        match output.item {
+            None => Ok(MigrationState::default()),
+            Some(item) => {
+                serde_dynamo::from_item(item.clone()).map_err(|e| corrupt(&item, e.to_string()))
+            }
+        }
+    }
+
+    pub async fn save_migration_state(&self, state: &MigrationState) -> Result<(), StoreError> {
+        let mut item: Item = serde_dynamo::to_item(state).expect("state converts to an item");
+        item.extend(migration_key());
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
     /// Migrates the registers among the next `limit` items of the table.
     pub async fn migrate_like_registers(
         &self,
@@ -102,20 +163,31 @@ impl Store {
             next_cursor: output.last_evaluated_key.as_ref().map(SweepCursor::encode),
             ..MigrationPage::default()
         };
-        let mut staying: BTreeMap<PostId, BTreeSet<u32>> = BTreeMap::new();
+        let mut posts: BTreeMap<PostId, BTreeSet<u32>> = BTreeMap::new();
         let mut moving = Vec::new();
         for item in output.items.unwrap_or_default() {
             page.registers_seen += 1;
             match Register::read(item) {
                 Err(malformed) => page.malformed.push(malformed),
-                Ok(register) if register.from == register.to => {
-                    staying
-                        .entry(register.post)
+                Ok(register) => {
+                    posts
+                        .entry(register.post.clone())
                         .or_default()
                         .insert(register.to);
+                    if register.from != register.to {
+                        moving.push(register);
+                    }
                 }
-                Ok(register) => moving.push(register),
             }
+        }
+        // First the counters list where the page's registers are going, and
+        // where registers not moved yet still are (layout 1's partitions): a
+        // recount during the pass reads every partition that may hold one.
+        for (post, partitions) in &posts {
+            let mut listed = partitions.clone();
+            listed.extend(0..keys::LAYOUT_1_LIKE_PARTITIONS);
+            self.update_counter(post, "ADD like_partitions :partitions", Some(&listed))
+                .await?;
         }
         let moves = futures::stream::iter(moving)
             .map(|register| self.move_register(register))
@@ -129,20 +201,57 @@ impl Store {
                 MoveOutcome::Conflict => page.conflicts += 1,
             }
         }
-        for (post, partitions) in staying {
-            self.client
-                .update_item()
-                .set_key(Some(counter_key(&post)))
-                .table_name(&self.table)
-                .update_expression(LIST_PARTITIONS)
-                .set_expression_attribute_values(Some(list_partitions_values(&post, &partitions)))
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
+        // Then each post is marked for a recount, and its revision moves: a
+        // recount that overlapped the moves (and may have met a register in
+        // both places) fails its settle.
+        for post in posts.keys() {
+            self.update_counter(
+                post,
+                "SET post_id = :post, gsi1pk = :dirty, gsi1sk = :post ADD revision :one",
+                None,
+            )
+            .await?;
         }
         Ok(page)
     }
 
+    async fn update_counter(
+        &self,
+        post: &PostId,
+        expression: &str,
+        partitions: Option<&BTreeSet<u32>>,
+    ) -> Result<(), StoreError> {
+        let mut values = Item::new();
+        match partitions {
+            Some(partitions) => {
+                values.insert(
+                    ":partitions".to_owned(),
+                    AttributeValue::Ns(partitions.iter().map(u32::to_string).collect()),
+                );
+            }
+            None => {
+                values.insert(":post".to_owned(), s(post.as_str()));
+                values.insert(":dirty".to_owned(), s(keys::dirty_post_gsi1pk(post)));
+                values.insert(":one".to_owned(), n(1));
+            }
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                keys::counter_pk(post),
+                keys::COUNTER_SK.to_owned(),
+            )))
+            .update_expression(expression)
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Moves one register in one transaction: put at its new key, delete the
+    /// old one if it is still as read.
     async fn move_register(&self, register: Register) -> Result<MoveOutcome, StoreError> {
         let mut moved = register.item.clone();
         moved.insert(
@@ -156,12 +265,18 @@ impl Store {
             .expression_attribute_values(":version", s(&register.version))
             .build()
             .expect("table and item are set");
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(register.old_key()))
+            .condition_expression("like_version = :version")
+            .expression_attribute_values(":version", s(&register.version))
+            .build()
+            .expect("table and key are set");
         let result = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(self.delete_unchanged(&register))
-            .transact_items(self.list_partition(&register))
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
             .send()
             .await;
         let Err(err) = result else {
@@ -178,15 +293,18 @@ impl Store {
             .and_then(|reason| reason.code())
             == Some("ConditionalCheckFailed");
         if !put_failed {
+            // The old register changed, or another writer held it: a later pass.
             return Ok(MoveOutcome::Conflict);
         }
         // The new key holds a newer operation on this (user, post): the old
         // register is history. Delete it, if it is still as read.
         let result = self
             .client
-            .transact_write_items()
-            .transact_items(self.delete_unchanged(&register))
-            .transact_items(self.list_partition(&register))
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(register.old_key()))
+            .condition_expression("like_version = :version")
+            .expression_attribute_values(":version", s(&register.version))
             .send()
             .await;
         match result {
@@ -194,7 +312,7 @@ impl Store {
             Err(err)
                 if matches!(
                     err.as_service_error(),
-                    Some(TransactWriteItemsError::TransactionCanceledException(_))
+                    Some(DeleteItemError::ConditionalCheckFailedException(_))
                 ) =>
             {
                 Ok(MoveOutcome::Conflict)
@@ -202,54 +320,4 @@ impl Store {
             Err(err) => Err(StoreError::from_sdk(err)),
         }
     }
-
-    fn delete_unchanged(&self, register: &Register) -> TransactWriteItem {
-        let old_key = key(
-            keys::like_partition_pk(&register.post, register.from),
-            get_s(&register.item, SK).unwrap_or_default().to_owned(),
-        );
-        let delete = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(old_key))
-            .condition_expression("like_version = :version")
-            .expression_attribute_values(":version", s(&register.version))
-            .build()
-            .expect("table and key are set");
-        TransactWriteItem::builder().delete(delete).build()
-    }
-
-    fn list_partition(&self, register: &Register) -> TransactWriteItem {
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(counter_key(&register.post)))
-            .update_expression(LIST_PARTITIONS)
-            .set_expression_attribute_values(Some(list_partitions_values(
-                &register.post,
-                &BTreeSet::from([register.to]),
-            )))
-            .build()
-            .expect("table, key and expression are set");
-        TransactWriteItem::builder().update(update).build()
-    }
-}
-
-/// Lists partitions on a post's counter and marks the post changed, so the next
-/// reconcile recounts it; the revision moves so no overlapping recount settles.
-const LIST_PARTITIONS: &str = "SET post_id = :post, gsi1pk = :dirty, gsi1sk = :post \
-     ADD like_partitions :partitions, revision :one";
-
-fn counter_key(post: &PostId) -> Item {
-    key(keys::counter_pk(post), keys::COUNTER_SK.to_owned())
-}
-
-fn list_partitions_values(post: &PostId, partitions: &BTreeSet<u32>) -> Item {
-    Item::from([
-        (":post".to_owned(), s(post.as_str())),
-        (":dirty".to_owned(), s(keys::dirty_post_gsi1pk(post))),
-        (
-            ":partitions".to_owned(),
-            AttributeValue::Ns(partitions.iter().map(u32::to_string).collect()),
-        ),
-        (":one".to_owned(), n(1)),
-    ])
 }

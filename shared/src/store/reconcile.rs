@@ -29,6 +29,9 @@ pub struct CounterSnapshot {
     /// when the counter does not say (no counter, one from before the list, or
     /// a list edited into something else): then every partition may hold some.
     pub partitions: Option<BTreeSet<u32>>,
+    /// `like_partitions` is there but not a set of partitions: the settle
+    /// removes it, or the worker's next `ADD` to it would fail.
+    pub partitions_malformed: bool,
 }
 
 impl CounterSnapshot {
@@ -63,16 +66,6 @@ pub struct ReconcileState {
     pub sweep_cursor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success_at: Option<String>,
-    /// Where the like register migration's pass goes on (README "Upgrading").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub migration_cursor: Option<String>,
-    /// Registers the migration's current pass left for a later pass.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub migration_conflicts: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// What one page of the background sweep found.
@@ -172,11 +165,14 @@ impl Store {
                 count: 0,
                 revision: None,
                 partitions: None,
+                partitions_malformed: false,
             },
             Some(item) => CounterSnapshot {
                 count: get_i64(&item, "like_count").unwrap_or(0),
                 revision: get_i64(&item, "revision"),
                 partitions: stored_partitions(&item),
+                partitions_malformed: item.contains_key("like_partitions")
+                    && stored_partitions(&item).is_none(),
             },
         })
     }
@@ -226,21 +222,35 @@ impl Store {
     /// Sets the counter to the true count and clears its "changed" mark, only if
     /// no counter write happened since `seen` was read. `false` means the worker
     /// wrote meanwhile: the post stays marked and the next run recounts it.
+    /// `unlisted` are partitions the recount found registers in that the
+    /// counter does not list yet: listed now, so later recounts read them.
     pub async fn settle_counter(
         &self,
         post: &PostId,
         true_count: u64,
         seen: &CounterSnapshot,
+        unlisted: &BTreeSet<u32>,
     ) -> Result<bool, StoreError> {
-        let request = self
+        let mut update = "SET like_count = :count, post_id = :post ADD revision :one".to_owned();
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(keys::counter_pk(post)))
-            .key(SK, s(keys::COUNTER_SK))
-            .update_expression(
-                "SET like_count = :count, post_id = :post ADD revision :one REMOVE gsi1pk, gsi1sk",
-            )
+            .key(SK, s(keys::COUNTER_SK));
+        if !unlisted.is_empty() && seen.partitions.is_some() {
+            update.push_str(", like_partitions :unlisted");
+            request = request.expression_attribute_values(
+                ":unlisted",
+                AttributeValue::Ns(unlisted.iter().map(u32::to_string).collect()),
+            );
+        }
+        update.push_str(" REMOVE gsi1pk, gsi1sk");
+        if seen.partitions_malformed {
+            update.push_str(", like_partitions");
+        }
+        let request = request
+            .update_expression(update)
             .expression_attribute_values(":count", n(true_count))
             .expression_attribute_values(":post", s(post.as_str()))
             .expression_attribute_values(":one", n(1));
@@ -255,7 +265,11 @@ impl Store {
         match request.send().await {
             Ok(_) => Ok(true),
             Err(err) => match err.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+                // A counter write landed meanwhile, or is landing now.
+                Some(
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                    | UpdateItemError::TransactionConflictException(_),
+                ) => Ok(false),
                 _ => Err(StoreError::from_sdk(err)),
             },
         }
