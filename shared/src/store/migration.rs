@@ -93,10 +93,7 @@ impl Register {
     }
 }
 
-fn migration_key() -> Item {
-    key(keys::RECONCILE_PK.to_owned(), MIGRATION_SK.to_owned())
-}
-
+/// The sort key of the migration's state, beside reconcile's (`RECONCILE` pk).
 const MIGRATION_SK: &str = "MIGRATION";
 
 /// What moving one register did.
@@ -109,34 +106,11 @@ enum MoveOutcome {
 
 impl Store {
     pub async fn migration_state(&self) -> Result<MigrationState, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(migration_key()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        match output.item {
-            None => Ok(MigrationState::default()),
-            Some(item) => {
-                serde_dynamo::from_item(item.clone()).map_err(|e| corrupt(&item, e.to_string()))
-            }
-        }
+        self.own_state(MIGRATION_SK).await
     }
 
     pub async fn save_migration_state(&self, state: &MigrationState) -> Result<(), StoreError> {
-        let mut item: Item = serde_dynamo::to_item(state).expect("state converts to an item");
-        item.extend(migration_key());
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        Ok(())
+        self.save_own_state(MIGRATION_SK, state).await
     }
 
     /// Migrates the registers among the next `limit` items of the table.

@@ -194,29 +194,23 @@ impl Store {
     }
 
     async fn count_likes_in(&self, post: &PostId, partition: u32) -> Result<u64, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .filter_expression("liked = :liked")
+            .expression_attribute_values(":pk", s(keys::like_partition_pk(post, partition)))
+            .expression_attribute_values(":liked", AttributeValue::Bool(true))
+            .select(Select::Count)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
         let mut total = 0u64;
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .filter_expression("liked = :liked")
-                .expression_attribute_values(":pk", s(keys::like_partition_pk(post, partition)))
-                .expression_attribute_values(":liked", AttributeValue::Bool(true))
-                .select(Select::Count)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
-            total += output.count.max(0) as u64;
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(total);
-            }
+        while let Some(page) = pages.next().await {
+            total += page.map_err(StoreError::from_sdk)?.count.max(0) as u64;
         }
+        Ok(total)
     }
 
     /// Sets the counter to the true count and clears its "changed" mark, only if
@@ -432,28 +426,44 @@ impl Store {
     }
 
     pub async fn reconcile_state(&self) -> Result<ReconcileState, StoreError> {
+        self.own_state(keys::RECONCILE_SK).await
+    }
+
+    pub async fn save_reconcile_state(&self, state: &ReconcileState) -> Result<(), StoreError> {
+        self.save_own_state(keys::RECONCILE_SK, state).await
+    }
+
+    /// One of reconcile's own items (`RECONCILE` / `sk`), or the default if none.
+    pub(super) async fn own_state<T>(&self, sk: &str) -> Result<T, StoreError>
+    where
+        T: serde::de::DeserializeOwned + Default,
+    {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(PK, s(keys::RECONCILE_PK))
-            .key(SK, s(keys::RECONCILE_SK))
+            .key(SK, s(sk))
             .consistent_read(true)
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
         match output.item {
-            None => Ok(ReconcileState::default()),
+            None => Ok(T::default()),
             Some(item) => {
                 serde_dynamo::from_item(item.clone()).map_err(|e| corrupt(&item, e.to_string()))
             }
         }
     }
 
-    pub async fn save_reconcile_state(&self, state: &ReconcileState) -> Result<(), StoreError> {
+    pub(super) async fn save_own_state<T: Serialize>(
+        &self,
+        sk: &str,
+        state: &T,
+    ) -> Result<(), StoreError> {
         let mut item: Item = serde_dynamo::to_item(state).expect("state converts to an item");
         item.insert(PK.to_owned(), s(keys::RECONCILE_PK));
-        item.insert(SK.to_owned(), s(keys::RECONCILE_SK));
+        item.insert(SK.to_owned(), s(sk));
         self.client
             .put_item()
             .table_name(&self.table)
