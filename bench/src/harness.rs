@@ -218,6 +218,23 @@ pub struct Call<'a> {
     pub body: Option<String>,
 }
 
+/// A like (`PUT`) or unlike (`DELETE`) of `post` by `user`, which must be accepted.
+pub async fn like_write(router: &Router, like: bool, post: &str, user: &str) -> Duration {
+    let path = format!("/v1/posts/{post}/like");
+    let call = Call {
+        method: if like { "PUT" } else { "DELETE" },
+        path: &path,
+        query: "",
+        user,
+        scope: "",
+        key: None,
+        body: None,
+    };
+    let (status, latency) = http(router, call).await;
+    assert_eq!(status, 202, "{path}");
+    latency
+}
+
 pub async fn http(router: &Router, call: Call<'_>) -> (u16, Duration) {
     let mut headers = serde_json::Map::new();
     headers.insert("content-type".into(), json!("application/json"));

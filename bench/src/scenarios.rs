@@ -11,7 +11,7 @@ use shared::domain::ids::PostId;
 use shared::queue::{OperationQueue, mapping};
 use shared::usage::Counts;
 
-use crate::harness::{Call, Harness, Measured, Meter, http, percentile};
+use crate::harness::{Call, Harness, Measured, Meter, http, like_write, percentile};
 use crate::limits::Limits;
 
 /// HTTP requests in flight at once, as many clients would send them.
@@ -229,18 +229,7 @@ pub async fn hot_post(
             let (like, pumps) = (&h.like, &pumps);
             async move {
                 pumps.keep_up_with(i).await;
-                let call = Call {
-                    method: "PUT",
-                    path: "/v1/posts/viral/like",
-                    query: "",
-                    user: &user,
-                    scope: "",
-                    key: None,
-                    body: None,
-                };
-                let (status, latency) = http(like, call).await;
-                assert_eq!(status, 202);
-                latency
+                like_write(like, true, "viral", &user).await
             }
         })
         .buffer_unordered(CLIENTS)
@@ -318,18 +307,7 @@ pub async fn toggling(aws: &SdkConfig, scale: f64) -> Row {
                 let mut latencies = Vec::new();
                 for toggle in 0..TOGGLES {
                     pumps.keep_up_with(i * TOGGLES + toggle).await;
-                    let call = Call {
-                        method: if toggle % 2 == 0 { "PUT" } else { "DELETE" },
-                        path: "/v1/posts/toggled/like",
-                        query: "",
-                        user: &user,
-                        scope: "",
-                        key: None,
-                        body: None,
-                    };
-                    let (status, latency) = http(like, call).await;
-                    assert_eq!(status, 202);
-                    latencies.push(latency);
+                    latencies.push(like_write(like, toggle % 2 == 0, "toggled", &user).await);
                 }
                 latencies
             }
@@ -599,19 +577,7 @@ async fn backlogged_feed(h: &Harness, zipf: &Zipf, writes: usize) -> (Phase, f64
     for round in burst.chunks(mapping::BATCH_SIZE) {
         let sent: Vec<Duration> = futures::stream::iter(round)
             .map(|&(user, post, like)| async move {
-                let (path, user) = (format!("/v1/posts/p{post}/like"), format!("user-{user}"));
-                let call = Call {
-                    method: if like { "PUT" } else { "DELETE" },
-                    path: &path,
-                    query: "",
-                    user: &user,
-                    scope: "",
-                    key: None,
-                    body: None,
-                };
-                let (status, latency) = http(&h.like, call).await;
-                assert_eq!(status, 202, "{path}");
-                latency
+                like_write(&h.like, like, &format!("p{post}"), &format!("user-{user}")).await
             })
             .buffer_unordered(CLIENTS)
             .collect()

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::{self, GSI1, GSI1_PK, GSI1_SK, PK, SK};
 use super::{
     Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_bool, get_i64, get_s, key,
-    n, required_s, s,
+    n, partition_set, required_s, s,
 };
 use crate::domain::ids::{PostId, UserId};
 use crate::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
@@ -177,10 +177,7 @@ impl Store {
         // A set is never empty in DynamoDB.
         if !partitions.is_empty() {
             update.push_str(", like_partitions :partitions");
-            request = request.expression_attribute_values(
-                ":partitions",
-                AttributeValue::Ns(partitions.iter().map(u32::to_string).collect()),
-            );
+            request = request.expression_attribute_values(":partitions", partition_set(partitions));
         }
         let output = request
             .update_expression(update)

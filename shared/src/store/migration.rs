@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, PK, SK};
 use super::reconcile::SweepCursor;
-use super::{Item, Store, StoreError, corrupt, get_s, key, n, s};
+use super::{Item, Store, StoreError, corrupt, get_s, key, n, partition_set, s};
 use crate::domain::ids::{PostId, UserId};
 
 /// Registers moved at once.
@@ -160,8 +160,12 @@ impl Store {
         for (post, partitions) in &posts {
             let mut listed = partitions.clone();
             listed.extend(0..keys::LAYOUT_1_LIKE_PARTITIONS);
-            self.update_counter(post, "ADD like_partitions :partitions", Some(&listed))
-                .await?;
+            self.update_counter(
+                post,
+                "ADD like_partitions :partitions",
+                [(":partitions", partition_set(&listed))],
+            )
+            .await?;
         }
         let moves = futures::stream::iter(moving)
             .map(|register| self.move_register(register))
@@ -182,33 +186,27 @@ impl Store {
             self.update_counter(
                 post,
                 "SET post_id = :post, gsi1pk = :dirty, gsi1sk = :post ADD revision :one",
-                None,
+                [
+                    (":post", s(post.as_str())),
+                    (":dirty", s(keys::dirty_post_gsi1pk(post))),
+                    (":one", n(1)),
+                ],
             )
             .await?;
         }
         Ok(page)
     }
 
-    async fn update_counter(
+    async fn update_counter<const N: usize>(
         &self,
         post: &PostId,
         expression: &str,
-        partitions: Option<&BTreeSet<u32>>,
+        values: [(&str, AttributeValue); N],
     ) -> Result<(), StoreError> {
-        let mut values = Item::new();
-        match partitions {
-            Some(partitions) => {
-                values.insert(
-                    ":partitions".to_owned(),
-                    AttributeValue::Ns(partitions.iter().map(u32::to_string).collect()),
-                );
-            }
-            None => {
-                values.insert(":post".to_owned(), s(post.as_str()));
-                values.insert(":dirty".to_owned(), s(keys::dirty_post_gsi1pk(post)));
-                values.insert(":one".to_owned(), n(1));
-            }
-        }
+        let values = values
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
         self.client
             .update_item()
             .table_name(&self.table)

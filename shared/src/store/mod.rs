@@ -202,6 +202,11 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
+/// Like register partitions as a DynamoDB number set (never empty when written).
+fn partition_set(partitions: &std::collections::BTreeSet<u32>) -> AttributeValue {
+    AttributeValue::Ns(partitions.iter().map(u32::to_string).collect())
+}
+
 fn key(pk: String, sk: String) -> Item {
     HashMap::from([(keys::PK.to_owned(), s(pk)), (keys::SK.to_owned(), s(sk))])
 }

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use super::keys::{self, GSI1, GSI2, PK, SK};
 use super::{
-    Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n, required_s,
-    s,
+    Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n,
+    partition_set, required_s, s,
 };
 use crate::domain::ids::{InvalidIdentifier, PostId, UserId};
 use crate::domain::points::Entry;
@@ -167,13 +167,16 @@ impl Store {
                 partitions: None,
                 partitions_malformed: false,
             },
-            Some(item) => CounterSnapshot {
-                count: get_i64(&item, "like_count").unwrap_or(0),
-                revision: get_i64(&item, "revision"),
-                partitions: stored_partitions(&item),
-                partitions_malformed: item.contains_key("like_partitions")
-                    && stored_partitions(&item).is_none(),
-            },
+            Some(item) => {
+                let partitions = stored_partitions(&item);
+                CounterSnapshot {
+                    count: get_i64(&item, "like_count").unwrap_or(0),
+                    revision: get_i64(&item, "revision"),
+                    partitions_malformed: item.contains_key("like_partitions")
+                        && partitions.is_none(),
+                    partitions,
+                }
+            }
         })
     }
 
@@ -234,10 +237,7 @@ impl Store {
             .key(SK, s(keys::COUNTER_SK));
         if !unlisted.is_empty() && seen.partitions.is_some() {
             update.push_str(", like_partitions :unlisted");
-            request = request.expression_attribute_values(
-                ":unlisted",
-                AttributeValue::Ns(unlisted.iter().map(u32::to_string).collect()),
-            );
+            request = request.expression_attribute_values(":unlisted", partition_set(unlisted));
         }
         update.push_str(" REMOVE gsi1pk, gsi1sk");
         if seen.partitions_malformed {
