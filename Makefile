@@ -53,7 +53,7 @@ build:
 
 # One reconcile run now, against the `make dev` stack; prints the report.
 reconcile:
-	@curl -fsS -X POST http://127.0.0.1:3000/_dev/reconcile && echo
+	@curl --noproxy '*' -fsS -X POST http://127.0.0.1:3000/_dev/reconcile && echo
 
 # Build every function for arm64 with cargo lambda, as template.yaml asks.
 sam-build:

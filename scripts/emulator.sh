@@ -20,7 +20,7 @@ case "${1:-}" in
     "$root/.venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do
-      if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then
+      if curl --noproxy '*' -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then
         echo "emulator: moto server on http://127.0.0.1:$port (pid $pid, log ${log#"$root/"})" >&2
         echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$port TALLY_EMULATOR_PID=$pid"
         echo "export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}"

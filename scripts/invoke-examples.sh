@@ -23,6 +23,8 @@ for function in "${functions[@]}"; do
 done
 timeout 120 target/debug/dev-gateway provision >"$env_file"
 {
+  echo "NO_PROXY=${NO_PROXY:-}" # scripts/with-emulator.sh names the local hosts
+  echo "no_proxy=${no_proxy:-}"
   echo "AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test}"
   echo "AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}"
   echo "AWS_REGION=${AWS_REGION:-us-east-1}"

@@ -3,6 +3,10 @@
 # answers, otherwise a fresh one that is stopped when the command ends.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# The emulator, the dev gateway and `cargo lambda watch` are on this machine: a
+# proxy the shell names (HTTP_PROXY, as on many company laptops) is not for them.
+local_hosts="127.0.0.1,localhost,::1"
+export NO_PROXY="$local_hosts${NO_PROXY:+,$NO_PROXY}" no_proxy="$local_hosts${no_proxy:+,$no_proxy}"
 if [ -n "${AWS_ENDPOINT_URL:-}" ] && curl -fsS -o /dev/null "$AWS_ENDPOINT_URL/moto-api/" 2>/dev/null; then
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
   export AWS_REGION="${AWS_REGION:-us-east-1}"
