@@ -134,6 +134,8 @@ pub fn dirty_accounts_partition_gsi1pk(partition: u32) -> String {
 
 pub const RECONCILE_PK: &str = "RECONCILE";
 pub const RECONCILE_SK: &str = "STATE";
+/// The like register migration's own state item, beside reconcile's.
+pub const MIGRATION_SK: &str = "MIGRATION";
 
 pub fn pending_gsi1pk(caller: &UserId) -> String {
     pending_partition_gsi1pk(stable_bucket(caller.as_str(), DIRTY_PARTITIONS))

@@ -82,9 +82,7 @@ impl Register {
             version,
         })
     }
-}
 
-impl Register {
     fn old_key(&self) -> Item {
         key(
             keys::like_partition_pk(&self.post, self.from),
@@ -92,9 +90,6 @@ impl Register {
         )
     }
 }
-
-/// The sort key of the migration's state, beside reconcile's (`RECONCILE` pk).
-const MIGRATION_SK: &str = "MIGRATION";
 
 /// What moving one register did.
 enum MoveOutcome {
@@ -106,11 +101,11 @@ enum MoveOutcome {
 
 impl Store {
     pub async fn migration_state(&self) -> Result<MigrationState, StoreError> {
-        self.own_state(MIGRATION_SK).await
+        self.own_state(keys::MIGRATION_SK).await
     }
 
     pub async fn save_migration_state(&self, state: &MigrationState) -> Result<(), StoreError> {
-        self.save_own_state(MIGRATION_SK, state).await
+        self.save_own_state(keys::MIGRATION_SK, state).await
     }
 
     /// Migrates the registers among the next `limit` items of the table.
