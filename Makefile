@@ -4,7 +4,7 @@
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
-	scripts/with-emulator.sh cargo run -p dev-gateway
+	TALLY_OPERATOR_ENV=.tally/operator.env scripts/with-emulator.sh cargo run -p dev-gateway
 
 # Every test; starts the emulator unless AWS_ENDPOINT_URL already names one.
 test: test-rust test-schemathesis test-simulate lint-template lint-openapi

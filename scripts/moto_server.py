@@ -2,9 +2,9 @@
 
     moto_server.py -H 127.0.0.1 -p PORT
 
-moto's own `moto_server` command, with three changes that make it behave more
-like AWS for what Tally does. None of them changes what a request answers:
-every condition, transaction and queue rule is still evaluated by moto.
+moto's own `moto_server` command, with the changes below, which make it behave
+more like AWS for what Tally does. Every condition, transaction and queue rule
+is still evaluated by moto; 5 and 6 add the IAM checks AWS makes.
 
 1. DynamoDB requests are applied one at a time. DynamoDB applies each request
    atomically: a conditional write's check and write happen together, and a
@@ -34,16 +34,37 @@ every condition, transaction and queue rule is still evaluated by moto.
    table). moto still applies the transaction and decides its outcome; when it
    fails, this puts back each touched item as it was, which is what restoring
    the table copy did (a transaction writes only the items it names).
+
+5. IAM is enforced from the first request, as on AWS. Before serving, an
+   operator user is created (allowed everything) and its keys are written to
+   the file `--operator-env` names: the person at the shell, the scripts and
+   the tests' setup act as it. The local stack gives each function a role
+   holding exactly its template policy (dev-gateway/src/stack.rs).
+
+6. DynamoDB is authorized per table and index, and a transaction per item, as
+   AWS does. moto checks DynamoDB actions against the resource `*` only, so a
+   policy naming a table would allow nothing; and it authorizes
+   TransactWriteItems as an action of its own, where AWS checks each item's own
+   action (`PutItem`, `UpdateItem`, `DeleteItem`, `ConditionCheckItem`) on its
+   table (TransactGetItems: `GetItem`; BatchGetItem and BatchWriteItem: the
+   batch action on each table named). moto evaluates actions and resources, not
+   condition keys: a condition on `dynamodb:LeadingKeys` is not checked here.
 """
 
 import argparse
 import copy
+import json
 import os
 import threading
 import types
 
 import waitress
+from moto import settings
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.authorization import ActionAuthenticatorMixin
+from moto.core.exceptions import AccessDeniedError, JsonRESTError
 from moto.core.utils import unix_time
+from moto.iam.models import iam_backends
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
@@ -56,6 +77,14 @@ _call_action = DynamoHandler.call_action
 
 
 def _serialized_call_action(self):
+    # IAM checks (a signature and policies) need no lock: done first, they do
+    # not hold up other requests. A refused request is checked again inside
+    # call_action, which answers the refusal as moto does.
+    try:
+        _authorize_dynamodb(self)
+        self._tally_authorized = True
+    except Exception:
+        pass
     with _dynamodb_lock:
         return _call_action(self)
 
@@ -152,12 +181,92 @@ SQSBackend.send_message = _send_message_without_counting
 SQSBackend.is_message_valid_based_on_retention_period = _retained
 DynamoDBBackend.transact_write_items = _item_snapshot_transact_write_items
 
+# What AWS checks for each DynamoDB action: (IAM action, table key in the item).
+_PER_ITEM = {
+    "TransactWriteItems": {
+        "Put": "PutItem",
+        "Update": "UpdateItem",
+        "Delete": "DeleteItem",
+        "ConditionCheck": "ConditionCheckItem",
+    },
+    "TransactGetItems": {"Get": "GetItem"},
+}
+
+
+def _dynamodb_checks(action, body, region, account):
+    """(IAM action, resource ARN) pairs AWS would authorize for one request."""
+
+    def table_arn(name):
+        return f"arn:aws:dynamodb:{region}:{account}:table/{name}"
+
+    if action in _PER_ITEM:
+        checks = []
+        for entry in body.get("TransactItems") or []:
+            for kind, item in entry.items():
+                iam_action = _PER_ITEM[action].get(kind, action)
+                checks.append((iam_action, table_arn(item.get("TableName", "*"))))
+        return checks or [(action, "*")]
+    if action in ("BatchGetItem", "BatchWriteItem"):
+        tables = list((body.get("RequestItems") or {}).keys())
+        return [(action, table_arn(table)) for table in tables] or [(action, "*")]
+    table = body.get("TableName")
+    if not table:
+        return [(action, "*")]
+    resource = table_arn(table)
+    if body.get("IndexName"):
+        resource += "/index/" + body["IndexName"]
+    return [(action, resource)]
+
+
+def _authorize_dynamodb(self, resource="*"):
+    if getattr(self, "_tally_authorized", False):
+        return
+    try:
+        body = json.loads(self.raw_body or b"{}")
+    except ValueError:
+        body = {}
+    action = self._get_action()
+    for iam_action, arn in _dynamodb_checks(action, body, self.region, self.current_account):
+        self._get_action = lambda name=iam_action: name  # what the IAM request names
+        try:
+            ActionAuthenticatorMixin._authenticate_and_authorize_normal_action(self, arn)
+        except AccessDeniedError as denied:
+            # As DynamoDB answers it (JSON, 400), so clients read its code.
+            raise JsonRESTError("AccessDeniedException", f"{denied.message} on resource: {arn}") from None
+        finally:
+            del self._get_action
+
+
+DynamoHandler._authenticate_and_authorize_normal_action = _authorize_dynamodb
+
+OPERATOR = "tally-operator"
+
+
+def create_operator(endpoint, path):
+    """The operator user (allowed everything) and its keys, written to `path`."""
+    iam = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    iam.create_user(region_name="us-east-1", user_name=OPERATOR)
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.put_user_policy(OPERATOR, "operator", json.dumps(everything))
+    key = iam.create_access_key(OPERATOR)
+    lines = [
+        f"AWS_ACCESS_KEY_ID={key.access_key_id}",
+        f"AWS_SECRET_ACCESS_KEY={key.secret_access_key}",
+        "AWS_REGION=us-east-1",
+        f"AWS_ENDPOINT_URL={endpoint}",
+    ]
+    with open(path, "w") as out:
+        out.write("\n".join(lines) + "\n")
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
+    parser.add_argument("--operator-env", required=True, help="where to write the operator's keys")
     args = parser.parse_args()
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto_server does
+    create_operator(f"http://{args.host}:{args.port}", args.operator_env)
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # every request from now on is authorized
     waitress.serve(
         DomainDispatcherApplication(create_backend_app),
         host=args.host,

@@ -7,12 +7,14 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 # proxy the shell names (HTTP_PROXY, as on many company laptops) is not for them.
 local_hosts="127.0.0.1,localhost,::1"
 export NO_PROXY="$local_hosts${NO_PROXY:+,$NO_PROXY}" no_proxy="$local_hosts${no_proxy:+,$no_proxy}"
+# An emulator already named (CI starts one) comes with its operator's keys in
+# AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
 if [ -n "${AWS_ENDPOINT_URL:-}" ] && curl -fsS -o /dev/null "$AWS_ENDPOINT_URL/moto-api/" 2>/dev/null; then
-  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
   export AWS_REGION="${AWS_REGION:-us-east-1}"
   exec "$@"
 fi
-eval "$("$root/scripts/emulator.sh" start)"
+# Only `make dev` (TALLY_OPERATOR_ENV=.tally/operator.env) hands its keys to the shell.
+eval "$(TALLY_OPERATOR_ENV="${TALLY_OPERATOR_ENV:-none}" "$root/scripts/emulator.sh" start)"
 trap '"$root/scripts/emulator.sh" stop' EXIT
 trap 'exit 130' INT TERM
 "$@"

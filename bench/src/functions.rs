@@ -169,7 +169,7 @@ pub async fn measure(aws: &shared::config::SdkConfig, arm64_dir: Option<PathBuf>
         .unwrap()
         .to_path_buf();
     let env: Vec<(String, String)> = [
-        ("TALLY_TABLE_NAME", h.names.table.clone()),
+        ("TALLY_TABLE_NAME", h.table.clone()),
         ("TALLY_LIKES_QUEUE_URL", h.likes_queue.url().to_owned()),
         ("TALLY_POINTS_QUEUE_URL", h.points_queue.url().to_owned()),
         (

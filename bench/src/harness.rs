@@ -14,18 +14,19 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use dev_gateway::{EventSourceMapping, Fault, LocalStack, Names};
+use dev_gateway::{EventSourceMapping, Fault, LocalStack, StackOptions};
 use lambda_http::request::LambdaRequest;
 use serde_json::json;
 use shared::config::SdkConfig;
-use shared::queue::{OperationQueue, mapping};
+use shared::queue::OperationQueue;
 use shared::store::Store;
 use shared::usage::{Counts, Usage};
 use sqs_worker::Worker;
 use tower::ServiceExt as _;
 
 pub struct Harness {
-    pub names: Names,
+    /// The benchmark's table.
+    pub table: String,
     pub usage: Arc<Usage>,
     /// An uninstrumented store, for the benchmark's own checks.
     pub checks: Store,
@@ -81,21 +82,18 @@ pub fn functions_cpu() -> Duration {
 impl Harness {
     pub async fn new(aws: &SdkConfig) -> Self {
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let names = Names {
-            table: format!("tally-bench-{id}"),
-            likes_queue: format!("tally-bench-likes-{id}"),
-            points_queue: format!("tally-bench-points-{id}"),
-        };
-        let stack = LocalStack::provision(aws, &names, LocalStack::deployed_queue_settings())
+        let options = StackOptions::deployed(&format!("tally-bench-{id}")).expect("template.yaml");
+        let stack = LocalStack::provision(aws, &options)
             .await
             .expect("provision the benchmark's table and queues");
+        let table = stack.store.table_name().to_owned();
         let usage = Arc::new(Usage::default());
         // `Client::new` gives each adapter its own HTTP client: the functions'
         // connections are opened, and their I/O done, on the functions' runtime.
         let metered_queue = |queue: &OperationQueue| {
             OperationQueue::from_config(aws, queue.url()).with_usage(usage.clone())
         };
-        let store = Store::from_config(aws, &names.table).with_usage(usage.clone());
+        let store = Store::from_config(aws, &table).with_usage(usage.clone());
         let like = like::router(like::LikeApi::new(
             store.clone(),
             metered_queue(&stack.likes.queue),
@@ -105,26 +103,18 @@ impl Harness {
             metered_queue(&stack.points.queue),
         ));
         // The worker runs on the functions' runtime; the polling stays here.
-        let event_source = async |queue: &OperationQueue, batch_size, window| {
-            EventSourceMapping::new(metered_queue(queue), batch_size, window)
+        // Batch sizes and windows are the template's.
+        let [likes_mapping, points_mapping] = stack.mappings(None).await.expect("the mappings");
+        let event_source = async |mapping: &EventSourceMapping, queue: &OperationQueue| {
+            EventSourceMapping::new(metered_queue(queue), mapping.settings())
                 .await
                 .expect("queue arn")
                 .with_worker_runtime(FUNCTIONS.clone())
         };
-        let likes_mapping = event_source(
-            &stack.likes.queue,
-            mapping::BATCH_SIZE,
-            mapping::BATCHING_WINDOW,
-        )
-        .await;
-        let points_mapping = event_source(
-            &stack.points.queue,
-            mapping::POINTS_BATCH_SIZE,
-            Duration::ZERO,
-        )
-        .await;
+        let likes_mapping = event_source(&likes_mapping, &stack.likes.queue).await;
+        let points_mapping = event_source(&points_mapping, &stack.points.queue).await;
         Self {
-            names,
+            table,
             usage,
             worker: Worker::new(store),
             checks: stack.store.clone(),

@@ -171,7 +171,7 @@ pub async fn measure(
     let raw = Raw {
         dynamodb: aws_sdk_dynamodb::Client::new(aws),
         sqs: sqs.clone(),
-        table: h.names.table.clone(),
+        table: h.table.clone(),
         queue: queue.clone(),
         scenario,
         written: requests,

@@ -126,7 +126,7 @@ fn counter_key(i: u64) -> [(String, AttributeValue); 2] {
 pub async fn measure_all(aws: &SdkConfig, scale: f64) -> Vec<NaiveRow> {
     let h = Harness::new(aws).await;
     let client = Client::new(aws);
-    let table = h.names.table.clone();
+    let table = h.table.clone();
     let likes = (2000.0 * scale).round() as u64;
     let insert_increment = measure("insert + increment", "like", likes, |i| {
         let (client, table) = (client.clone(), table.clone());

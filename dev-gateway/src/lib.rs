@@ -1,6 +1,9 @@
-//! The dev gateway: what API Gateway and Lambda's SQS event source mapping do
-//! on AWS, played on one machine against the emulator.
+//! The dev gateway: what CloudFormation, API Gateway and Lambda's SQS event
+//! source mapping do on AWS, played on one machine against the emulator.
 //!
+//! - [`template`] reads `template.yaml`, and [`stack`] creates what it declares
+//!   on the emulator: the table, the queues, and a role per function holding
+//!   exactly its template policy.
 //! - [`Gateway`] turns each HTTP request into the API Gateway HTTP API (v2) event
 //!   a Lambda would receive, with the JWT authorizer context built from the
 //!   `X-Dev-User` / `X-Dev-Scopes` headers, and hands it to the function's
@@ -10,106 +13,296 @@
 
 mod gateway;
 mod pump;
+pub mod stack;
+pub mod template;
 
 pub use gateway::Gateway;
-pub use pump::{EventSourceMapping, Fault, PollResult};
+pub use pump::{EventSourceMapping, Fault, MappingSettings, PollResult};
+pub use stack::{LocalFunction, Provisioned, QueueTiming};
+pub use template::Template;
 
 use std::time::Duration;
 
-use shared::queue::{OperationQueue, QueuePair, QueueSettings, mapping};
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
+use shared::config::{
+    LIKES_QUEUE_URL, POINTS_DEAD_LETTER_QUEUE_URL, POINTS_QUEUE_URL, TABLE_NAME, Timeouts,
+};
+use shared::queue::{OperationQueue, QueuePair};
 use shared::store::Store;
 
-/// The table and queues of one local Tally, created if missing.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The operator's timeouts (provisioning, and the event source mappings'
+/// polling): long polls wait up to 20 s for a message.
+pub const OPERATOR_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(1),
+    attempt: Duration::from_secs(25),
+    operation: Duration::from_secs(60),
+};
+
+/// How the functions' SDK clients differ from deployed ones, for tests: an
+/// interceptor that injects faults, quicker retries, another endpoint (a proxy
+/// that can stall).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTuning {
+    pub interceptor: Option<SharedInterceptor>,
+    pub retry: Option<aws_config::retry::RetryConfig>,
+    pub endpoint: Option<String>,
+}
+
+impl ClientTuning {
+    fn dynamodb(&self, aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+        let mut config = aws_sdk_dynamodb::config::Builder::from(aws);
+        if let Some(interceptor) = &self.interceptor {
+            config.push_interceptor(interceptor.clone());
+        }
+        config.set_retry_config(self.retry.clone().or_else(|| aws.retry_config().cloned()));
+        if let Some(endpoint) = &self.endpoint {
+            config.set_endpoint_url(Some(endpoint.clone()));
+        }
+        aws_sdk_dynamodb::Client::from_conf(config.build())
+    }
+
+    fn sqs(&self, aws: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+        let mut config = aws_sdk_sqs::config::Builder::from(aws);
+        if let Some(interceptor) = &self.interceptor {
+            config.push_interceptor(interceptor.clone());
+        }
+        config.set_retry_config(self.retry.clone().or_else(|| aws.retry_config().cloned()));
+        if let Some(endpoint) = &self.endpoint {
+            config.set_endpoint_url(Some(endpoint.clone()));
+        }
+        aws_sdk_sqs::Client::from_conf(config.build())
+    }
+}
+
+/// How to build one local Tally.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Local names are `{prefix}-{LogicalId}`.
+    pub prefix: String,
+    /// What to deploy: the repository's template, or a test's changed copy.
+    pub template: Template,
+    /// Queue timing in place of the template's (tests: seconds, not minutes).
+    pub timing: Option<QueueTiming>,
+    /// Applied to every client the functions use (but for the endpoint, to the
+    /// operator's and the mappings' too).
+    pub tuning: ClientTuning,
+    /// Each function's SDK timeouts, by binary: [`function_timeouts`], as deployed.
+    pub timeouts: fn(&str) -> Timeouts,
+}
+
+impl StackOptions {
+    /// The repository's template, as deployed.
+    pub fn deployed(prefix: &str) -> Result<Self, template::TemplateError> {
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            template: Template::deployed()?,
+            timing: None,
+            tuning: ClientTuning::default(),
+            timeouts: function_timeouts,
+        })
+    }
+}
+
+/// The SDK timeouts each function builds its clients with.
+pub fn function_timeouts(binary: &str) -> Timeouts {
+    match binary {
+        "sqs-worker" => sqs_worker::TIMEOUTS,
+        "reconcile" => reconcile::TIMEOUTS,
+        "points" => points::TIMEOUTS,
+        _ => like::TIMEOUTS,
+    }
+}
+
+/// One local Tally: the template's resources on the emulator, and the
+/// functions wired to them as deployed, each signing as its own role.
 #[derive(Debug, Clone)]
 pub struct LocalStack {
+    /// The table, as the operator sees it (tests read and edit behind the
+    /// functions' backs through it).
     pub store: Store,
+    /// The likes queue and its dead-letter queue, as the operator sees them.
     pub likes: QueuePair,
+    /// The points FIFO queue and its dead-letter queue.
     pub points: QueuePair,
     /// The functions' clock (the system clock but under the fault simulator).
     pub clock: shared::clock::Clock,
+    pub deployed: Provisioned,
+    tuning: ClientTuning,
 }
 
 impl LocalStack {
     pub async fn provision(
-        aws: &shared::config::SdkConfig,
-        names: &Names,
-        settings: QueueSettings,
-    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let store = Store::from_config(aws, &names.table);
-        store.create_table_if_missing().await?;
-        let sqs = aws_sdk_sqs::Client::new(aws);
-        let likes =
-            OperationQueue::create_with_dead_letters(&sqs, &names.likes_queue, settings).await?;
-        let points = OperationQueue::create_with_dead_letters(
-            &sqs,
-            &names.points_queue,
-            QueueSettings {
-                fifo: true,
-                ..settings
-            },
+        operator: &aws_config::SdkConfig,
+        options: &StackOptions,
+    ) -> Result<Self, BoxError> {
+        let deployed = stack::provision(
+            operator,
+            &options.template,
+            &options.prefix,
+            options.timing,
+            options.timeouts,
         )
         .await?;
+        let tuning = options.tuning.clone();
+        // The operator's handles (and the mappings' polling) carry the tests'
+        // interceptor too, but reach the emulator directly: a stalled endpoint
+        // is a dependency of the functions.
+        let direct = ClientTuning {
+            endpoint: None,
+            ..tuning.clone()
+        };
+        let dynamodb = direct.dynamodb(operator);
+        let sqs = direct.sqs(operator);
+        let like = deployed.function("like")?;
+        let worker = deployed.function("sqs-worker")?;
+        let points = deployed.function("points")?;
+        let likes_url = like.env(LIKES_QUEUE_URL)?;
+        let likes_dead_letters = dead_letter_url(&deployed, likes_url)?;
+        let pair = |queue: &str, dead_letters: &str| QueuePair {
+            queue: OperationQueue::new(sqs.clone(), queue),
+            dead_letters: OperationQueue::new(sqs.clone(), dead_letters),
+        };
         Ok(Self {
-            store,
-            likes,
-            points,
+            store: Store::new(dynamodb, like.env(TABLE_NAME)?),
+            likes: pair(likes_url, &likes_dead_letters),
+            points: pair(
+                points.env(POINTS_QUEUE_URL)?,
+                worker.env(POINTS_DEAD_LETTER_QUEUE_URL)?,
+            ),
             clock: shared::clock::Clock::system(),
+            tuning,
+            deployed,
         })
     }
 
-    /// The queue settings `template.yaml` deploys.
-    pub fn deployed_queue_settings() -> QueueSettings {
-        QueueSettings {
-            visibility_timeout: mapping::VISIBILITY_TIMEOUT,
-            max_receive_count: mapping::MAX_RECEIVE_COUNT,
-            fifo: false,
-        }
+    /// A function's table and SQS clients: its role's credentials and timeouts.
+    fn clients(
+        &self,
+        binary: &str,
+    ) -> Result<
+        (
+            &LocalFunction,
+            aws_sdk_dynamodb::Client,
+            aws_sdk_sqs::Client,
+        ),
+        BoxError,
+    > {
+        let function = self.deployed.function(binary)?;
+        Ok((
+            function,
+            self.tuning.dynamodb(&function.aws),
+            self.tuning.sqs(&function.aws),
+        ))
     }
 
     /// The HTTP API, wired to this stack's table and queues.
-    pub fn gateway(&self) -> Gateway {
-        let mut like_api = like::LikeApi::new(self.store.clone(), self.likes.queue.clone());
+    pub fn gateway(&self) -> Result<Gateway, BoxError> {
+        let (function, dynamodb, sqs) = self.clients("like")?;
+        let mut like_api = like::LikeApi::new(
+            Store::new(dynamodb, function.env(TABLE_NAME)?),
+            OperationQueue::new(sqs, function.env(LIKES_QUEUE_URL)?),
+        );
         like_api.clock = self.clock.clone();
-        let mut points_api = points::PointsApi::new(self.store.clone(), self.points.queue.clone());
+        let (function, dynamodb, sqs) = self.clients("points")?;
+        let mut points_api = points::PointsApi::new(
+            Store::new(dynamodb, function.env(TABLE_NAME)?),
+            OperationQueue::new(sqs, function.env(POINTS_QUEUE_URL)?),
+        );
         points_api.service.clock = self.clock.clone();
-        Gateway::new(like::router(like_api), points::router(points_api))
+        Ok(Gateway::new(
+            like::router(like_api),
+            points::router(points_api),
+        ))
     }
 
     /// The worker, setting unusable points messages aside on the points dead-letter queue.
-    pub fn worker(&self) -> sqs_worker::Worker {
-        let mut worker = sqs_worker::Worker::new(self.store.clone())
-            .with_dead_letters(self.points.dead_letters.clone());
+    pub fn worker(&self) -> Result<sqs_worker::Worker, BoxError> {
+        let (function, dynamodb, sqs) = self.clients("sqs-worker")?;
+        let mut worker = sqs_worker::Worker::new(Store::new(dynamodb, function.env(TABLE_NAME)?))
+            .with_dead_letters(OperationQueue::new(
+                sqs,
+                function.env(POINTS_DEAD_LETTER_QUEUE_URL)?,
+            ));
         worker.clock = self.clock.clone();
-        worker
+        Ok(worker)
     }
 
-    /// The worker's event source mappings: the likes queue, then the points FIFO queue.
+    /// Reconcile, as its schedule runs it.
+    pub fn reconciler(&self) -> Result<reconcile::Reconciler, BoxError> {
+        let (function, dynamodb, sqs) = self.clients("reconcile")?;
+        Ok(reconcile::Reconciler::new(
+            Store::new(dynamodb, function.env(TABLE_NAME)?),
+            OperationQueue::new(sqs, function.env(POINTS_QUEUE_URL)?),
+        ))
+    }
+
+    /// The worker's event source mappings as the template sets them up: the
+    /// likes queue's, then the points FIFO queue's. `batching_window` replaces
+    /// the template's window when given (tests close batches sooner).
     pub async fn mappings(
         &self,
-        batching_window: Duration,
-    ) -> Result<[EventSourceMapping; 2], shared::queue::QueueError> {
+        batching_window: Option<Duration>,
+    ) -> Result<[EventSourceMapping; 2], BoxError> {
+        let worker = self.deployed.function("sqs-worker")?;
+        let mapping = |queue: &OperationQueue| -> Result<MappingSettings, BoxError> {
+            let sqs = worker
+                .spec
+                .events
+                .iter()
+                .find_map(|event| match event {
+                    template::Event::Sqs(sqs)
+                        if self
+                            .deployed
+                            .resources
+                            .get(&sqs.queue)
+                            .is_some_and(|q| q.reference == queue.url()) =>
+                    {
+                        Some(sqs)
+                    }
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    format!("the worker has no event source mapping for {}", queue.url())
+                })?;
+            Ok(MappingSettings {
+                batch_size: sqs.batch_size,
+                batching_window: batching_window
+                    .unwrap_or(Duration::from_secs(sqs.batching_window_secs)),
+                maximum_concurrency: sqs.maximum_concurrency,
+                function_timeout: Duration::from_secs(worker.spec.timeout_secs),
+            })
+        };
         Ok([
-            EventSourceMapping::new(
-                self.likes.queue.clone(),
-                mapping::BATCH_SIZE,
-                batching_window,
-            )
-            .await?,
-            EventSourceMapping::new(
-                self.points.queue.clone(),
-                mapping::POINTS_BATCH_SIZE,
-                Duration::ZERO,
-            )
-            .await?,
+            EventSourceMapping::new(self.likes.queue.clone(), mapping(&self.likes.queue)?).await?,
+            EventSourceMapping::new(self.points.queue.clone(), mapping(&self.points.queue)?)
+                .await?,
         ])
+    }
+
+    /// What the functions read from their environment, all functions together
+    /// (for `cargo lambda watch --env-file`).
+    pub fn environment(&self) -> std::collections::BTreeMap<String, String> {
+        self.deployed
+            .functions
+            .values()
+            .flat_map(|function| function.environment.clone())
+            .collect()
     }
 }
 
-/// What the local table and queues are called.
-#[derive(Debug, Clone)]
-pub struct Names {
-    pub table: String,
-    /// Without `.fifo`: the points queue is FIFO and gets the suffix.
-    pub likes_queue: String,
-    pub points_queue: String,
+/// The dead-letter queue a queue's redrive policy names.
+fn dead_letter_url(deployed: &Provisioned, queue_url: &str) -> Result<String, BoxError> {
+    let resources = deployed.resources.values();
+    let target = resources
+        .clone()
+        .find(|resource| resource.reference == queue_url)
+        .and_then(|queue| queue.attributes.get(stack::DEAD_LETTER_TARGET))
+        .ok_or_else(|| format!("{queue_url} has no dead-letter queue"))?;
+    resources
+        .clone()
+        .find(|resource| resource.attributes.get("Arn") == Some(target))
+        .map(|dead_letters| dead_letters.reference.clone())
+        .ok_or_else(|| format!("{target} is not in the stack").into())
 }

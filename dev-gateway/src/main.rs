@@ -5,7 +5,9 @@
 //! `POST /_dev/reconcile` (what `make reconcile` calls) runs it once and
 //! answers the report.
 //!
-//! `dev-gateway provision` only creates the table and queues and prints the
+//! Everything is created from `template.yaml` (names `{TALLY_STACK_NAME}-{LogicalId}`,
+//! default `tally`), each function signing as a role that holds its template
+//! policy. `dev-gateway provision` only creates the stack and prints the
 //! environment the functions read (for `cargo lambda watch --env-file`).
 
 use std::net::SocketAddr;
@@ -17,11 +19,13 @@ use axum::{Json, Router};
 use shared::http::Problem;
 use time::OffsetDateTime;
 
-use dev_gateway::LocalStack;
-use shared::queue::mapping;
+use dev_gateway::{LocalStack, StackOptions};
 use tracing_subscriber::EnvFilter;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Pollers per event source mapping on one machine.
+const LOCAL_POLLERS: u32 = 2;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -35,42 +39,33 @@ async fn main() -> Result<(), Error> {
                 .into(),
         );
     }
-    let names = dev_gateway::Names {
-        table: env_or("TALLY_TABLE_NAME", "tally"),
-        likes_queue: env_or("TALLY_LIKES_QUEUE_NAME", "tally-likes"),
-        points_queue: env_or("TALLY_POINTS_QUEUE_NAME", "tally-points"),
-    };
+    let prefix = env_or("TALLY_STACK_NAME", "tally");
     let addr: SocketAddr = env_or("TALLY_DEV_ADDR", "127.0.0.1:3000").parse()?;
 
-    let aws = shared::config::aws().await;
-    let stack = LocalStack::provision(&aws, &names, LocalStack::deployed_queue_settings()).await?;
+    let operator = shared::config::aws(dev_gateway::OPERATOR_TIMEOUTS).await;
+    let stack = LocalStack::provision(&operator, &StackOptions::deployed(&prefix)?).await?;
     if std::env::args().nth(1).as_deref() == Some("provision") {
-        for (name, value) in [
-            ("AWS_ENDPOINT_URL", std::env::var("AWS_ENDPOINT_URL")?),
-            (shared::config::TABLE_NAME, names.table.clone()),
-            (
-                shared::config::LIKES_QUEUE_URL,
-                stack.likes.queue.url().to_owned(),
-            ),
-            (
-                shared::config::POINTS_QUEUE_URL,
-                stack.points.queue.url().to_owned(),
-            ),
-            (
-                shared::config::POINTS_DEAD_LETTER_QUEUE_URL,
-                stack.points.dead_letters.url().to_owned(),
-            ),
-        ] {
+        println!("AWS_ENDPOINT_URL={}", std::env::var("AWS_ENDPOINT_URL")?);
+        for (name, value) in stack.environment() {
             println!("{name}={value}");
         }
         return Ok(());
     }
-    let worker = stack.worker();
-    for mapping in stack.mappings(mapping::BATCHING_WINDOW).await? {
-        tokio::spawn(mapping.run(worker.clone()));
+    let worker = stack.worker()?;
+    for mapping in stack.mappings(None).await? {
+        // Lambda starts five pollers and scales up to the mapping's maximum
+        // concurrency; one machine runs the first few.
+        let pollers = mapping
+            .settings()
+            .maximum_concurrency
+            .unwrap_or(LOCAL_POLLERS)
+            .min(LOCAL_POLLERS);
+        for _ in 0..pollers {
+            tokio::spawn(mapping.clone().run(worker.clone()));
+        }
     }
 
-    let reconciler = reconcile::Reconciler::new(stack.store.clone(), stack.points.queue.clone());
+    let reconciler = stack.reconciler()?;
     let every = Duration::from_secs(env_or("TALLY_RECONCILE_INTERVAL_SECS", "60").parse()?);
     tokio::spawn(reconcile_every(reconciler.clone(), every));
     let dev_routes = Router::new().route(
@@ -87,8 +82,8 @@ async fn main() -> Result<(), Error> {
     );
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, table = names.table, "Tally dev gateway listening");
-    axum::serve(listener, dev_routes.merge(stack.gateway().router()))
+    tracing::info!(%addr, table = stack.store.table_name(), "Tally dev gateway listening");
+    axum::serve(listener, dev_routes.merge(stack.gateway()?.router()))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");

@@ -20,13 +20,23 @@ const LONG_POLL: Duration = Duration::from_secs(1);
 /// Pause between receives while a partial batch waits out its batching window.
 const PARTIAL_BATCH_PAUSE: Duration = Duration::from_millis(100);
 
+/// An event source mapping's settings, as `template.yaml` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappingSettings {
+    pub batch_size: usize,
+    pub batching_window: Duration,
+    /// Worker invocations at once (`ScalingConfig.MaximumConcurrency`).
+    pub maximum_concurrency: Option<u32>,
+    /// The worker's `Timeout`: each invocation's context carries its deadline.
+    pub function_timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct EventSourceMapping {
     queue: OperationQueue,
     source_arn: String,
     region: String,
-    batch_size: usize,
-    batching_window: Duration,
+    settings: MappingSettings,
     /// Worker invocations so far (a redelivered batch counts again).
     invocations: Arc<AtomicU64>,
     /// Their wall time, in nanoseconds: what Lambda would bill as duration.
@@ -53,11 +63,7 @@ pub struct PollResult {
 }
 
 impl EventSourceMapping {
-    pub async fn new(
-        queue: OperationQueue,
-        batch_size: usize,
-        batching_window: Duration,
-    ) -> Result<Self, QueueError> {
+    pub async fn new(queue: OperationQueue, settings: MappingSettings) -> Result<Self, QueueError> {
         let source_arn = queue.arn().await?;
         let region = source_arn
             .split(':')
@@ -68,8 +74,7 @@ impl EventSourceMapping {
             queue,
             source_arn,
             region,
-            batch_size,
-            batching_window,
+            settings,
             invocations: Arc::default(),
             invoked_nanos: Arc::default(),
             worker_runtime: None,
@@ -87,7 +92,14 @@ impl EventSourceMapping {
     async fn invoke(&self, worker: &Worker, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
         self.invocations.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let event = LambdaEvent::new(event, Context::default());
+        // As Lambda does: the invocation's deadline, in ms since the epoch.
+        let mut context = Context::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        context.deadline =
+            u64::try_from((now + self.settings.function_timeout).as_millis()).unwrap_or(u64::MAX);
+        let event = LambdaEvent::new(event, context);
         let response = match &self.worker_runtime {
             None => worker.handle(event).await,
             Some(runtime) => {
@@ -116,14 +128,14 @@ impl EventSourceMapping {
         fault: Fault,
     ) -> Result<PollResult, QueueError> {
         let mut records = Vec::new();
-        let deadline = Instant::now() + self.batching_window;
-        while records.len() < self.batch_size {
+        let deadline = Instant::now() + self.settings.batching_window;
+        while records.len() < self.settings.batch_size {
             let wait = if records.is_empty() {
                 LONG_POLL
             } else {
                 Duration::ZERO
             };
-            let want = (self.batch_size - records.len()).min(SQS_MAX_BATCH);
+            let want = (self.settings.batch_size - records.len()).min(SQS_MAX_BATCH);
             let received = self
                 .queue
                 .receive(want, wait, &self.source_arn, &self.region)
@@ -192,6 +204,10 @@ impl EventSourceMapping {
     /// The wall time of those invocations, summed.
     pub fn invoked_time(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.invoked_nanos.load(Ordering::Relaxed))
+    }
+
+    pub fn settings(&self) -> MappingSettings {
+        self.settings
     }
 
     /// Polls until the process stops, logging (not dying on) queue errors.

@@ -1,8 +1,12 @@
 //! Configuration from environment variables, read once per cold start.
 //! The names are the ones `template.yaml` sets.
 
+use std::time::Duration;
+
 use aws_config::BehaviorVersion;
 pub use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 
 pub const TABLE_NAME: &str = "TALLY_TABLE_NAME";
 pub const LIKES_QUEUE_URL: &str = "TALLY_LIKES_QUEUE_URL";
@@ -52,8 +56,68 @@ pub fn points_dead_letter_queue_url() -> Result<String, ConfigError> {
     )
 }
 
+/// How long one function lets an AWS call take: every client a function builds
+/// carries these, so a dependency that stops answering costs a caller a bounded
+/// wait and an error, never a hang.
+///
+/// - `connect`: a TCP and TLS connect to a regional endpoint takes milliseconds
+///   inside AWS; 1 s means a dead one is abandoned quickly.
+/// - `attempt`: one request. DynamoDB's single-item calls and SendMessage answer
+///   in well under 100 ms at the 99.9th percentile, so an attempt still waiting
+///   after 2 s has stalled; the standard retry mode (3 attempts, jittered
+///   backoff) then tries again on a fresh connection.
+/// - `operation`: all attempts together, which bounds what one call can cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub attempt: Duration,
+    pub operation: Duration,
+}
+
+impl Timeouts {
+    /// The HTTP functions (`Timeout: 10` in template.yaml; API Gateway gives up
+    /// at 30 s). A request makes at most two calls one after the other (a points
+    /// write: the conditional put, then SendMessage), so 2 × 4 s = 8 s leaves the
+    /// function time to answer 503 problem+json itself before Lambda's timeout.
+    pub const HTTP: Timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_secs(2),
+        operation: Duration::from_secs(4),
+    };
+    /// The worker (`Timeout: 30`). Its batch is also held to a deadline well
+    /// inside the invocation (the worker's own `BATCH_BUDGET`); these bound
+    /// each of its writes so a stalled store fails messages, not the invocation.
+    pub const WORKER: Timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_secs(2),
+        operation: Duration::from_secs(5),
+    };
+    /// Reconcile (`Timeout: 300`, a run budget of 240 s). Its scans and
+    /// queries read pages of up to 1 MB, which take longer than a single
+    /// item; a stalled step fails after at most 15 s and the next run resumes it.
+    pub const RECONCILE: Timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_secs(5),
+        operation: Duration::from_secs(15),
+    };
+
+    /// The SDK's form of these timeouts.
+    pub fn config(self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
+}
+
 /// AWS settings from the standard chain (region, credentials, and
-/// `AWS_ENDPOINT_URL` when pointing at a local emulator).
-pub async fn aws() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+/// `AWS_ENDPOINT_URL` when pointing at a local emulator), with `timeouts` on
+/// every call and the standard retry mode.
+pub async fn aws(timeouts: Timeouts) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts.config())
+        .retry_config(RetryConfig::standard())
+        .load()
+        .await
 }

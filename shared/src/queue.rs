@@ -59,17 +59,6 @@ pub struct QueuePair {
     pub dead_letters: OperationQueue,
 }
 
-/// How a queue is made, mirroring `template.yaml`.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueSettings {
-    /// How long a received message stays hidden before SQS delivers it again.
-    pub visibility_timeout: Duration,
-    /// Receives after which SQS moves a message to the dead-letter queue.
-    pub max_receive_count: u32,
-    /// A FIFO queue (name ending `.fifo`) with content-based deduplication.
-    pub fifo: bool,
-}
-
 impl OperationQueue {
     pub fn new(client: Client, url: impl Into<String>) -> Self {
         Self {
@@ -141,55 +130,6 @@ impl OperationQueue {
             .map_err(failed("SendMessage"))?;
         self.usage.record("sqs:SendMessage forward", 0.0, 0.0);
         Ok(())
-    }
-
-    /// Creates `name` and `name-dlq` (or finds them) with a redrive policy between
-    /// them. FIFO queues get the `.fifo` suffix SQS requires.
-    pub async fn create_with_dead_letters(
-        client: &Client,
-        name: &str,
-        settings: QueueSettings,
-    ) -> Result<QueuePair, QueueError> {
-        let suffix = if settings.fifo { ".fifo" } else { "" };
-        let fifo =
-            |request: aws_sdk_sqs::operation::create_queue::builders::CreateQueueFluentBuilder| {
-                if settings.fifo {
-                    request
-                        .attributes(QueueAttributeName::FifoQueue, "true")
-                        .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
-                } else {
-                    request
-                }
-            };
-        let dlq_url = fifo(client.create_queue())
-            .queue_name(format!("{name}-dlq{suffix}"))
-            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
-            .send()
-            .await
-            .map_err(failed("CreateQueue"))?
-            .queue_url
-            .unwrap_or_default();
-        let dead_letters = OperationQueue::new(client.clone(), dlq_url);
-        let redrive = serde_json::json!({
-            "deadLetterTargetArn": dead_letters.arn().await?,
-            "maxReceiveCount": settings.max_receive_count,
-        });
-        let url = fifo(client.create_queue())
-            .queue_name(format!("{name}{suffix}"))
-            .attributes(
-                QueueAttributeName::VisibilityTimeout,
-                settings.visibility_timeout.as_secs().to_string(),
-            )
-            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
-            .send()
-            .await
-            .map_err(failed("CreateQueue"))?
-            .queue_url
-            .unwrap_or_default();
-        Ok(QueuePair {
-            queue: OperationQueue::new(client.clone(), url),
-            dead_letters,
-        })
     }
 
     pub async fn arn(&self) -> Result<String, QueueError> {
@@ -307,8 +247,10 @@ impl OperationQueue {
     }
 }
 
-/// How the worker's event source mapping is set up in `template.yaml`; the dev
-/// gateway plays it with the same figures.
+/// The figures of the worker's event source mappings and queues that Tally's
+/// code relies on (the capacity plan, reconcile's re-drive bound).
+/// `template.yaml` deploys them and the dev gateway reads them from there;
+/// `tests/tests/template.rs` fails when the two disagree.
 pub mod mapping {
     use std::time::Duration;
 
@@ -329,12 +271,8 @@ pub mod mapping {
     pub const MAX_CONCURRENCY: u32 = 100;
     /// How long the mapping waits to fill a batch.
     pub const BATCHING_WINDOW: Duration = Duration::from_secs(1);
-    /// The worker's Lambda timeout.
-    pub const WORKER_TIMEOUT: Duration = Duration::from_secs(30);
     /// AWS advises at least six times the function timeout.
     pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(180);
-    /// Messages per invocation from the points FIFO queue (SQS's limit for FIFO sources).
-    pub const POINTS_BATCH_SIZE: usize = 10;
     /// Receives before SQS gives up on a message and moves it to the dead-letter queue.
     pub const MAX_RECEIVE_COUNT: u32 = 5;
 }

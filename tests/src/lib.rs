@@ -3,16 +3,17 @@
 
 pub mod faults;
 pub mod simulation;
+pub mod stall;
 
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsMessage;
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use dev_gateway::{EventSourceMapping, LocalStack, Names};
+use dev_gateway::{ClientTuning, EventSourceMapping, LocalStack, QueueTiming, StackOptions};
 use http_body_util::BodyExt as _;
-use shared::queue::{OperationQueue, QueueSettings};
 
 use crate::faults::FaultInjector;
 use shared::store::Store;
@@ -21,27 +22,61 @@ use tower::ServiceExt as _;
 
 pub use shared;
 
-/// Queue settings for tests: failed messages come back after one second, and
+/// Queue timing for tests: failed messages come back after one second, and
 /// reach the dead-letter queue after three receives.
-pub const TEST_QUEUES: QueueSettings = QueueSettings {
+pub const TEST_QUEUES: QueueTiming = QueueTiming {
     visibility_timeout: Duration::from_secs(1),
     max_receive_count: 3,
-    fifo: false,
 };
 
-/// The AWS settings of the emulator the tests run against.
+/// The AWS settings of the emulator the tests run against, signing as its
+/// operator (the keys `scripts/emulator.sh` exports).
 pub async fn emulator() -> shared::config::SdkConfig {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
-        "AWS_ENDPOINT_URL must name the emulator: run the tests with `make test`, which starts one",
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL must name the emulator: run the tests with `make test`, which starts one"
     );
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await
+    shared::config::aws(dev_gateway::OPERATOR_TIMEOUTS).await
+}
+
+/// A fresh stack from the repository's template, with names of its own,
+/// [`TEST_QUEUES`] timing and [`emulator_timeouts`].
+pub fn test_options() -> StackOptions {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    StackOptions {
+        timing: Some(TEST_QUEUES),
+        timeouts: emulator_timeouts,
+        ..StackOptions::deployed(&format!("tally-test-{id}")).expect("template.yaml parses")
+    }
+}
+
+/// The deployed timeouts, ten times longer. The emulator applies DynamoDB
+/// requests one at a time, in Python, on a machine the tests load with dozens
+/// of concurrent worlds: a healthy request can wait seconds in its queue, where
+/// DynamoDB answers in milliseconds. Calls stay bounded; the deployed figures
+/// themselves are held by `tests/tests/timeouts.rs` against a stalled endpoint.
+pub fn emulator_timeouts(binary: &str) -> shared::config::Timeouts {
+    let deployed = dev_gateway::function_timeouts(binary);
+    shared::config::Timeouts {
+        connect: deployed.connect * 10,
+        attempt: deployed.attempt * 10,
+        operation: deployed.operation * 10,
+    }
+}
+
+/// Clients that carry `faults`, with the SDK's own retries as deployed but
+/// backing off in milliseconds rather than seconds: injected refusals cost the
+/// tests no wall time.
+pub fn faulty(faults: &FaultInjector) -> ClientTuning {
+    ClientTuning {
+        interceptor: Some(SharedInterceptor::new(faults.interceptor())),
+        retry: Some(
+            aws_config::retry::RetryConfig::standard()
+                .with_initial_backoff(Duration::from_millis(2))
+                .with_max_backoff(Duration::from_millis(20)),
+        ),
+        endpoint: None,
+    }
 }
 
 /// One isolated Tally: its own table and queues, the functions wired as the dev gateway wires them.
@@ -57,72 +92,63 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
-        Self::spawn_with(TEST_QUEUES).await
+        Self::spawn_from(test_options()).await
     }
 
-    pub async fn spawn_with(settings: QueueSettings) -> Self {
-        Self::spawn_inner(settings, None, None).await
+    /// A world with other queue timing.
+    pub async fn spawn_with(timing: QueueTiming) -> Self {
+        Self::spawn_from(StackOptions {
+            timing: Some(timing),
+            ..test_options()
+        })
+        .await
     }
 
     /// A world whose functions (HTTP, worker, reconcile) reach DynamoDB and SQS
     /// through clients that carry `faults`.
     pub async fn spawn_with_faults(faults: &FaultInjector) -> Self {
-        Self::spawn_inner(TEST_QUEUES, Some(faults), None).await
+        Self::spawn_from(StackOptions {
+            tuning: faulty(faults),
+            ..test_options()
+        })
+        .await
     }
 
     /// [`spawn_with_faults`](Self::spawn_with_faults), every function reading `clock`.
     pub async fn spawn_simulated(faults: &FaultInjector, clock: shared::clock::Clock) -> Self {
-        Self::spawn_inner(TEST_QUEUES, Some(faults), Some(clock)).await
+        Self::spawn_from_with_clock(
+            StackOptions {
+                tuning: faulty(faults),
+                ..test_options()
+            },
+            Some(clock),
+        )
+        .await
     }
 
-    async fn spawn_inner(
-        settings: QueueSettings,
-        faults: Option<&FaultInjector>,
+    /// A world deployed from `options` (a changed template, a proxy in front of
+    /// the emulator, ...).
+    pub async fn spawn_from(options: StackOptions) -> Self {
+        Self::spawn_from_with_clock(options, None).await
+    }
+
+    async fn spawn_from_with_clock(
+        options: StackOptions,
         clock: Option<shared::clock::Clock>,
     ) -> Self {
         let aws = emulator().await;
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let names = Names {
-            table: format!("tally-test-{id}"),
-            likes_queue: format!("tally-test-likes-{id}"),
-            points_queue: format!("tally-test-points-{id}"),
-        };
-        let mut stack = LocalStack::provision(&aws, &names, settings)
+        let mut stack = LocalStack::provision(&aws, &options)
             .await
-            .expect("provision the table and queues on the emulator");
-        if let Some(faults) = faults {
-            // The SDK's own retries, as deployed, but backing off in milliseconds
-            // rather than seconds: injected refusals cost the tests no wall time.
-            let retries = aws_config::retry::RetryConfig::standard()
-                .with_initial_backoff(Duration::from_millis(2))
-                .with_max_backoff(Duration::from_millis(20));
-            let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(&aws)
-                    .interceptor(faults.interceptor())
-                    .retry_config(retries.clone())
-                    .build(),
-            );
-            let sqs = aws_sdk_sqs::Client::from_conf(
-                aws_sdk_sqs::config::Builder::from(&aws)
-                    .interceptor(faults.interceptor())
-                    .retry_config(retries)
-                    .build(),
-            );
-            stack.store = Store::new(dynamodb, stack.store.table_name());
-            for pair in [&mut stack.likes, &mut stack.points] {
-                pair.queue = OperationQueue::new(sqs.clone(), pair.queue.url());
-                pair.dead_letters = OperationQueue::new(sqs.clone(), pair.dead_letters.url());
-            }
-        }
+            .expect("provision template.yaml's resources on the emulator");
         if let Some(clock) = clock {
             stack.clock = clock;
         }
-        let worker = stack.worker();
-        let gateway = stack.gateway().router();
+        let worker = stack.worker().expect("the worker");
+        let gateway = stack.gateway().expect("the HTTP API").router();
         let [mapping, points_mapping] = stack
-            .mappings(Duration::from_millis(200))
+            .mappings(Some(Duration::from_millis(200)))
             .await
-            .expect("queue arns");
+            .expect("the worker's event source mappings");
         Self {
             stack,
             worker,
@@ -130,6 +156,11 @@ impl TestApp {
             mapping,
             points_mapping,
         }
+    }
+
+    /// Reconcile, as deployed (its own role).
+    pub fn reconciler(&self) -> reconcile::Reconciler {
+        self.stack.reconciler().expect("reconcile")
     }
 
     pub fn store(&self) -> &Store {

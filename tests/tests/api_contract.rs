@@ -1,7 +1,9 @@
 //! The routes the code serves, the routes `openapi.yaml` documents and the
 //! routes `template.yaml` deploys are the same set.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use dev_gateway::template::{Event, Template, Value};
 
 type RouteSet = BTreeSet<(String, String)>;
 
@@ -18,32 +20,25 @@ fn read(file: &str) -> String {
     std::fs::read_to_string(format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-/// Paths are keys indented by two spaces under `paths:`, methods by four.
+/// `paths` → path → method, from the parsed document.
 fn openapi_routes() -> RouteSet {
-    let document = read("openapi.yaml");
+    const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "options"];
+    let document: Value = serde_yaml_ng::from_str(&read("openapi.yaml")).unwrap();
+    let paths = document["paths"]
+        .as_mapping()
+        .expect("openapi.yaml has paths");
     let mut routes = RouteSet::new();
-    let mut in_paths = false;
-    let mut path = None;
-    for line in document.lines() {
-        if !line.starts_with(' ') && !line.trim().is_empty() {
-            in_paths = line.starts_with("paths:");
-            continue;
-        }
-        if !in_paths {
-            continue;
-        }
-        if let Some(key) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':'))
-            && !key.starts_with(' ')
+    for (path, item) in paths {
+        for method in item
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .filter_map(|(m, _)| m.as_str())
         {
-            path = Some(key.trim_matches('"').to_owned());
-            continue;
-        }
-        if let Some(key) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
-            const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "options"];
-            if METHODS.contains(&key) {
+            if METHODS.contains(&method) {
                 routes.insert((
-                    key.to_uppercase(),
-                    path.clone().expect("a method under a path"),
+                    method.to_ascii_uppercase(),
+                    path.as_str().unwrap().to_owned(),
                 ));
             }
         }
@@ -51,28 +46,24 @@ fn openapi_routes() -> RouteSet {
     routes
 }
 
-/// `HttpApi` events: a `Method:` followed by its `Path:` (flow or block style).
-fn template_routes() -> RouteSet {
-    let template = read("template.yaml");
-    let value_after = |line: &str, key: &str| -> Option<String> {
-        let rest = line[line.find(key)? + key.len()..].trim_start();
-        Some(match rest.strip_prefix('"') {
-            Some(quoted) => quoted[..quoted.find('"')?].to_owned(),
-            None => rest.split([',', '}']).next()?.trim().to_owned(),
-        })
-    };
-    let mut routes = RouteSet::new();
-    let mut method: Option<String> = None;
-    for line in template.lines() {
-        if let Some(m) = value_after(line, "Method: ") {
-            method = Some(m);
-        }
-        if let Some(p) = value_after(line, "Path: ") {
-            let m = method.take().expect("Path follows Method in template.yaml");
-            // `ANY` routes are the catch-alls that let the functions answer
-            // unknown paths and wrong methods as problem+json.
-            if m != "ANY" {
-                routes.insert((m, p));
+/// The HTTP API's routes in template.yaml, by the binary of the function
+/// each goes to, with the scopes its authorizer requires. `ANY` routes are the
+/// catch-alls that let the functions answer unknown paths and wrong methods as
+/// problem+json.
+fn template_routes() -> BTreeMap<String, BTreeMap<(String, String), Vec<String>>> {
+    let template = Template::deployed().unwrap();
+    let mut routes = BTreeMap::new();
+    for function in template.functions().unwrap().into_values() {
+        let served: &mut BTreeMap<_, _> = routes.entry(function.binary.clone()).or_default();
+        for event in function.events {
+            if let Event::Http {
+                method,
+                path,
+                scopes,
+            } = event
+                && method != "ANY"
+            {
+                served.insert((method, path), scopes);
             }
         }
     }
@@ -96,41 +87,48 @@ fn openapi_documents_exactly_the_routes_the_code_serves() {
     );
 }
 
+/// Each route reaches the function whose router serves it.
 #[test]
-fn the_template_deploys_exactly_the_routes_the_code_serves() {
-    let code = code_routes();
+fn the_template_sends_each_function_exactly_the_routes_its_code_serves() {
     let deployed = template_routes();
-    let missing: Vec<_> = code.difference(&deployed).collect();
-    let extra: Vec<_> = deployed.difference(&code).collect();
+    let routes = |binary: &str| -> RouteSet {
+        deployed
+            .get(binary)
+            .map(|routes| routes.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let listed = |list: Vec<(axum::http::Method, &'static str)>| -> RouteSet {
+        list.into_iter()
+            .map(|(method, path)| (method.to_string(), path.to_owned()))
+            .collect()
+    };
+    assert_eq!(routes("like"), listed(like::routes().list()));
+    assert_eq!(routes("points"), listed(points::routes().list()));
+    let elsewhere: Vec<_> = deployed
+        .iter()
+        .filter(|(binary, routes)| {
+            !["like", "points"].contains(&binary.as_str()) && !routes.is_empty()
+        })
+        .collect();
     assert!(
-        missing.is_empty(),
-        "routes missing from template.yaml: {missing:?}"
-    );
-    assert!(
-        extra.is_empty(),
-        "template.yaml routes the code lacks: {extra:?}"
+        elsewhere.is_empty(),
+        "routes to other functions: {elsewhere:?}"
     );
 }
 
 /// Every route under `/v1/points/` acts on other users' points: API Gateway's
-/// authorizer must require `points:admin` on each (the function checks it too).
+/// authorizer must require `points:admin` on each (the function checks it too),
+/// and no other route requires a scope.
 #[test]
 fn the_template_requires_the_admin_scope_on_every_admin_route() {
-    let template = read("template.yaml");
-    let scoped: BTreeSet<String> = template
-        .split("Type: HttpApi")
-        .filter(|event| event.contains("AuthorizationScopes: [points:admin]"))
-        .filter_map(|event| {
-            let path = event
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("Path: "))?;
-            Some(path.trim_matches('"').to_owned())
-        })
-        .collect();
-    let admin: BTreeSet<String> = code_routes()
-        .into_iter()
-        .map(|(_, path)| path)
-        .filter(|path| path.starts_with("/v1/points/"))
-        .collect();
-    assert_eq!(scoped, admin);
+    for (binary, routes) in template_routes() {
+        for ((method, path), scopes) in routes {
+            let expected: Vec<String> = if path.starts_with("/v1/points/") {
+                vec!["points:admin".to_owned()]
+            } else {
+                vec![]
+            };
+            assert_eq!(scopes, expected, "{binary}: {method} {path}");
+        }
+    }
 }

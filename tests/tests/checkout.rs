@@ -385,10 +385,7 @@ async fn a_hold_nobody_closes_is_released_at_its_expiry_and_then_refuses_a_captu
     app.drain().await;
     assert_eq!(outcome(&app, "shop", "c1").await, rejected("hold_expired"));
     // The capture's rejection wrote nothing; reconcile writes the release.
-    let report = reconcile::Reconciler::new(app.store().clone(), app.stack.points.queue.clone())
-        .run(now)
-        .await
-        .unwrap();
+    let report = app.reconciler().run(now).await.unwrap();
     assert_eq!(report.holds_released, 1, "{report:?}");
     let entries = app.audited_ledger("alice").await;
     let release = entries.last().unwrap();
@@ -402,7 +399,8 @@ async fn a_hold_nobody_closes_is_released_at_its_expiry_and_then_refuses_a_captu
         ),
         (EntryKind::Release, 0, 70, 0, "h1")
     );
-    let again = reconcile::Reconciler::new(app.store().clone(), app.stack.points.queue.clone())
+    let again = app
+        .reconciler()
         .run(now + Duration::minutes(1))
         .await
         .unwrap();

@@ -145,7 +145,8 @@ async fn the_reconcile_example_runs_a_clean_pass() {
     let app = TestApp::spawn().await;
     let _schedule: serde_json::Value =
         serde_json::from_str(&event("reconcile-schedule.json")).unwrap();
-    let report = reconcile::Reconciler::new(app.store().clone(), app.stack.points.queue.clone())
+    let report = app
+        .reconciler()
         .run(time::OffsetDateTime::now_utc())
         .await
         .unwrap();

@@ -51,7 +51,7 @@ fn grant_body(id: &str, to: &str, amount: u64, point_type: &str, at: OffsetDateT
 }
 
 fn reconciler(app: &TestApp) -> Reconciler {
-    Reconciler::new(app.store().clone(), app.stack.points.queue.clone())
+    app.reconciler()
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use reconcile::Reconciler;
+
 use shared::domain::ids::{OperationId, PostId, UserId};
 use shared::domain::likes::{LikeAction, LikeOperation};
 use shared::domain::points::{Amount, EntryKind, Grant, PointsOperation, PointsRequest, Spend};
@@ -82,10 +82,7 @@ fn key(pk: &str, sk: &str) -> std::collections::HashMap<String, AttributeValue> 
 }
 
 async fn run(app: &TestApp, now: OffsetDateTime) -> reconcile::Report {
-    Reconciler::new(app.store().clone(), app.stack.points.queue.clone())
-        .run(now)
-        .await
-        .unwrap()
+    app.reconciler().run(now).await.unwrap()
 }
 
 #[tokio::test]
@@ -360,7 +357,7 @@ async fn an_interrupted_expiry_run_and_its_rerun_expire_each_lot_exactly_once() 
     apply(&app, &grants).await;
     let later = OffsetDateTime::now_utc() + Duration::days(40);
     // A bounded run that stops after four accounts: as good as interrupted.
-    let mut bounded = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
+    let mut bounded = app.reconciler();
     bounded.expiry_accounts_per_run = 4;
     let mut first = reconcile::Report::default();
     bounded
@@ -369,7 +366,7 @@ async fn an_interrupted_expiry_run_and_its_rerun_expire_each_lot_exactly_once() 
         .unwrap();
     assert_eq!(first.accounts_expired, 4);
     // The rerun, twice at once for good measure.
-    let full = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
+    let full = app.reconciler();
     let (a, b) = tokio::join!(full.run(later), full.run(later));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
@@ -499,7 +496,7 @@ async fn registers_of_the_8_partition_layout_move_to_their_new_keys_and_every_co
     .await;
 
     // Pages of 40 items: the pass goes on from its saved cursor page after page.
-    let mut reconciler = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
+    let mut reconciler = app.reconciler();
     reconciler.migration_page_items = 40;
     let report = reconciler.migrate_like_registers().await.unwrap();
     assert!(report.pass_complete, "{report:?}");
@@ -614,7 +611,7 @@ async fn a_register_no_counter_write_listed_is_found_by_the_sweep_and_counted_fr
     // A later like marks the post: its recount reads the listed partitions,
     // the stray one among them, with a sweep that finds nothing this time.
     apply(&app, &[like("newcomer", "p1")]).await;
-    let mut no_sweep = Reconciler::new(app.store().clone(), app.stack.points.queue.clone());
+    let mut no_sweep = app.reconciler();
     no_sweep.sweep_items_per_run = 1;
     no_sweep.run(OffsetDateTime::now_utc()).await.unwrap();
     assert_eq!(app.store().like_count(&post("p1")).await.unwrap(), 12);

@@ -1,48 +1,400 @@
-//! The dev gateway plays the event source mapping with the figures in
-//! `shared::queue::mapping`; `template.yaml` must deploy the same ones.
+//! `template.yaml` is the one definition of the stack: the dev gateway, the
+//! tests and the simulator create it from the template, and these tests hold
+//! the template (parsed, never searched as text) against what the code relies
+//! on: key and index names, queue settings, the event source mappings'
+//! figures, and each function's environment. The last test provisions the
+//! template on the emulator and reads back what was created.
 
+use std::collections::BTreeSet;
+
+use dev_gateway::template::{Event, Function, SqsMapping, Template, Value};
+use shared::config;
 use shared::queue::mapping;
+use shared::store::keys;
 
-fn template() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap()
+/// An index: its name, key schema and projection type.
+type Index = (String, Vec<(String, String)>, String);
+
+fn template() -> Template {
+    Template::deployed().expect("template.yaml parses")
+}
+
+fn properties(template: &Template, logical_id: &str) -> Value {
+    Value::Mapping(
+        template
+            .resources()
+            .get(logical_id)
+            .unwrap_or_else(|| panic!("no resource {logical_id}"))
+            .properties
+            .clone(),
+    )
+}
+
+fn function(template: &Template, binary: &str) -> Function {
+    template.function_of_binary(binary).unwrap()
+}
+
+/// The logical id a `!Ref X` or `!GetAtt X.Arn` names.
+fn target(value: &Value) -> String {
+    let Value::Tagged(tagged) = value else {
+        panic!("{value:?} is not a !Ref or !GetAtt");
+    };
+    let text = tagged.value.as_str().unwrap();
+    text.split('.').next().unwrap().to_owned()
+}
+
+/// The queue a function's environment variable names.
+fn queue_named_by(template: &Template, binary: &str, variable: &str) -> String {
+    let function = function(template, binary);
+    target(
+        function
+            .environment
+            .get(variable)
+            .unwrap_or_else(|| panic!("{binary} does not set {variable}")),
+    )
+}
+
+fn worker_mapping(template: &Template, queue: &str) -> SqsMapping {
+    function(template, "sqs-worker")
+        .events
+        .into_iter()
+        .find_map(|event| match event {
+            Event::Sqs(mapping) if mapping.queue == queue => Some(mapping),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the worker does not read {queue}"))
+}
+
+fn dead_letter_queue(template: &Template, queue: &str) -> String {
+    target(&properties(template, queue)["RedrivePolicy"]["deadLetterTargetArn"])
 }
 
 #[test]
-fn the_template_deploys_the_event_source_mapping_the_dev_gateway_plays() {
+fn the_table_has_the_keys_indexes_and_ttl_the_code_uses() {
     let template = template();
-    for expected in [
-        format!("BatchSize: {}", mapping::BATCH_SIZE),
-        format!("BatchSize: {}", mapping::POINTS_BATCH_SIZE),
-        format!(
-            "MaximumBatchingWindowInSeconds: {}",
-            mapping::BATCHING_WINDOW.as_secs()
+    let tables: Vec<_> = template.of_type("AWS::DynamoDB::Table").collect();
+    assert_eq!(tables.len(), 1, "one table");
+    let table = properties(&template, "Table");
+    let key_schema = |value: &Value| -> Vec<(String, String)> {
+        value
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|key| {
+                (
+                    key["AttributeName"].as_str().unwrap().to_owned(),
+                    key["KeyType"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let hash_range = |pk: &str, sk: &str| {
+        vec![
+            (pk.to_owned(), "HASH".to_owned()),
+            (sk.to_owned(), "RANGE".to_owned()),
+        ]
+    };
+    assert_eq!(
+        key_schema(&table["KeySchema"]),
+        hash_range(keys::PK, keys::SK)
+    );
+    let indexes: Vec<Index> = table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|index| {
+            (
+                index["IndexName"].as_str().unwrap().to_owned(),
+                key_schema(&index["KeySchema"]),
+                index["Projection"]["ProjectionType"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    // Both indexes project keys only: the code reads items by their keys after
+    // querying an index, and rewriting an item then writes the index only when
+    // its index keys change.
+    assert_eq!(
+        indexes,
+        vec![
+            (
+                keys::GSI1.to_owned(),
+                hash_range(keys::GSI1_PK, keys::GSI1_SK),
+                "KEYS_ONLY".to_owned()
+            ),
+            (
+                keys::GSI2.to_owned(),
+                hash_range(keys::GSI2_PK, keys::GSI2_SK),
+                "KEYS_ONLY".to_owned()
+            ),
+        ]
+    );
+    let defined: BTreeSet<(String, String)> = table["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|attribute| {
+            (
+                attribute["AttributeName"].as_str().unwrap().to_owned(),
+                attribute["AttributeType"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        keys::PK,
+        keys::SK,
+        keys::GSI1_PK,
+        keys::GSI1_SK,
+        keys::GSI2_PK,
+        keys::GSI2_SK,
+    ]
+    .into_iter()
+    .map(|name| (name.to_owned(), "S".to_owned()))
+    .collect();
+    assert_eq!(defined, expected);
+    assert_eq!(table["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some(keys::EXPIRES_AT)
+    );
+    assert_eq!(
+        table["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true)
+    );
+}
+
+#[test]
+fn the_likes_mapping_is_deployed_with_the_figures_the_capacity_plan_uses() {
+    let template = template();
+    let likes = queue_named_by(&template, "like", config::LIKES_QUEUE_URL);
+    let mapping = worker_mapping(&template, &likes);
+    assert_eq!(mapping.batch_size, mapping::BATCH_SIZE);
+    assert_eq!(
+        mapping.batching_window_secs,
+        mapping::BATCHING_WINDOW.as_secs()
+    );
+    assert_eq!(mapping.maximum_concurrency, Some(mapping::MAX_CONCURRENCY));
+    assert!(mapping.report_batch_item_failures);
+}
+
+#[test]
+fn points_go_through_a_fifo_queue_with_content_based_deduplication() {
+    let template = template();
+    let points = queue_named_by(&template, "points", config::POINTS_QUEUE_URL);
+    assert_eq!(
+        queue_named_by(&template, "reconcile", config::POINTS_QUEUE_URL),
+        points,
+        "reconcile re-drives onto the queue the points function sends to"
+    );
+    let queue = properties(&template, &points);
+    assert_eq!(queue["FifoQueue"].as_bool(), Some(true));
+    assert_eq!(queue["ContentBasedDeduplication"].as_bool(), Some(true));
+    let mapping = worker_mapping(&template, &points);
+    assert!(mapping.batch_size <= 10, "FIFO sources take at most 10");
+    assert!(mapping.report_batch_item_failures);
+    // The worker moves unusable points messages to the dead-letter queue
+    // itself: it must be the one the queue's redrive policy names, and FIFO.
+    let dead_letters = dead_letter_queue(&template, &points);
+    assert_eq!(
+        queue_named_by(
+            &template,
+            "sqs-worker",
+            config::POINTS_DEAD_LETTER_QUEUE_URL
         ),
-        format!(
-            "VisibilityTimeout: {}",
-            mapping::VISIBILITY_TIMEOUT.as_secs()
-        ),
-        format!("maxReceiveCount: {}", mapping::MAX_RECEIVE_COUNT),
-        format!("MaximumConcurrency: {}", mapping::MAX_CONCURRENCY),
-        format!("Timeout: {}", mapping::WORKER_TIMEOUT.as_secs()),
-        "FunctionResponseTypes: [ReportBatchItemFailures]".to_owned(),
-    ] {
-        assert!(
-            template.contains(&expected),
-            "template.yaml lacks `{expected}`"
+        dead_letters
+    );
+    assert_eq!(
+        properties(&template, &dead_letters)["FifoQueue"].as_bool(),
+        Some(true)
+    );
+}
+
+/// Reconcile re-drives an operation left pending after SQS has made every
+/// delivery it would (`REDRIVE_AFTER` = receives × visibility): both figures
+/// must be the deployed ones, and the visibility six times the worker's timeout.
+#[test]
+fn every_queue_the_worker_reads_redrives_as_reconcile_assumes() {
+    let template = template();
+    let worker = function(&template, "sqs-worker");
+    for event in &worker.events {
+        let Event::Sqs(mapping) = event else { continue };
+        let queue = properties(&template, &mapping.queue);
+        assert_eq!(
+            queue["VisibilityTimeout"].as_u64(),
+            Some(mapping::VISIBILITY_TIMEOUT.as_secs()),
+            "{}",
+            mapping.queue
+        );
+        assert!(mapping::VISIBILITY_TIMEOUT.as_secs() >= 6 * worker.timeout_secs);
+        assert_eq!(
+            queue["RedrivePolicy"]["maxReceiveCount"].as_u64(),
+            Some(u64::from(mapping::MAX_RECEIVE_COUNT)),
+            "{}",
+            mapping.queue
+        );
+        let dead_letters = properties(&template, &dead_letter_queue(&template, &mapping.queue));
+        assert_eq!(
+            dead_letters["MessageRetentionPeriod"].as_u64(),
+            Some(14 * 24 * 3600),
+            "dead letters are kept the longest SQS allows"
         );
     }
-    assert!(mapping::VISIBILITY_TIMEOUT >= mapping::WORKER_TIMEOUT * 6);
 }
 
+/// Each function's environment in the template is exactly what its code reads.
 #[test]
-fn the_template_sets_every_environment_variable_the_functions_read() {
+fn each_function_is_given_exactly_the_environment_its_code_reads() {
     let template = template();
-    for name in [
-        shared::config::TABLE_NAME,
-        shared::config::LIKES_QUEUE_URL,
-        shared::config::POINTS_QUEUE_URL,
-        shared::config::POINTS_DEAD_LETTER_QUEUE_URL,
+    for (binary, reads) in [
+        ("like", like::ENVIRONMENT),
+        ("points", points::ENVIRONMENT),
+        ("sqs-worker", sqs_worker::ENVIRONMENT),
+        ("reconcile", reconcile::ENVIRONMENT),
     ] {
-        assert!(template.contains(name), "template.yaml does not set {name}");
+        let given: BTreeSet<String> = function(&template, binary)
+            .environment
+            .into_keys()
+            .collect();
+        let read: BTreeSet<String> = reads.iter().map(|name| name.to_string()).collect();
+        assert_eq!(given, read, "{binary}");
     }
+}
+
+/// What the emulator holds after provisioning is what the template declares.
+#[tokio::test]
+async fn the_local_stack_is_created_from_the_template() {
+    let app = tests::TestApp::spawn().await;
+    let template = template();
+    let aws = tests::emulator().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let table = dynamodb
+        .describe_table()
+        .table_name(app.store().table_name())
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    let declared = properties(&template, "Table");
+    let key_names = |keys: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Vec<(String, String)> {
+        keys.iter()
+            .map(|key| (key.attribute_name.clone(), key.key_type.as_str().to_owned()))
+            .collect()
+    };
+    let declared_keys = |value: &Value| -> Vec<(String, String)> {
+        value
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|key| {
+                (
+                    key["AttributeName"].as_str().unwrap().to_owned(),
+                    key["KeyType"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        key_names(table.key_schema()),
+        declared_keys(&declared["KeySchema"])
+    );
+    let created: Vec<_> = table
+        .global_secondary_indexes()
+        .iter()
+        .map(|index| {
+            (
+                index.index_name().unwrap().to_owned(),
+                key_names(index.key_schema()),
+                index
+                    .projection()
+                    .and_then(|p| p.projection_type())
+                    .unwrap()
+                    .as_str()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let wanted: Vec<_> = declared["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|index| {
+            (
+                index["IndexName"].as_str().unwrap().to_owned(),
+                declared_keys(&index["KeySchema"]),
+                index["Projection"]["ProjectionType"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(created, wanted);
+    let ttl = dynamodb
+        .describe_time_to_live()
+        .table_name(app.store().table_name())
+        .send()
+        .await
+        .unwrap()
+        .time_to_live_description
+        .unwrap();
+    assert_eq!(ttl.attribute_name(), Some(keys::EXPIRES_AT));
+
+    // The queues: as declared, but for the tests' shorter timing.
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let attributes = |url: String| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap()
+        }
+    };
+    use aws_sdk_sqs::types::QueueAttributeName as Attr;
+    let points = attributes(app.stack.points.queue.url().to_owned()).await;
+    assert_eq!(
+        points.get(&Attr::FifoQueue).map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        points
+            .get(&Attr::ContentBasedDeduplication)
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        points.get(&Attr::VisibilityTimeout).map(String::as_str),
+        Some("1"),
+        "the tests' timing"
+    );
+    let redrive: serde_json::Value =
+        serde_json::from_str(points.get(&Attr::RedrivePolicy).unwrap()).unwrap();
+    let dead_letters = attributes(app.stack.points.dead_letters.url().to_owned()).await;
+    assert_eq!(
+        redrive["deadLetterTargetArn"].as_str(),
+        dead_letters.get(&Attr::QueueArn).map(String::as_str)
+    );
+    assert_eq!(redrive["maxReceiveCount"], 3);
+    assert_eq!(
+        dead_letters
+            .get(&Attr::MessageRetentionPeriod)
+            .map(String::as_str),
+        Some("1209600")
+    );
+    let likes = attributes(app.stack.likes.queue.url().to_owned()).await;
+    assert_eq!(likes.get(&Attr::FifoQueue), None);
+    let redrive: serde_json::Value =
+        serde_json::from_str(likes.get(&Attr::RedrivePolicy).unwrap()).unwrap();
+    let likes_dead_letters = attributes(app.stack.likes.dead_letters.url().to_owned()).await;
+    assert_eq!(
+        redrive["deadLetterTargetArn"].as_str(),
+        likes_dead_letters.get(&Attr::QueueArn).map(String::as_str)
+    );
 }

@@ -18,6 +18,12 @@ use shared::message::Envelope;
 use shared::queue::OperationQueue;
 use shared::store::Store;
 
+/// The SDK timeouts of every AWS call this function makes (see [`shared::config::Timeouts`]).
+pub const TIMEOUTS: shared::config::Timeouts = shared::config::Timeouts::HTTP;
+
+/// The environment variables `from_env` reads (template.yaml sets exactly these).
+pub const ENVIRONMENT: &[&str] = &[shared::config::TABLE_NAME, shared::config::LIKES_QUEUE_URL];
+
 /// What every request borrows: clients built once per cold start.
 #[derive(Debug, Clone)]
 pub struct LikeApi {
@@ -40,7 +46,7 @@ impl LikeApi {
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let table = shared::config::table_name()?;
         let queue_url = shared::config::likes_queue_url()?;
-        let aws = shared::config::aws().await;
+        let aws = shared::config::aws(TIMEOUTS).await;
         Ok(Self::new(
             Store::from_config(&aws, table),
             OperationQueue::from_config(&aws, queue_url),

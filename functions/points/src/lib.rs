@@ -23,6 +23,12 @@ use shared::queue::OperationQueue;
 use shared::store::Store;
 use shared::store::points::HistoryError;
 
+/// The SDK timeouts of every AWS call this function makes (see [`shared::config::Timeouts`]).
+pub const TIMEOUTS: shared::config::Timeouts = shared::config::Timeouts::HTTP;
+
+/// The environment variables `from_env` reads (template.yaml sets exactly these).
+pub const ENVIRONMENT: &[&str] = &[shared::config::TABLE_NAME, shared::config::POINTS_QUEUE_URL];
+
 /// The scope a token needs to grant, capture or release for others, refund and adjust.
 pub const ADMIN_SCOPE: &str = "points:admin";
 
@@ -45,7 +51,7 @@ impl PointsApi {
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let table = shared::config::table_name()?;
         let queue_url = shared::config::points_queue_url()?;
-        let aws = shared::config::aws().await;
+        let aws = shared::config::aws(TIMEOUTS).await;
         Ok(Self::new(
             Store::from_config(&aws, table),
             OperationQueue::from_config(&aws, queue_url),

@@ -43,6 +43,12 @@ use shared::store::reconcile::SweepPage;
 use shared::store::{Store, StoreError};
 use time::OffsetDateTime;
 
+/// The SDK timeouts of every AWS call this function makes (see [`shared::config::Timeouts`]).
+pub const TIMEOUTS: shared::config::Timeouts = shared::config::Timeouts::RECONCILE;
+
+/// The environment variables `from_env` reads (template.yaml sets exactly these).
+pub const ENVIRONMENT: &[&str] = &[shared::config::TABLE_NAME, shared::config::POINTS_QUEUE_URL];
+
 /// Items the background sweep reads per run.
 pub const SWEEP_ITEMS_PER_RUN: i32 = 500;
 /// How long a run may take: the function's timeout is 300 s; the rest is margin.
@@ -238,7 +244,7 @@ impl Reconciler {
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let table = shared::config::table_name()?;
         let queue_url = shared::config::points_queue_url()?;
-        let aws = shared::config::aws().await;
+        let aws = shared::config::aws(TIMEOUTS).await;
         Ok(Self::new(
             Store::from_config(&aws, table),
             OperationQueue::from_config(&aws, queue_url),

@@ -39,6 +39,15 @@ use shared::store::points::Commit;
 use shared::store::{Store, StoreError, keys};
 use time::OffsetDateTime;
 
+/// The SDK timeouts of every AWS call this function makes (see [`shared::config::Timeouts`]).
+pub const TIMEOUTS: shared::config::Timeouts = shared::config::Timeouts::WORKER;
+
+/// The environment variables `from_env` reads (template.yaml sets exactly these).
+pub const ENVIRONMENT: &[&str] = &[
+    shared::config::TABLE_NAME,
+    shared::config::POINTS_DEAD_LETTER_QUEUE_URL,
+];
+
 /// DynamoDB requests one batch keeps in flight at once.
 const CONCURRENT_WRITES: usize = 16;
 
@@ -74,7 +83,7 @@ impl Worker {
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let table = shared::config::table_name()?;
         let dead_letters = shared::config::points_dead_letter_queue_url()?;
-        let aws = shared::config::aws().await;
+        let aws = shared::config::aws(TIMEOUTS).await;
         Ok(Self::new(Store::from_config(&aws, table))
             .with_dead_letters(OperationQueue::from_config(&aws, dead_letters)))
     }

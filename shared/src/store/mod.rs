@@ -8,7 +8,6 @@ pub mod likes;
 pub mod migration;
 pub mod points;
 pub mod reconcile;
-pub mod schema;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
