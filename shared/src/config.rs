@@ -84,9 +84,10 @@ impl Timeouts {
         attempt: Duration::from_secs(2),
         operation: Duration::from_secs(4),
     };
-    /// The worker (`Timeout: 30`). Its batch is also held to a deadline well
-    /// inside the invocation (the worker's own `BATCH_BUDGET`); these bound
-    /// each of its writes so a stalled store fails messages, not the invocation.
+    /// The worker (`Timeout: 30`). These bound each of its writes, so a stalled
+    /// store fails messages; a batch of many writes is also held to the
+    /// invocation's deadline less a margin (the worker's `DEADLINE_MARGIN`),
+    /// after which it is reported failed whole and redelivered.
     pub const WORKER: Timeouts = Timeouts {
         connect: Duration::from_secs(1),
         attempt: Duration::from_secs(2),

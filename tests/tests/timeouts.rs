@@ -168,3 +168,49 @@ async fn a_stalled_reconcile_run_fails_before_its_timeout_and_the_next_run_repai
     assert_eq!(report.counters_repaired, 1, "{report:?}");
     assert_eq!(app.get("u1", "/v1/posts/p1/likes").await["count"], 2);
 }
+
+#[tokio::test]
+async fn a_batch_still_stalled_at_the_invocation_deadline_is_reported_failed_whole() {
+    let (app, proxy) = spawn_behind_proxy().await;
+    for user in ["u1", "u2"] {
+        let (status, body) = app.call(Some(user), Method::PUT, "/v1/posts/p1/like").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let records = app
+        .stack
+        .likes
+        .queue
+        .receive(
+            10,
+            Duration::from_secs(1),
+            "arn:aws:sqs:us-east-1:123456789012:likes",
+            "us-east-1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 2);
+    let mut event = aws_lambda_events::sqs::SqsEvent::default();
+    event.records = records;
+    // An invocation with 4 s left: the worker keeps 3 s back, so it gives the
+    // stalled batch 1 s, well before a single write's own timeout (5 s).
+    let mut context = lambda_runtime::Context::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    context.deadline = (now + Duration::from_secs(4)).as_millis() as u64;
+    proxy.stall();
+    let response = tokio::time::timeout(
+        Duration::from_secs(4),
+        app.worker
+            .handle(lambda_runtime::LambdaEvent::new(event, context)),
+    )
+    .await
+    .expect("the worker returns before its deadline")
+    .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 2);
+
+    proxy.resume();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the tests' visibility timeout
+    app.drain().await;
+    assert_eq!(app.get("u1", "/v1/posts/p1/likes").await["count"], 2);
+}

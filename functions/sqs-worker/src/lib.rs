@@ -24,6 +24,7 @@
 //!   and redelivered.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt as _;
@@ -47,6 +48,27 @@ pub const ENVIRONMENT: &[&str] = &[
     shared::config::TABLE_NAME,
     shared::config::POINTS_DEAD_LETTER_QUEUE_URL,
 ];
+
+/// Time kept back from the invocation's deadline. A batch still applying then
+/// (a stalled store: each write may take up to [`TIMEOUTS`]' operation
+/// timeout) is abandoned and reported failed, so the invocation returns and
+/// SQS redelivers after the visibility timeout, instead of Lambda killing it
+/// with nothing reported.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+
+/// The time left before the invocation's deadline; `None` when the context
+/// carries none (an invocation built by hand).
+fn time_left(context: &lambda_runtime::Context) -> Option<Duration> {
+    if context.deadline == 0 {
+        return None;
+    }
+    let deadline = std::time::UNIX_EPOCH + Duration::from_millis(context.deadline);
+    Some(
+        deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
 
 /// DynamoDB requests one batch keeps in flight at once.
 const CONCURRENT_WRITES: usize = 16;
@@ -93,7 +115,36 @@ impl Worker {
         &self,
         event: LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        let report = self.apply_batch(event.payload.records).await;
+        let records = event.payload.records;
+        let ids: Vec<String> = records
+            .iter()
+            .filter_map(|r| r.message_id.clone())
+            .collect();
+        let report = match time_left(&event.context) {
+            None => self.apply_batch(records).await,
+            Some(left) => {
+                let budget = left.saturating_sub(DEADLINE_MARGIN);
+                match tokio::time::timeout(budget, self.apply_batch(records)).await {
+                    Ok(report) => report,
+                    Err(_) => {
+                        // Every message applies idempotently, so reporting all of
+                        // them failed is safe: what did apply is a duplicate when
+                        // redelivered, and a post whose counter write was cut
+                        // off is marked changed again for reconcile.
+                        tracing::warn!(
+                            messages = ids.len(),
+                            budget_ms = budget.as_millis() as u64,
+                            "batch ran out of time; all its messages are reported failed"
+                        );
+                        BatchReport {
+                            messages: ids.len(),
+                            failed: ids,
+                            ..BatchReport::default()
+                        }
+                    }
+                }
+            }
+        };
         tracing::info!(
             messages = report.messages,
             applied = report.applied,
