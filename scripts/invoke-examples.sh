@@ -25,6 +25,8 @@ timeout 120 target/debug/dev-gateway provision >"$env_file"
 {
   echo "NO_PROXY=${NO_PROXY:-}" # scripts/with-emulator.sh names the local hosts
   echo "no_proxy=${no_proxy:-}"
+  # The functions sign as the operator here (one env file for all of them);
+  # `make dev` and the tests give each its own role.
   echo "AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test}"
   echo "AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}"
   echo "AWS_REGION=${AWS_REGION:-us-east-1}"
