@@ -31,9 +31,7 @@ url="http://127.0.0.1:$port"
 
 # A table and queues of this run's own, so other tests on the same emulator never see them.
 TALLY_DEV_ADDR="127.0.0.1:$port" \
-  TALLY_TABLE_NAME="tally-schemathesis-$suffix" \
-  TALLY_LIKES_QUEUE_NAME="tally-schemathesis-likes-$suffix" \
-  TALLY_POINTS_QUEUE_NAME="tally-schemathesis-points-$suffix" \
+  TALLY_STACK_NAME="tally-schemathesis-$suffix" \
   RUST_LOG="${RUST_LOG:-warn}" \
   "$gateway" >"$log" 2>&1 &
 pid=$!
