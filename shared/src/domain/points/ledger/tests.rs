@@ -1,10 +1,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::*;
+use crate::domain::ids::{OperationId, Reference, UserId};
+use crate::domain::points::operation::{OperationRecord, OperationStatus, Rejection};
 use crate::domain::points::request::*;
-use crate::domain::points::{Amount, Finding, MAX_AMOUNT, SignedAmount, audit};
-use time::Duration;
+use crate::domain::points::{
+    Amount, Expiry, Finding, Lots, MAX_AMOUNT, PointTypes, SignedAmount, audit,
+};
 use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()

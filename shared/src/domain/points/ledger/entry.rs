@@ -1,0 +1,70 @@
+//! A ledger entry, and the kinds of entry there are.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{OperationId, Reference, UserId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Grant,
+    Spend,
+    TransferIn,
+    TransferOut,
+    Expire,
+    Adjust,
+    Hold,
+    Capture,
+    Release,
+    Refund,
+}
+
+impl EntryKind {
+    /// The kind as the API writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::Grant => "grant",
+            EntryKind::Spend => "spend",
+            EntryKind::TransferIn => "transfer_in",
+            EntryKind::TransferOut => "transfer_out",
+            EntryKind::Expire => "expire",
+            EntryKind::Adjust => "adjust",
+            EntryKind::Hold => "hold",
+            EntryKind::Capture => "capture",
+            EntryKind::Release => "release",
+            EntryKind::Refund => "refund",
+        }
+    }
+}
+
+/// One line of an account's ledger. Never edited, never deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub kind: EntryKind,
+    /// The change to the balance: `balance_after - balance_before`.
+    pub amount: i64,
+    pub balance_before: u64,
+    pub balance_after: u64,
+    /// Points held by open holds before and after this entry.
+    #[serde(default)]
+    pub held_before: u64,
+    #[serde(default)]
+    pub held_after: u64,
+    pub operation_id: OperationId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterparty: Option<UserId>,
+    /// The hold a `hold`, `capture` or `release` entry is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<OperationId>,
+    /// The operation a `refund` gives back from, as the refund named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_of: Option<OperationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: String,
+}
