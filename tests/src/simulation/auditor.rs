@@ -586,10 +586,7 @@ impl Sim {
             tampered.push((user, before.balance, ledger));
         }
         // No write marked them: the sweep must come to each, within one pass.
-        let reconciler = reconcile::Reconciler::new(
-            self.app.stack.store.clone(),
-            self.app.stack.points.queue.clone(),
-        );
+        let reconciler = self.app.reconciler();
         let mut reported = 0;
         for _ in 0..60 {
             let report = reconciler

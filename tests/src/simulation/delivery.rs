@@ -270,10 +270,7 @@ impl Sim {
 
     pub(super) async fn reconcile(&mut self) -> Result<(), Violation> {
         self.maybe_crash(0.5);
-        let reconciler = reconcile::Reconciler::new(
-            self.app.stack.store.clone(),
-            self.app.stack.points.queue.clone(),
-        );
+        let reconciler = self.app.reconciler();
         let result = reconciler.run(self.now()).await;
         if self.faults.restart() {
             self.fault("crash");
@@ -404,10 +401,7 @@ impl Sim {
         self.flush().await?;
         for _ in 0..3 {
             self.advance(16 * 60 * 1_000_000);
-            let reconciler = reconcile::Reconciler::new(
-                self.app.stack.store.clone(),
-                self.app.stack.points.queue.clone(),
-            );
+            let reconciler = self.app.reconciler();
             let report = reconciler
                 .run(self.now())
                 .await
