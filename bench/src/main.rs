@@ -8,6 +8,8 @@
 //! Needs the emulator at `AWS_ENDPOINT_URL` (`make bench` starts one) and, for
 //! the function figures, the release binaries beside this one (`make bench` builds them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 mod cost;
 mod functions;
 mod harness;

@@ -120,7 +120,7 @@ async fn api_gateway_event(request: Request) -> Result<ApiGatewayV2httpRequest, 
         "body": body,
         "isBase64Encoded": is_base64,
     });
-    Ok(serde_json::from_value(event).expect("the dev gateway builds a valid API Gateway v2 event"))
+    serde_json::from_value(event).map_err(|err| Problem::unavailable(&err))
 }
 
 /// What API Gateway's JWT authorizer puts in the context for a verified token.

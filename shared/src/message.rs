@@ -236,6 +236,10 @@ impl Envelope {
         Ok(envelope)
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "a struct of strings, numbers and string-keyed maps always serializes"
+    )]
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("an envelope always serializes")
     }

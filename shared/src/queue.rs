@@ -224,9 +224,12 @@ impl OperationQueue {
                         .id(i.to_string())
                         .receipt_handle(handle)
                         .build()
-                        .expect("id and receipt handle are set")
+                        .map_err(|err| QueueError {
+                            action: "DeleteMessageBatch",
+                            source: Box::new(err),
+                        })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, _>>()?;
             let output = self
                 .client
                 .delete_message_batch()

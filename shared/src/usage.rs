@@ -22,7 +22,11 @@ pub struct Usage {
 
 impl Usage {
     pub fn record(&self, call: &'static str, write_units: f64, read_units: f64) {
-        let mut calls = self.calls.lock().expect("usage lock");
+        // A panic elsewhere while counting leaves the counts usable.
+        let mut calls = self
+            .calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let counts = calls.entry(call).or_default();
         counts.requests += 1;
         counts.write_units += write_units;
@@ -31,7 +35,10 @@ impl Usage {
 
     /// Counts per call so far, keyed `service:Operation`.
     pub fn snapshot(&self) -> BTreeMap<&'static str, Counts> {
-        self.calls.lock().expect("usage lock").clone()
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 

@@ -2,6 +2,8 @@
 //! stored accounts and ledgers, go through decoding, validation, planning,
 //! expiry and the audit, and every path answers instead of panicking.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use std::collections::HashMap;
 
 use proptest::prelude::*;

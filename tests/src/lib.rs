@@ -1,6 +1,8 @@
 //! Test helpers: every test gets its own world (a fresh table and queues with
 //! unique names) on the shared emulator that `make test` starts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 pub mod faults;
 pub mod simulation;
 pub mod stall;

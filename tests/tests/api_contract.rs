@@ -1,6 +1,8 @@
 //! The routes the code serves, the routes `openapi.yaml` documents and the
 //! routes `template.yaml` deploys are the same set.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use dev_gateway::template::{Event, Template, Value};

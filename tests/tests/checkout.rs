@@ -2,6 +2,8 @@
 //! adjustments, through the dev gateway, the queue and the worker, against the
 //! emulator. Every condition and transaction they rely on is evaluated by it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use std::collections::HashMap;
 
 use axum::http::{Method, StatusCode};

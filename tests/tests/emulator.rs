@@ -2,6 +2,8 @@
 //! changes `scripts/moto_server.py` makes to moto: a cancelled transaction
 //! leaves every item it named as it was, and a successful one writes them all.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};

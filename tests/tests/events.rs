@@ -1,6 +1,8 @@
 //! Every example event in `events/` (what `cargo lambda invoke --data-file`
 //! sends) run through its function's handler the way the Lambda runtime would.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use aws_lambda_events::sqs::SqsEvent;
 use axum::http::StatusCode;
 use http_body_util::BodyExt as _;

@@ -1,5 +1,7 @@
 //! The like routes through the dev gateway: bad input, faults, and end to end.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use axum::http::{Method, StatusCode};
 use tests::TestApp;
 

@@ -3,6 +3,8 @@
 //! policy that lacks an action the function needs makes the function fail, as
 //! it would on AWS; what a policy does not grant is refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use axum::http::{Method, StatusCode};
 use dev_gateway::StackOptions;
 use dev_gateway::template::Value;

@@ -1,5 +1,7 @@
 //! Every condition expression and read the likes rely on, evaluated by the emulator's DynamoDB API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use std::collections::BTreeSet;
 
 use shared::domain::ids::{OperationId, PostId, UserId};

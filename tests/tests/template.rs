@@ -5,6 +5,8 @@
 //! figures, and each function's environment. The last test provisions the
 //! template on the emulator and reads back what was created.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use std::collections::BTreeSet;
 
 use dev_gateway::template::{Event, Function, SqsMapping, Template, Value};

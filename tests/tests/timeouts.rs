@@ -4,6 +4,8 @@
 //! cut them off, a retried points write then tells the truth and applies once,
 //! the worker reports its messages failed, and reconcile's next run resumes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};

@@ -1,5 +1,7 @@
 //! The worker against the emulator: redelivery, delivery order, poison messages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use std::time::Duration;
 
 use rand::seq::SliceRandom as _;

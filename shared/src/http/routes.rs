@@ -30,6 +30,10 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         H: Handler<T, S>,
         T: 'static,
     {
+        #[allow(
+            clippy::expect_used,
+            reason = "routes are declared in code with the standard methods"
+        )]
         let filter = MethodFilter::try_from(method.clone()).expect("a standard HTTP method");
         self.router = self.router.route(path, on(filter, handler));
         self.list.push((method, path));

@@ -9,6 +9,8 @@
 //! the whole run unless every fault kind was injected at least M times;
 //! `--first-failure` stops at the first failing seed, without shrinking it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 

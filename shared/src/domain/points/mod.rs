@@ -237,6 +237,10 @@ struct PointTypeConfig {
 }
 
 impl PointTypes {
+    #[allow(
+        clippy::expect_used,
+        reason = "compiled-in data, checked by a unit test"
+    )]
     pub fn shipped() -> Self {
         Self::from_json(include_str!("../../../point-types.json"))
             .expect("shared/point-types.json is valid (a unit test checks it)")

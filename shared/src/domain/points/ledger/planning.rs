@@ -120,6 +120,10 @@ impl Ledger {
             .map(|(at, amount)| format!("{amount} from {}", timestamp::format(*at)))
             .collect();
         // The same lots always give the same id.
+        #[allow(
+            clippy::expect_used,
+            reason = "a fixed-format timestamp is a valid identifier"
+        )]
         let operation_id = OperationId::parse(format!("expire:{}", timestamp::format(*latest)))
             .expect("a fixed-format timestamp is a valid identifier");
         self.write(
