@@ -253,6 +253,7 @@ def create_operator(endpoint, path):
         f"AWS_ACCESS_KEY_ID={key.access_key_id}",
         f"AWS_SECRET_ACCESS_KEY={key.secret_access_key}",
         "AWS_REGION=us-east-1",
+        "AWS_DEFAULT_REGION=us-east-1",  # what older SDKs and CLIs read
         f"AWS_ENDPOINT_URL={endpoint}",
     ]
     with open(path, "w") as out:
