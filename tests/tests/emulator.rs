@@ -1,6 +1,7 @@
 //! The emulator behaves as DynamoDB does where Tally relies on it, with the
 //! changes `scripts/moto_server.py` makes to moto: a cancelled transaction
-//! leaves every item it named as it was, and a successful one writes them all.
+//! leaves every item it named as it was, and a successful one writes them all;
+//! IAM is checked per transaction item and per index, as on AWS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
 
@@ -124,4 +125,55 @@ async fn a_cancelled_transaction_leaves_every_item_as_it_was_and_a_successful_on
         value(&client, &table, "updated").await.as_deref(),
         Some("after")
     );
+}
+
+/// As on AWS, a transaction is authorized item by item (each item's own action
+/// on its table), and a query on an index needs the index's own resource.
+#[tokio::test]
+async fn iam_authorizes_a_transaction_per_item_and_a_query_per_index() {
+    let app = TestApp::spawn().await;
+    let table = app.store().table_name().to_owned();
+    // The worker's policy grants PutItem, UpdateItem and GetItem on the table.
+    let worker = Client::new(&app.stack.deployed.function("sqs-worker").unwrap().aws);
+    let allowed = worker
+        .transact_write_items()
+        .transact_items(put(&table, "a", "1", None))
+        .transact_items(update(&table, "b", "1"))
+        .send()
+        .await;
+    assert!(allowed.is_ok(), "{allowed:?}");
+    let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+        .table_name(&table)
+        .key("pk", s("a"))
+        .key("sk", s("ITEM"))
+        .condition_expression("attribute_exists(pk)")
+        .build()
+        .unwrap();
+    let refused = worker
+        .transact_write_items()
+        .transact_items(put(&table, "c", "1", None))
+        .transact_items(TransactWriteItem::builder().condition_check(check).build())
+        .send()
+        .await
+        .expect_err("the worker may not ConditionCheckItem");
+    assert_eq!(
+        aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&refused),
+        Some("AccessDeniedException")
+    );
+    let operator = Client::new(&tests::emulator().await);
+    assert_eq!(value(&operator, &table, "c").await, None);
+
+    // The like function may query gsi1, not gsi2.
+    let like = Client::new(&app.stack.deployed.function("like").unwrap().aws);
+    let query = |index: &str| {
+        like.query()
+            .table_name(&table)
+            .index_name(index)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", format!("{index}pk"))
+            .expression_attribute_values(":v", s("x"))
+            .send()
+    };
+    assert!(query("gsi1").await.is_ok());
+    assert!(query("gsi2").await.is_err());
 }
