@@ -77,8 +77,6 @@ pub struct Reconciler {
     pub expiry_accounts_per_run: usize,
     pub budget: Duration,
     pub redrive_after: Duration,
-    /// Items one page of the like register migration reads.
-    pub migration_page_items: i32,
 }
 
 /// Posts recounted at once: each is a few requests on its own partitions.
@@ -91,22 +89,6 @@ struct Recount {
     repaired: bool,
     /// The worker wrote the counter during the recount: left marked.
     busy: bool,
-}
-
-/// Items one page of the like register migration reads.
-pub const MIGRATION_PAGE_ITEMS: i32 = 1000;
-
-/// What one invocation of the like register migration did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct MigrationReport {
-    pub registers_seen: u64,
-    pub registers_moved: u64,
-    pub malformed_items: u64,
-    /// The pass reached the table's end; the next invocation starts another.
-    pub pass_complete: bool,
-    /// Registers this pass (so far) found written by a worker still on the old
-    /// layout, and left for another pass. A pass complete with none is done.
-    pub pass_conflicts: u64,
 }
 
 /// What one run did.
@@ -231,7 +213,6 @@ impl Reconciler {
             expiry_accounts_per_run: usize::MAX,
             budget: RUN_BUDGET,
             redrive_after: REDRIVE_AFTER,
-            migration_page_items: MIGRATION_PAGE_ITEMS,
         }
     }
 
@@ -318,38 +299,6 @@ impl Reconciler {
                 ("DurationMs", report.duration_ms as f64),
             ],
         );
-        Ok(report)
-    }
-
-    /// Moves like registers written with layout 1 to the current layout, page
-    /// by page until the time budget, going on where the last invocation
-    /// stopped (README "Upgrading": run it with the worker stopped, until a
-    /// pass completes without conflicts).
-    pub async fn migrate_like_registers(&self) -> Result<MigrationReport, StoreError> {
-        let until = Instant::now() + self.budget;
-        let mut state = self.store.migration_state().await?;
-        let mut report = MigrationReport::default();
-        while Instant::now() < until && !report.pass_complete {
-            let page = self
-                .store
-                .migrate_like_registers(state.cursor.as_deref(), self.migration_page_items)
-                .await?;
-            report.registers_seen += page.registers_seen;
-            report.registers_moved += page.registers_moved;
-            report.malformed_items += page.malformed.len() as u64;
-            for malformed in &page.malformed {
-                tracing::warn!(error = %error_chain(malformed), "like register skipped by the migration");
-            }
-            state.conflicts += page.conflicts;
-            state.cursor = page.next_cursor;
-            report.pass_complete = state.cursor.is_none();
-            report.pass_conflicts = state.conflicts;
-            if report.pass_complete {
-                state.conflicts = 0;
-            }
-            self.store.save_migration_state(&state).await?;
-        }
-        tracing::info!(?report, "like register migration");
         Ok(report)
     }
 

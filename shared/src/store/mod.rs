@@ -5,7 +5,6 @@
 
 pub mod keys;
 pub mod likes;
-pub mod migration;
 pub mod points;
 pub mod reconcile;
 pub mod schema;
