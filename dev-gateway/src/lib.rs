@@ -69,7 +69,7 @@ impl LocalStack {
     /// The HTTP API, wired to this stack's table and queues.
     pub fn gateway(&self) -> Gateway {
         let mut like_api = like::LikeApi::new(self.store.clone(), self.likes.queue.clone());
-        like_api.clock = self.clock.clone();
+        like_api.service.clock = self.clock.clone();
         let mut points_api = points::PointsApi::new(self.store.clone(), self.points.queue.clone());
         points_api.service.clock = self.clock.clone();
         Gateway::new(like::router(like_api), points::router(points_api))

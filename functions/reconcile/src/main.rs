@@ -11,12 +11,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let reconciler = reconcile::Reconciler::from_env().await?;
     let reconciler = &reconciler;
-    // The schedule's payload carries nothing reconcile needs; the clock is now.
-    lambda_runtime::run(service_fn(
-        move |_event: LambdaEvent<serde_json::Value>| async move {
-            let report = reconciler.run(time::OffsetDateTime::now_utc()).await?;
-            Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        reconciler.handle(event)
+    }))
     .await
 }

@@ -21,7 +21,10 @@ use aws_sdk_dynamodb::types::{
 use serde::Serialize;
 
 use super::keys::{self, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK, PK, SK};
-use super::{Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n, s};
+use super::{
+    Item, Store, StoreError, corrupt, corrupt_because, decode_cursor, encode_cursor, get_i64,
+    get_s, n, s,
+};
 use crate::domain::ids::{OperationId, UserId};
 use crate::domain::points::{
     Account, AccountChange, Entry, Expiry, LinkedUpdate, OperationRecord, OperationStatus, Plan,
@@ -71,7 +74,8 @@ fn to_item<T: Serialize>(value: &T) -> Item {
 }
 
 fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T, StoreError> {
-    serde_dynamo::from_item(item.clone()).map_err(|e| corrupt(&item, e.to_string()))
+    serde_dynamo::from_item(item.clone())
+        .map_err(|e| corrupt_because(&item, "unreadable attributes", e))
 }
 
 fn with_key(mut item: Item, pk: String, sk: String) -> Item {
@@ -167,7 +171,7 @@ fn account_from_item(item: &Item) -> Result<Account, StoreError> {
     }
     let holds = match item.get("holds") {
         Some(holds) => serde_dynamo::from_attribute_value(holds.clone())
-            .map_err(|e| corrupt(item, format!("bad holds: {e}")))?,
+            .map_err(|e| corrupt_because(item, "bad holds", e))?,
         None => Default::default(),
     };
     Ok(Account {

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use super::keys::{self, GSI1, GSI2, PK, SK};
 use super::{
-    Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n,
-    partition_set, required_s, s,
+    Item, Store, StoreError, corrupt, corrupt_because, decode_cursor, encode_cursor, get_i64,
+    get_s, n, partition_set, required_s, s,
 };
 use crate::domain::ids::{InvalidIdentifier, PostId, UserId};
 use crate::domain::points::Entry;
@@ -141,7 +141,8 @@ impl Store {
             while let Some(item) = items.next().await {
                 let item = item.map_err(StoreError::from_sdk)?;
                 found.push(required_s(&item, keys::GSI1_SK).and_then(|sort_key| {
-                    parse(sort_key.to_owned()).map_err(|e| corrupt(&item, format!("marked id {e}")))
+                    parse(sort_key.to_owned())
+                        .map_err(|e| corrupt_because(&item, "bad marked id", e))
                 }));
             }
         }
@@ -297,14 +298,18 @@ impl Store {
                 match PostId::parse(post) {
                     Ok(post) if !page.posts.contains(&post) => page.posts.push(post),
                     Ok(_) => {}
-                    Err(e) => page.malformed.push(corrupt(&item, format!("post id {e}"))),
+                    Err(e) => page
+                        .malformed
+                        .push(corrupt_because(&item, "bad post id", e)),
                 }
             } else if let Some(user) = pk.strip_prefix("ACCOUNT#")
                 && get_s(&item, SK) == Some(keys::ACCOUNT_SK)
             {
                 match UserId::parse(user) {
                     Ok(user) => page.accounts.push(user),
-                    Err(e) => page.malformed.push(corrupt(&item, format!("user id {e}"))),
+                    Err(e) => page
+                        .malformed
+                        .push(corrupt_because(&item, "bad user id", e)),
                 }
             }
         }
@@ -332,7 +337,7 @@ impl Store {
             for item in output.items.unwrap_or_default() {
                 entries.push(
                     serde_dynamo::from_item(item.clone())
-                        .map_err(|e| corrupt(&item, e.to_string()))?,
+                        .map_err(|e| corrupt_because(&item, "not a ledger entry", e))?,
                 );
             }
             start = output.last_evaluated_key;
@@ -439,9 +444,8 @@ impl Store {
             .map_err(StoreError::from_sdk)?;
         match output.item {
             None => Ok(ReconcileState::default()),
-            Some(item) => {
-                serde_dynamo::from_item(item.clone()).map_err(|e| corrupt(&item, e.to_string()))
-            }
+            Some(item) => serde_dynamo::from_item(item.clone())
+                .map_err(|e| corrupt_because(&item, "not reconcile's state", e)),
         }
     }
 
