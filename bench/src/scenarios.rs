@@ -831,7 +831,8 @@ pub async fn checkout(aws: &SdkConfig, scale: f64) -> Vec<Row> {
     );
     // The quarter nobody closed: released by the expiry step once past their 60 s.
     let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(2);
-    let reconciler = reconcile::Reconciler::new(h.worker.store.clone(), h.points_queue.clone());
+    let reconciler =
+        reconcile::Reconciler::new(h.worker.likes.store.clone(), h.points_queue.clone());
     let meter = Meter::start(&h);
     let report = crate::harness::functions()
         .spawn(async move {
@@ -892,7 +893,8 @@ pub async fn expiry(aws: &SdkConfig, scale: f64) -> Row {
         let report = h.worker.apply_batch_at(records, then).await;
         assert_eq!(report.applied, chunk.len(), "the grants apply");
     }
-    let reconciler = reconcile::Reconciler::new(h.worker.store.clone(), h.points_queue.clone());
+    let reconciler =
+        reconcile::Reconciler::new(h.worker.likes.store.clone(), h.points_queue.clone());
     let meter = Meter::start(&h);
     let report = crate::harness::functions()
         .spawn(async move {

@@ -204,7 +204,7 @@ impl LocalStack {
             Store::new(dynamodb, function.env(TABLE_NAME)?),
             OperationQueue::new(sqs, function.env(LIKES_QUEUE_URL)?),
         );
-        like_api.clock = self.clock.clone();
+        like_api.service.clock = self.clock.clone();
         let (function, dynamodb, sqs) = self.clients("points")?;
         let mut points_api = points::PointsApi::new(
             Store::new(dynamodb, function.env(TABLE_NAME)?),

@@ -2,6 +2,8 @@
 //!
 //! - [`domain`]: the rules, with no AWS types in sight.
 //! - [`message`]: the versioned queue envelope (the documented contract of SPEC section 4).
+//! - [`likes_service`] and [`points_service`]: the flows (accept, apply, read)
+//!   that the handlers, the worker and reconcile call.
 //! - [`store`] and [`queue`]: adapters that own every DynamoDB and SQS call.
 //! - [`http`]: what the HTTP functions share: caller identity, problem+json errors.
 //! - [`config`]: environment configuration, read once per cold start.
@@ -11,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod likes_service;
 pub mod message;
 pub mod metrics;
 pub mod points_service;

@@ -23,8 +23,8 @@ use time::OffsetDateTime;
 
 use crate::domain::ids::{OperationId, PostId, UserId};
 use crate::domain::likes::{LikeAction, LikeOperation};
-use crate::domain::points::{PointTypes, PointsOperation, PointsRequest};
-use crate::domain::timestamp;
+use crate::domain::points::{InvalidRequest, PointTypes, PointsOperation, PointsRequest};
+use crate::domain::timestamp::{self, AcceptedAtOutOfRange};
 
 pub const ENVELOPE_VERSION: u32 = 1;
 
@@ -99,6 +99,15 @@ impl<'de> Deserialize<'de> for Operation {
     }
 }
 
+/// An operation as a queue delivered it: the id of the message it came in, and
+/// the message's span (carrying both ids), which every line about it goes to.
+#[derive(Debug, Clone)]
+pub struct Delivered<T> {
+    pub message_id: String,
+    pub span: tracing::Span,
+    pub operation: T,
+}
+
 /// What a queue message turned out to be.
 #[derive(Debug)]
 pub enum Read {
@@ -110,10 +119,27 @@ pub enum Read {
         caller: UserId,
         /// Whether it claims to be a like or unlike (which have no outcome to record).
         like: bool,
-        detail: String,
+        detail: ReadError,
     },
     /// Names no valid caller and operation id: nobody to answer.
-    Unattributable(String),
+    Unattributable(ReadError),
+}
+
+/// Why a queue message cannot be applied as it stands.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// SQS delivered a record without a body.
+    #[error("message has no body")]
+    NoBody,
+    /// Not an envelope this worker reads.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A like whose accept time is not a sane one.
+    #[error(transparent)]
+    AcceptedAt(#[from] AcceptedAtOutOfRange),
+    /// A points operation that breaks a rule HTTP applies (its accept time among them).
+    #[error(transparent)]
+    Rule(#[from] InvalidRequest),
 }
 
 /// The two fields that make a message answerable, read loosely.
@@ -195,7 +221,7 @@ impl Envelope {
                 Ok(()) => return Read::Valid(envelope),
                 Err(reason) => reason,
             },
-            Err(err) => err.to_string(),
+            Err(err) => err.into(),
         };
         let Ok(attribution) = serde_json::from_str::<Attribution>(body) else {
             return Read::Unattributable(broken);
@@ -219,13 +245,15 @@ impl Envelope {
 
     /// The rules beyond the field types: the accept time, and the request rules
     /// of points operations.
-    fn check(&self, types: &PointTypes, now: OffsetDateTime) -> Result<(), String> {
+    fn check(&self, types: &PointTypes, now: OffsetDateTime) -> Result<(), ReadError> {
         match self.points_operation() {
-            Some(op) => op.validate(types, now),
-            None => timestamp::check_accepted_at(self.accepted_at, now, timestamp::MAX_LIKE_AGE)
-                .map_err(Into::into),
+            Some(op) => Ok(op.validate(types, now)?),
+            None => Ok(timestamp::check_accepted_at(
+                self.accepted_at,
+                now,
+                timestamp::MAX_LIKE_AGE,
+            )?),
         }
-        .map_err(|err| err.to_string())
     }
 
     pub fn decode(body: &str) -> Result<Self, DecodeError> {
@@ -311,6 +339,48 @@ mod tests {
         ] {
             assert!(Envelope::decode(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_message_that_breaks_a_rule_says_which_kind_of_rule() {
+        let now = OffsetDateTime::parse(
+            "2026-11-21T05:31:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let types = PointTypes::shipped();
+        let stale_like = LIKE.replace("2026-11-21", "2026-10-01");
+        let to_self = r#"{"version":1,"operation_id":"t1","caller":"alice","accepted_at":"2026-11-21T05:30:10.123456Z","operation":{"type":"transfer","to_user_id":"alice","amount":5}}"#;
+        let zero = to_self.replace("\"amount\":5", "\"amount\":0");
+        let read = |body: &str| Envelope::read(body, &types, now);
+        assert!(matches!(read(LIKE), Read::Valid(_)));
+        assert!(matches!(
+            read(&stale_like),
+            Read::Invalid {
+                like: true,
+                detail: ReadError::AcceptedAt(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            read(to_self),
+            Read::Invalid {
+                like: false,
+                detail: ReadError::Rule(InvalidRequest::TransferToSelf),
+                ..
+            }
+        ));
+        assert!(matches!(
+            read(&zero),
+            Read::Invalid {
+                detail: ReadError::Decode(DecodeError::Malformed(_)),
+                ..
+            }
+        ));
+        assert!(matches!(
+            read("not json"),
+            Read::Unattributable(ReadError::Decode(_))
+        ));
     }
 
     #[test]

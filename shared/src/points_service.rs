@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::domain::ids::{OperationId, UserId};
@@ -19,7 +20,7 @@ use crate::domain::points::{
     PointsOperation, PointsRequest, Refund, Snapshot,
 };
 use crate::http::error_chain;
-use crate::message::Envelope;
+use crate::message::{Delivered, Envelope};
 use crate::queue::{OperationQueue, QueueError};
 use crate::store::points::{Commit, Recorded};
 use crate::store::{Store, StoreError};
@@ -79,6 +80,9 @@ impl PointsService {
     /// status, whatever SendMessage does, because the operation will be applied
     /// or rejected (a same-key retry queues it again at once; reconcile re-drives
     /// it otherwise). Only a failed record write is an error.
+    ///
+    /// The key is recorded on the current span (the HTTP request's) as its
+    /// `operation_id`.
     pub async fn accept(
         &self,
         queue: &OperationQueue,
@@ -86,6 +90,7 @@ impl PointsService {
         key: OperationId,
         request: PointsRequest,
     ) -> Result<OperationStatus, AcceptError> {
+        tracing::Span::current().record("operation_id", tracing::field::display(&key));
         request.validate(&caller, &self.point_types)?;
         let op = PointsOperation {
             operation_id: key,
@@ -96,7 +101,7 @@ impl PointsService {
         match self.store.record_operation(&op).await? {
             Recorded::New => {
                 self.enqueue_logged(queue, &op).await;
-                tracing::info!(operation_id = %op.operation_id, caller = %op.caller, kind = op.request.kind(), "accepted");
+                tracing::info!(kind = op.request.kind(), "accepted");
                 Ok(OperationStatus::Pending)
             }
             Recorded::Existing(record) => {
@@ -108,7 +113,7 @@ impl PointsService {
                 {
                     self.enqueue_logged(queue, &original).await;
                 }
-                tracing::info!(operation_id = %op.operation_id, status = ?record.status, "replayed");
+                tracing::info!(status = ?record.status, "replayed");
                 Ok(record.status)
             }
         }
@@ -130,7 +135,7 @@ impl PointsService {
     /// outbox, and reconcile re-drives what stays pending.
     async fn enqueue_logged(&self, queue: &OperationQueue, op: &PointsOperation) {
         if let Err(err) = self.requeue(queue, op).await {
-            tracing::warn!(operation_id = %op.operation_id, error = %error_chain(&err), "recorded but not queued: a same-key retry or reconcile's re-drive queues it");
+            tracing::warn!(error = %error_chain(&err), "recorded but not queued: a same-key retry or reconcile's re-drive queues it");
         }
     }
 
@@ -143,40 +148,54 @@ impl PointsService {
     /// Applies a batch's points operations: account groups concurrently, each
     /// group in order; once one fails, the rest of its group is left for
     /// redelivery so the order holds. Answers each message's outcome, `None`
-    /// for the messages SQS must deliver again.
+    /// for the messages SQS must deliver again; each message's lines go to its span.
     pub async fn apply_in_order(
         &self,
-        operations: Vec<(String, PointsOperation)>,
+        operations: Vec<Delivered<PointsOperation>>,
         now: OffsetDateTime,
     ) -> Vec<(String, Option<PointsOutcome>)> {
-        let mut groups: Vec<(UserId, Vec<(String, PointsOperation)>)> = Vec::new();
-        for (message_id, op) in operations {
+        let mut groups: Vec<(UserId, Vec<Delivered<PointsOperation>>)> = Vec::new();
+        for delivered in operations {
+            let op = &delivered.operation;
             let account = op.request.ordering_account(&op.caller).clone();
             match groups.iter_mut().find(|(group, _)| *group == account) {
-                Some((_, members)) => members.push((message_id, op)),
-                None => groups.push((account, vec![(message_id, op)])),
+                Some((_, members)) => members.push(delivered),
+                None => groups.push((account, vec![delivered])),
             }
         }
         let results: Vec<Vec<(String, Option<PointsOutcome>)>> = futures::stream::iter(groups)
             .map(|(_, members)| async move {
                 let mut outcomes = Vec::with_capacity(members.len());
                 let mut blocked = false;
-                for (message_id, op) in members {
+                for Delivered {
+                    message_id,
+                    span,
+                    operation: op,
+                } in members
+                {
                     if blocked {
+                        span.in_scope(|| {
+                            tracing::info!("left for redelivery behind a failed operation of its account");
+                        });
                         outcomes.push((message_id, None));
                         continue;
                     }
-                    match self.apply(&op, now).await {
-                        Ok(outcome) => {
-                            tracing::info!(operation_id = %op.operation_id, kind = op.request.kind(), ?outcome, "points operation");
-                            outcomes.push((message_id, Some(outcome)));
-                        }
-                        Err(err) => {
-                            tracing::warn!(operation_id = %op.operation_id, error = %error_chain(&err), "points operation failed");
-                            blocked = true;
-                            outcomes.push((message_id, None));
+                    let outcome = async {
+                        match self.apply(&op, now).await {
+                            Ok(outcome) => {
+                                tracing::info!(kind = op.request.kind(), ?outcome, "points operation");
+                                Some(outcome)
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %error_chain(&err), "points operation failed");
+                                None
+                            }
                         }
                     }
+                    .instrument(span)
+                    .await;
+                    blocked = outcome.is_none();
+                    outcomes.push((message_id, outcome));
                 }
                 outcomes
             })
@@ -203,7 +222,7 @@ impl PointsService {
                 Err(rejection) => {
                     let commit = self.store.reject_operation(op, rejection, None).await?;
                     if commit == Commit::Done {
-                        tracing::info!(operation_id = %op.operation_id, reason = rejection.code(), "rejected");
+                        tracing::info!(reason = rejection.code(), "rejected");
                     }
                     (commit, PointsOutcome::Rejected)
                 }
@@ -213,9 +232,9 @@ impl PointsService {
         match settled {
             Some((Commit::AlreadyDone, _)) => Ok(PointsOutcome::AlreadyDone),
             Some((_, outcome)) => Ok(outcome),
-            None => Err(StoreError::Unavailable(
-                format!("accounts kept changing under operation {}", op.operation_id).into(),
-            )),
+            None => Err(StoreError::Contended {
+                attempts: MAX_CONFLICTS,
+            }),
         }
     }
 
@@ -284,8 +303,10 @@ impl PointsService {
             .as_ref()
             .and_then(|record| pending_original(op, record))
         {
-            tracing::warn!(operation_id = %op.operation_id, original = %earlier.operation_id, "what it acts on is still pending: applying that first");
-            Box::pin(self.apply(&earlier, now)).await?;
+            tracing::warn!(original = %earlier.operation_id, "what it acts on is still pending: applying that first");
+            // The original's lines carry its own id.
+            let original = tracing::info_span!("original", operation_id = %earlier.operation_id);
+            Box::pin(self.apply(&earlier, now).instrument(original)).await?;
             return Box::pin(self.snapshot(op, now)).await;
         }
         Ok(Snapshot { accounts, linked })

@@ -259,7 +259,7 @@ proptest! {
                 }
             }
             Read::Invalid { detail, .. } | Read::Unattributable(detail) => {
-                prop_assert!(!detail.is_empty());
+                prop_assert!(!detail.to_string().is_empty());
             }
         }
     }

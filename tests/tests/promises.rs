@@ -16,6 +16,7 @@ use shared::domain::likes::{LikeAction, LikeOperation};
 use shared::domain::points::{Amount, EntryKind, Grant, PointsOperation, PointsRequest};
 use shared::domain::timestamp;
 use shared::message::Envelope;
+use shared::store::StoreError;
 use tests::faults::{Fault, FaultInjector, Refusal};
 use tests::{TestApp, sqs_record};
 use time::{Duration, OffsetDateTime};
@@ -591,6 +592,47 @@ async fn history_stays_complete_when_dynamodb_cuts_a_page_short() {
     }
     assert!(faults.hits(Fault::ShortPage(2)) >= 2);
     assert_eq!(seen, [5, 4, 3, 2, 1]);
+}
+
+#[tokio::test]
+async fn an_operation_contended_through_every_retry_is_contended_and_fails_alone_for_redelivery() {
+    let faults = FaultInjector::default();
+    let app = TestApp::spawn_with_faults(&faults).await;
+    let now = OffsetDateTime::now_utc();
+    let grant = grant_body("g1", "bob", 100, "bonus", now);
+    let op = Envelope::decode(&grant)
+        .unwrap()
+        .points_operation()
+        .unwrap();
+    // Another writer wins every commit of this operation.
+    faults.arm(
+        "TransactWriteItems",
+        Fault::Refuse(Refusal::TransactionConflict),
+        10_000,
+    );
+    let err = app.worker.points.apply(&op, now).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Contended { attempts: 10 }),
+        "{err:?}"
+    );
+    let report = app
+        .worker
+        .apply_batch_at(
+            vec![
+                sqs_record("grant", &grant),
+                sqs_record("like", &like_body("alice", "p1", now)),
+            ],
+            now,
+        )
+        .await;
+    assert_eq!(report.failed, ["grant"], "{report:?}");
+    assert_eq!(report.applied, 1, "the like beside it applies");
+    faults.clear();
+    let report = app
+        .worker
+        .apply_batch_at(vec![sqs_record("grant", &grant)], now)
+        .await;
+    assert_eq!((report.applied, report.failed.len()), (1, 0));
 }
 
 #[tokio::test]

@@ -182,7 +182,7 @@ async fn a_user_toggling_a_like_within_a_batch_costs_one_register_write_and_coun
     let app = TestApp::spawn().await;
     let usage = std::sync::Arc::new(shared::usage::Usage::default());
     let mut worker = app.worker.clone();
-    worker.store = worker.store.clone().with_usage(usage.clone());
+    worker.likes.store = worker.likes.store.clone().with_usage(usage.clone());
     let now = OffsetDateTime::now_utc();
     let at = |ms: i64| now - time::Duration::milliseconds(1000 - ms);
     // alice toggles six times (ending on unlike), bob likes, carol's like comes twice.

@@ -1,7 +1,9 @@
 //! The like function: every like route of SPEC section 3, as one axum router.
 //!
-//! Writes are only accepted here (one SQS message each); the sqs-worker applies
-//! them. Reads go straight to DynamoDB.
+//! Each handler reads as parse, call, map: it parses the path and query, calls
+//! the likes service ([`LikesService`]: [`accept`](LikesService::accept) puts
+//! one SQS message on the likes queue, which the sqs-worker applies; the reads
+//! go to DynamoDB) and maps the answer to JSON or a problem.
 
 use std::collections::BTreeMap;
 
@@ -10,11 +12,10 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shared::clock::Clock;
 use shared::domain::ids::{OperationId, PostId};
-use shared::domain::likes::{self, LikeAction, LikeOperation};
+use shared::domain::likes::{self, LikeAction};
 use shared::http::{ApiQuery, Caller, Problem, Routes};
-use shared::message::Envelope;
+use shared::likes_service::LikesService;
 use shared::queue::OperationQueue;
 use shared::store::Store;
 
@@ -24,21 +25,18 @@ pub const TIMEOUTS: shared::config::Timeouts = shared::config::Timeouts::HTTP;
 /// The environment variables `from_env` reads (template.yaml sets exactly these).
 pub const ENVIRONMENT: &[&str] = &[shared::config::TABLE_NAME, shared::config::LIKES_QUEUE_URL];
 
-/// What every request borrows: clients built once per cold start.
+/// What every request borrows: the likes service and the queue, built once per cold start.
 #[derive(Debug, Clone)]
 pub struct LikeApi {
-    pub store: Store,
+    pub service: LikesService,
     pub queue: OperationQueue,
-    /// When operations are accepted.
-    pub clock: Clock,
 }
 
 impl LikeApi {
     pub fn new(store: Store, queue: OperationQueue) -> Self {
         Self {
-            store,
+            service: LikesService::new(store),
             queue,
-            clock: Clock::system(),
         }
     }
 
@@ -90,7 +88,7 @@ async fn unlike(
     accept(&api, caller, &post_id, LikeAction::Unlike).await
 }
 
-/// Puts the operation on the queue; 202 only once SQS has stored it.
+/// 202 only once SQS has stored the operation; 503 when it could not confirm that.
 async fn accept(
     api: &LikeApi,
     caller: Caller,
@@ -98,25 +96,14 @@ async fn accept(
     action: LikeAction,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
     let post = PostId::parse(post_id).map_err(Problem::invalid_post_id)?;
-    let operation = LikeOperation {
-        operation_id: OperationId::generate(),
-        user: caller.user,
-        post,
-        action,
-        accepted_at: api.clock.now(),
-    };
-    api.queue.send(&Envelope::for_like(&operation)).await?;
-    tracing::info!(
-        operation_id = %operation.operation_id,
-        user = %operation.user,
-        post = %operation.post,
-        action = ?operation.action,
-        "accepted"
-    );
+    let operation_id = api
+        .service
+        .accept(&api.queue, caller.user, post, action)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
-            operation_id: operation.operation_id,
+            operation_id,
             status: "accepted".to_owned(),
         }),
     ))
@@ -134,7 +121,7 @@ async fn count(
     Path(post_id): Path<String>,
 ) -> Result<Json<PostCount>, Problem> {
     let post = PostId::parse(post_id).map_err(Problem::invalid_post_id)?;
-    let count = api.store.like_count(&post).await?;
+    let count = api.service.count(&post).await?;
     Ok(Json(PostCount {
         post_id: post,
         count,
@@ -158,10 +145,8 @@ async fn counts(
     ApiQuery(query): ApiQuery<PostIdsQuery>,
 ) -> Result<Json<Counts>, Problem> {
     let posts = likes::parse_post_ids(query.post_ids.as_deref().unwrap_or_default())?;
-    let counts = api.store.like_counts(&posts).await?;
-    Ok(Json(Counts {
-        counts: counts.into_iter().collect(),
-    }))
+    let counts = api.service.counts(&posts).await?;
+    Ok(Json(Counts { counts }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,19 +188,12 @@ async fn my_likes(
             ));
         }
         let posts = likes::parse_post_ids(&post_ids)?;
-        let liked_now = api.store.liked_posts(&caller.user, &posts).await?;
-        let liked = posts
-            .into_iter()
-            .map(|post| {
-                let liked = liked_now.contains(&post);
-                (post, liked)
-            })
-            .collect();
+        let liked = api.service.liked(&caller.user, posts).await?;
         return Ok(Json(Liked { liked }).into_response());
     }
     let limit = likes::parse_page_size(query.limit.as_deref())?;
     let page = api
-        .store
+        .service
         .my_likes(&caller.user, limit, query.cursor.as_deref())
         .await?;
     Ok(Json(MyLikesPage {

@@ -42,6 +42,7 @@ use shared::queue::{OperationQueue, mapping};
 use shared::store::reconcile::SweepPage;
 use shared::store::{Store, StoreError};
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
 /// The SDK timeouts of every AWS call this function makes (see [`shared::config::Timeouts`]).
 pub const TIMEOUTS: shared::config::Timeouts = shared::config::Timeouts::RECONCILE;
@@ -83,8 +84,6 @@ pub struct Reconciler {
     pub expiry_accounts_per_run: usize,
     pub budget: Duration,
     pub redrive_after: Duration,
-    /// Items one page of the like register migration reads.
-    pub migration_page_items: i32,
 }
 
 /// Posts recounted at once: each is a few requests on its own partitions.
@@ -97,22 +96,6 @@ struct Recount {
     repaired: bool,
     /// The worker wrote the counter during the recount: left marked.
     busy: bool,
-}
-
-/// Items one page of the like register migration reads.
-pub const MIGRATION_PAGE_ITEMS: i32 = 1000;
-
-/// What one invocation of the like register migration did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct MigrationReport {
-    pub registers_seen: u64,
-    pub registers_moved: u64,
-    pub malformed_items: u64,
-    /// The pass reached the table's end; the next invocation starts another.
-    pub pass_complete: bool,
-    /// Registers this pass (so far) found written by a worker still on the old
-    /// layout, and left for another pass. A pass complete with none is done.
-    pub pass_conflicts: u64,
 }
 
 /// What one run did.
@@ -148,9 +131,9 @@ impl Report {
     ) -> Result<Option<T>, StoreError> {
         match result {
             Ok(value) => Ok(Some(value)),
-            Err(StoreError::Corrupt { key, problem }) => {
+            Err(err @ StoreError::Corrupt { .. }) => {
                 self.malformed_items += 1;
-                tracing::error!(key = %key, problem = %problem, "malformed item skipped");
+                tracing::error!(error = %error_chain(&err), "malformed item skipped");
                 Ok(None)
             }
             Err(err) => Err(err),
@@ -208,6 +191,7 @@ impl From<RunFailed> for lambda_runtime::Diagnostic {
         let error_type = match &err.0 {
             StoreError::Throttled(_) => "Reconcile.Throttled",
             StoreError::Unavailable(_) => "Reconcile.StoreUnavailable",
+            StoreError::Contended { .. } => "Reconcile.Contended",
             StoreError::Corrupt { .. } => "Reconcile.CorruptItem",
         };
         lambda_runtime::Diagnostic {
@@ -237,7 +221,6 @@ impl Reconciler {
             expiry_accounts_per_run: usize::MAX,
             budget: RUN_BUDGET,
             redrive_after: REDRIVE_AFTER,
-            migration_page_items: MIGRATION_PAGE_ITEMS,
         }
     }
 
@@ -249,6 +232,16 @@ impl Reconciler {
             Store::from_config(&aws, table),
             OperationQueue::from_config(&aws, queue_url),
         ))
+    }
+
+    /// The Lambda handler: one run now (the schedule's payload carries nothing
+    /// reconcile needs). Its error is [`RunFailed`], so the runtime reports
+    /// Lambda's `errorType` from [`RunFailed`]'s `Diagnostic`.
+    pub async fn handle(
+        &self,
+        _event: lambda_runtime::LambdaEvent<serde_json::Value>,
+    ) -> Result<Report, RunFailed> {
+        self.run(OffsetDateTime::now_utc()).await
     }
 
     /// One run at time `now` (injectable, so tests need no sleeps). Logs the
@@ -327,38 +320,6 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// Moves like registers written with layout 1 to the current layout, page
-    /// by page until the time budget, going on where the last invocation
-    /// stopped (README "Upgrading": run it with the worker stopped, until a
-    /// pass completes without conflicts).
-    pub async fn migrate_like_registers(&self) -> Result<MigrationReport, StoreError> {
-        let until = Instant::now() + self.budget;
-        let mut state = self.store.migration_state().await?;
-        let mut report = MigrationReport::default();
-        while Instant::now() < until && !report.pass_complete {
-            let page = self
-                .store
-                .migrate_like_registers(state.cursor.as_deref(), self.migration_page_items)
-                .await?;
-            report.registers_seen += page.registers_seen;
-            report.registers_moved += page.registers_moved;
-            report.malformed_items += page.malformed.len() as u64;
-            for malformed in &page.malformed {
-                tracing::warn!(error = %error_chain(malformed), "like register skipped by the migration");
-            }
-            state.conflicts += page.conflicts;
-            state.cursor = page.next_cursor;
-            report.pass_complete = state.cursor.is_none();
-            report.pass_conflicts = state.conflicts;
-            if report.pass_complete {
-                state.conflicts = 0;
-            }
-            self.store.save_migration_state(&state).await?;
-        }
-        tracing::info!(?report, "like register migration");
-        Ok(report)
-    }
-
     /// Re-drives operations pending longer than [`REDRIVE_AFTER`]: each is queued
     /// again, exactly as first accepted, in its account's group.
     pub async fn redrive_pending(
@@ -390,20 +351,29 @@ impl Reconciler {
                 report.skip_malformed::<()>(Err(StoreError::Corrupt {
                     key: format!("ACCOUNT#{caller}/OPERATION#{operation_id}"),
                     problem: "a pending operation without a readable request".into(),
+                    source: None,
                 }))?;
                 continue;
             };
-            match self.points.requeue(&self.queue, &op).await {
-                Ok(()) => {
-                    report.operations_redriven += 1;
-                    tracing::warn!(operation_id = %op.operation_id, caller = %op.caller, accepted_at = %record.accepted_at, "pending operation re-driven");
-                }
-                // The queue is down: the next run tries again.
-                Err(err) => {
-                    tracing::warn!(operation_id = %op.operation_id, error = %error_chain(&err), "re-drive failed");
-                    return Ok(());
+            let requeued = async {
+                match self.points.requeue(&self.queue, &op).await {
+                    Ok(()) => {
+                        tracing::warn!(caller = %op.caller, accepted_at = %record.accepted_at, "pending operation re-driven");
+                        true
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %error_chain(&err), "re-drive failed");
+                        false
+                    }
                 }
             }
+            .instrument(tracing::info_span!("redrive", operation_id = %op.operation_id))
+            .await;
+            if !requeued {
+                // The queue is down: the next run tries again.
+                return Ok(());
+            }
+            report.operations_redriven += 1;
         }
         Ok(())
     }
@@ -599,6 +569,74 @@ impl Reconciler {
             if report.out_of_time(until) {
                 return Ok(());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reconciler whose table and queue are at an address nothing answers on.
+    async fn unreachable() -> Reconciler {
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url("http://127.0.0.1:1")
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load()
+            .await;
+        Reconciler::new(
+            Store::from_config(&aws, "tally"),
+            OperationQueue::from_config(&aws, "http://127.0.0.1:1/queue/points.fifo"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failed_invocation_reaches_lambda_with_an_error_type_naming_the_failure() {
+        let reconciler = unreachable().await;
+        let event = lambda_runtime::LambdaEvent::new(
+            serde_json::json!({}),
+            lambda_runtime::Context::default(),
+        );
+        // What `lambda_runtime::run` does with the handler's error.
+        let diagnostic: lambda_runtime::Diagnostic =
+            reconciler.handle(event).await.unwrap_err().into();
+        assert_eq!(diagnostic.error_type, "Reconcile.StoreUnavailable");
+        assert!(
+            diagnostic
+                .error_message
+                .starts_with("reconcile run stopped part way: DynamoDB request failed"),
+            "{}",
+            diagnostic.error_message
+        );
+    }
+
+    #[test]
+    fn each_store_failure_has_its_own_error_type() {
+        let cases = [
+            (
+                StoreError::Throttled("slow down".into()),
+                "Reconcile.Throttled",
+            ),
+            (
+                StoreError::Unavailable("no route".into()),
+                "Reconcile.StoreUnavailable",
+            ),
+            (StoreError::Contended { attempts: 5 }, "Reconcile.Contended"),
+            (
+                StoreError::Corrupt {
+                    key: "POST#p1/COUNT".into(),
+                    problem: "bad post id".into(),
+                    source: Some("may contain only [A-Za-z0-9._:-]".into()),
+                },
+                "Reconcile.CorruptItem",
+            ),
+        ];
+        for (err, error_type) in cases {
+            let diagnostic = lambda_runtime::Diagnostic::from(RunFailed(err));
+            assert_eq!(diagnostic.error_type, error_type);
         }
     }
 }

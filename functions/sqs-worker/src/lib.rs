@@ -1,16 +1,13 @@
-//! The worker: applies queued operations to DynamoDB, idempotently.
+//! The worker: decodes each queued message, hands its operation to the likes
+//! or points service, and reports the messages SQS must deliver again.
 //!
-//! A batch of like operations is applied in two steps:
-//! 1. the latest operation per (user, post) in the batch moves that register with
-//!    one conditional write ([`Store::apply_like`]), which says how the post's
-//!    count changes; the batch's older operations on the same register are
-//!    answered superseded without a write (they would be, after the latest);
-//! 2. each post touched by the batch gets **one** counter write carrying the
-//!    batch's net change for it, however many likes it took.
+//! - Likes: [`LikesService::apply_batch`] (latest operation per register, one
+//!   counter write per post with the batch's net change).
+//! - Points: [`PointsService::apply_in_order`] (account groups in order).
 //!
-//! A redelivered or out-of-order message fails its condition in step 1 and
-//! changes nothing. Should the worker die between the steps, the redelivered
-//! messages still mark their posts changed in step 2, and reconcile recounts them.
+//! Each message gets one span, `message` (its `message_id`, and its
+//! `operation_id` once read), which every line about it is logged in; the
+//! batch's summary is logged in the invocation's `batch` span.
 //!
 //! Every message is held to the rules HTTP applies ([`Envelope::read`]), and no
 //! message can fail the ones batched with it (SPEC section 4):
@@ -23,21 +20,23 @@
 //! - a message whose writes failed is reported alone (`ReportBatchItemFailures`)
 //!   and redelivered.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt as _;
 use lambda_runtime::LambdaEvent;
 use shared::clock::Clock;
-use shared::domain::ids::{OperationId, PostId};
-use shared::domain::likes::{self, LikeAction, LikeOperation, LikeOutcome};
+use shared::domain::ids::{OperationId, UserId};
+use shared::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
+use shared::domain::points::PointsOperation;
 use shared::http::error_chain;
-use shared::message::{Envelope, Read};
+use shared::likes_service::{CONCURRENT_WRITES, LikesService};
+use shared::message::{Delivered, Envelope, Read, ReadError};
 use shared::points_service::{PointsOutcome, PointsService};
 use shared::queue::OperationQueue;
+use shared::store::Store;
 use shared::store::points::Commit;
-use shared::store::{Store, StoreError, keys};
 use time::OffsetDateTime;
 
 /// The SDK timeouts of every AWS call this function makes (see [`shared::config::Timeouts`]).
@@ -70,13 +69,11 @@ fn time_left(context: &lambda_runtime::Context) -> Option<Duration> {
     )
 }
 
-/// DynamoDB requests one batch keeps in flight at once.
-const CONCURRENT_WRITES: usize = 16;
+use tracing::Instrument as _;
 
 #[derive(Debug, Clone)]
 pub struct Worker {
-    /// Likes are applied here; points operations by [`PointsService::apply_in_order`].
-    pub store: Store,
+    pub likes: LikesService,
     pub points: PointsService,
     /// Where messages from the points FIFO queue that can never be applied go.
     pub dead_letters: Option<OperationQueue>,
@@ -84,11 +81,22 @@ pub struct Worker {
     pub clock: Clock,
 }
 
+/// A batch's messages, sorted by what the worker does with them.
+#[derive(Default)]
+struct Sorted {
+    likes: Vec<Delivered<LikeOperation>>,
+    points: Vec<Delivered<PointsOperation>>,
+    /// Points messages that name their caller and operation id but break a rule.
+    invalid: Vec<Delivered<(UserId, OperationId, ReadError)>>,
+    /// Messages nothing can be done with.
+    set_aside: Vec<(SqsMessage, tracing::Span)>,
+}
+
 impl Worker {
     pub fn new(store: Store) -> Self {
         Self {
-            points: PointsService::new(store.clone()),
-            store,
+            likes: LikesService::new(store.clone()),
+            points: PointsService::new(store),
             dead_letters: None,
             clock: Clock::system(),
         }
@@ -115,46 +123,59 @@ impl Worker {
         &self,
         event: LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let batch = tracing::info_span!(
+            "batch",
+            request_id = %event.context.request_id,
+            messages = event.payload.records.len()
+        );
         let records = event.payload.records;
-        let ids: Vec<String> = records
-            .iter()
-            .filter_map(|r| r.message_id.clone())
-            .collect();
-        let report = match time_left(&event.context) {
-            None => self.apply_batch(records).await,
-            Some(left) => {
-                let budget = left.saturating_sub(DEADLINE_MARGIN);
-                match tokio::time::timeout(budget, self.apply_batch(records)).await {
-                    Ok(report) => report,
-                    Err(_) => {
-                        // Every message applies idempotently, so reporting all of
-                        // them failed is safe: what did apply is a duplicate when
-                        // redelivered, and a post whose counter write was cut
-                        // off is marked changed again for reconcile.
-                        tracing::warn!(
-                            messages = ids.len(),
-                            budget_ms = budget.as_millis() as u64,
-                            "batch ran out of time; all its messages are reported failed"
-                        );
-                        BatchReport {
-                            messages: ids.len(),
-                            failed: ids,
-                            ..BatchReport::default()
+        let left = time_left(&event.context);
+        let report = async {
+            let ids: Vec<String> = records
+                .iter()
+                .filter_map(|r| r.message_id.clone())
+                .collect();
+            // Boxed: the services' futures nest deep enough to overflow the
+            // compiler's layout depth limit inside the runtime's.
+            let applying = Box::pin(self.apply_batch(records));
+            let report = match left {
+                None => applying.await,
+                Some(left) => {
+                    let budget = left.saturating_sub(DEADLINE_MARGIN);
+                    match tokio::time::timeout(budget, applying).await {
+                        Ok(report) => report,
+                        Err(_) => {
+                            // Every message applies idempotently, so reporting
+                            // all of them failed is safe: what did apply is a
+                            // duplicate when redelivered, and a post whose
+                            // counter write was cut off is marked changed
+                            // again for reconcile.
+                            tracing::warn!(
+                                budget_ms = budget.as_millis() as u64,
+                                "batch ran out of time; all its messages are reported failed"
+                            );
+                            BatchReport {
+                                messages: ids.len(),
+                                failed: ids,
+                                ..BatchReport::default()
+                            }
                         }
                     }
                 }
-            }
-        };
-        tracing::info!(
-            messages = report.messages,
-            applied = report.applied,
-            duplicates = report.duplicates,
-            superseded = report.superseded,
-            rejected = report.rejected,
-            failed = report.failed.len(),
-            counter_writes = report.counter_writes,
-            "batch done"
-        );
+            };
+            tracing::info!(
+                applied = report.applied,
+                duplicates = report.duplicates,
+                superseded = report.superseded,
+                rejected = report.rejected,
+                failed = report.failed.len(),
+                counter_writes = report.counter_writes,
+                "batch done"
+            );
+            report
+        }
+        .instrument(batch)
+        .await;
         report.emit_metrics();
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = report
@@ -185,47 +206,38 @@ impl Worker {
             messages: messages.len(),
             ..BatchReport::default()
         };
-        let mut likes = Vec::new();
-        let mut points_ops = Vec::new();
-        let mut invalid = Vec::new();
-        let mut set_aside = Vec::new();
-        for message in messages {
-            let id = message.message_id.clone().unwrap_or_default();
-            let read = match message.body.as_deref() {
-                None => Read::Unattributable("message has no body".to_owned()),
-                Some(body) => Envelope::read(body, &self.points.point_types, now),
-            };
-            match read {
-                Read::Valid(envelope) => {
-                    if let Some(like) = envelope.like_operation() {
-                        likes.push((id, like));
-                    } else if let Some(op) = envelope.points_operation() {
-                        points_ops.push((id, op));
-                    }
-                }
-                Read::Invalid {
-                    operation_id,
-                    caller,
-                    like: false,
-                    detail,
-                } => invalid.push((id, caller, operation_id, detail)),
-                Read::Invalid { detail, .. } | Read::Unattributable(detail) => {
-                    tracing::error!(message_id = %id, reason = %detail, "message set aside: it can never be applied");
-                    set_aside.push(message);
-                }
+        let sorted = self.sort(messages, now);
+        self.set_aside(sorted.set_aside, &mut report).await;
+        self.reject_invalid(sorted.invalid, now, &mut report).await;
+        let likes = self.likes.apply_batch(sorted.likes).await;
+        report.counter_writes = likes.counter_writes;
+        for (id, action, outcome) in likes.outcomes {
+            let kind = Kind::of_like(action);
+            match outcome {
+                Some(LikeOutcome::Applied { .. }) => report.tally(kind).applied += 1,
+                Some(LikeOutcome::AlreadyApplied) => report.tally(kind).duplicates += 1,
+                Some(LikeOutcome::Superseded) => report.tally(kind).superseded += 1,
+                None => report.fail(id, kind),
             }
         }
-        self.set_aside(set_aside, &mut report).await;
-        self.reject_invalid(invalid, now, &mut report).await;
-        let likes = self.skip_overtaken(likes, &mut report);
-        let outcomes = self.apply_registers(likes).await;
-        self.apply_counters(outcomes, &mut report).await;
-        let kinds: HashMap<String, Kind> = points_ops
+        let kinds: HashMap<String, Kind> = sorted
+            .points
             .iter()
-            .map(|(id, op)| (id.clone(), Kind::Points(op.request.kind())))
+            .map(|d| {
+                (
+                    d.message_id.clone(),
+                    Kind::Points(d.operation.request.kind()),
+                )
+            })
             .collect();
-        for (id, outcome) in self.points.apply_in_order(points_ops, now).await {
-            let kind = kinds[&id];
+        let points = self.points.apply_in_order(sorted.points, now).await;
+        for (id, outcome) in points {
+            // Every outcome is of a message sorted above; one that were not
+            // would be redelivered, never miscounted.
+            let Some(&kind) = kinds.get(&id) else {
+                report.failed.push(id);
+                continue;
+            };
             match outcome {
                 Some(PointsOutcome::Applied) => report.tally(kind).applied += 1,
                 Some(PointsOutcome::Rejected) => report.tally(kind).rejected += 1,
@@ -237,52 +249,143 @@ impl Worker {
         report
     }
 
+    /// Reads each message ([`Envelope::read`]) in a span of its own, and sorts
+    /// it by what can be done with it.
+    fn sort(&self, messages: Vec<SqsMessage>, now: OffsetDateTime) -> Sorted {
+        let mut sorted = Sorted::default();
+        for message in messages {
+            let message_id = message.message_id.clone().unwrap_or_default();
+            let span = tracing::info_span!(
+                "message",
+                message_id = %message_id,
+                operation_id = tracing::field::Empty
+            );
+            let read = match message.body.as_deref() {
+                None => Read::Unattributable(ReadError::NoBody),
+                Some(body) => Envelope::read(body, &self.points.point_types, now),
+            };
+            match read {
+                Read::Valid(envelope) => {
+                    span.record(
+                        "operation_id",
+                        tracing::field::display(&envelope.operation_id),
+                    );
+                    if let Some(like) = envelope.like_operation() {
+                        sorted.likes.push(Delivered {
+                            message_id,
+                            span,
+                            operation: like,
+                        });
+                    } else if let Some(op) = envelope.points_operation() {
+                        sorted.points.push(Delivered {
+                            message_id,
+                            span,
+                            operation: op,
+                        });
+                    }
+                }
+                Read::Invalid {
+                    operation_id,
+                    caller,
+                    like: false,
+                    detail,
+                } => {
+                    span.record("operation_id", tracing::field::display(&operation_id));
+                    sorted.invalid.push(Delivered {
+                        message_id,
+                        span,
+                        operation: (caller, operation_id, detail),
+                    });
+                }
+                Read::Invalid {
+                    operation_id,
+                    detail,
+                    ..
+                } => {
+                    span.record("operation_id", tracing::field::display(&operation_id));
+                    span.in_scope(|| {
+                        tracing::error!(reason = %detail, "message set aside: it can never be applied");
+                    });
+                    sorted.set_aside.push((message, span));
+                }
+                Read::Unattributable(detail) => {
+                    span.in_scope(|| {
+                        tracing::error!(reason = %detail, "message set aside: it can never be applied");
+                    });
+                    sorted.set_aside.push((message, span));
+                }
+            }
+        }
+        sorted
+    }
+
     /// Points messages that name their caller and operation id but break a rule
     /// end `rejected`, so their caller learns why and their group moves on.
     async fn reject_invalid(
         &self,
-        invalid: Vec<(String, shared::domain::ids::UserId, OperationId, String)>,
+        invalid: Vec<Delivered<(UserId, OperationId, ReadError)>>,
         now: OffsetDateTime,
         report: &mut BatchReport,
     ) {
         let results: Vec<_> = futures::stream::iter(invalid)
-            .map(|(message_id, caller, operation_id, detail)| async move {
-                let result = self
-                    .points
-                    .reject_invalid(&caller, &operation_id, detail.clone(), now)
-                    .await;
-                (message_id, operation_id, detail, result)
+            .map(|delivered| async move {
+                let (caller, operation_id, detail) = delivered.operation;
+                let rejected = async {
+                    let detail = detail.to_string();
+                    match self
+                        .points
+                        .reject_invalid(&caller, &operation_id, detail.clone(), now)
+                        .await
+                    {
+                        Ok(commit) => {
+                            tracing::warn!(reason = "invalid_operation", %detail, already_settled = (commit == Commit::AlreadyDone), "rejected");
+                            true
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %error_chain(&err), "could not record the rejection");
+                            false
+                        }
+                    }
+                }
+                .instrument(delivered.span)
+                .await;
+                (delivered.message_id, rejected)
             })
             .buffer_unordered(CONCURRENT_WRITES)
             .collect()
             .await;
-        for (message_id, operation_id, detail, result) in results {
-            match result {
-                Ok(commit) => {
-                    tracing::warn!(operation_id = %operation_id, reason = "invalid_operation", %detail, already_settled = (commit == Commit::AlreadyDone), "rejected");
-                    report.tally(Kind::Invalid).rejected += 1;
-                }
-                Err(err) => {
-                    tracing::warn!(operation_id = %operation_id, error = %error_chain(&err), "could not record the rejection");
-                    report.fail(message_id, Kind::Invalid);
-                }
+        for (message_id, rejected) in results {
+            if rejected {
+                report.tally(Kind::Invalid).rejected += 1;
+            } else {
+                report.fail(message_id, Kind::Invalid);
             }
         }
     }
 
     /// Messages nothing can be done with: moved to the dead-letter queue at once
     /// when they hold up a FIFO group, else left to SQS's redrive policy.
-    async fn set_aside(&self, messages: Vec<SqsMessage>, report: &mut BatchReport) {
-        for message in messages {
+    async fn set_aside(
+        &self,
+        messages: Vec<(SqsMessage, tracing::Span)>,
+        report: &mut BatchReport,
+    ) {
+        for (message, span) in messages {
             let id = message.message_id.clone().unwrap_or_default();
             let group = message.attributes.get("MessageGroupId");
             let moved = match (&self.dead_letters, group) {
                 (Some(dead_letters), Some(group)) => {
                     let body = message.body.as_deref().unwrap_or_default();
-                    match dead_letters.forward(body, Some(group), &id).await {
+                    match dead_letters
+                        .forward(body, Some(group), &id)
+                        .instrument(span.clone())
+                        .await
+                    {
                         Ok(()) => true,
                         Err(err) => {
-                            tracing::warn!(message_id = %id, error = %error_chain(&err), "could not move the message to the dead-letter queue");
+                            span.in_scope(|| {
+                                tracing::warn!(error = %error_chain(&err), "could not move the message to the dead-letter queue");
+                            });
                             false
                         }
                     }
@@ -296,117 +399,6 @@ impl Worker {
             }
         }
     }
-
-    /// Of several operations on one (user, post) in the batch, only the latest
-    /// is written ([`likes::latest_per_register`]): the others are answered as
-    /// superseded (or duplicates) without a write. A user toggling a like ten
-    /// times in a second costs one register write.
-    fn skip_overtaken(
-        &self,
-        likes: Vec<(String, LikeOperation)>,
-        report: &mut BatchReport,
-    ) -> Vec<(String, LikeOperation)> {
-        let (latest, overtaken) = likes::latest_per_register(likes);
-        for skipped in overtaken {
-            let tally = report.tally(Kind::of_like(skipped.like.action));
-            if skipped.duplicate {
-                tally.duplicates += 1;
-            } else {
-                tally.superseded += 1;
-            }
-            tracing::info!(operation_id = %skipped.like.operation_id, user = %skipped.like.user, post = %skipped.like.post, duplicate = skipped.duplicate, "like operation overtaken in its batch");
-        }
-        latest
-    }
-
-    /// Step 1: one conditional write per operation, at most [`CONCURRENT_WRITES`] at once.
-    pub async fn apply_registers(
-        &self,
-        likes: Vec<(String, LikeOperation)>,
-    ) -> Vec<RegisterOutcome> {
-        futures::stream::iter(likes)
-            .map(|(message_id, like)| async move {
-                let outcome = self.store.apply_like(&like).await;
-                RegisterOutcome {
-                    message_id,
-                    like,
-                    outcome,
-                }
-            })
-            .buffer_unordered(CONCURRENT_WRITES)
-            .collect()
-            .await
-    }
-
-    /// Step 2: one counter write per post with the batch's net change for it.
-    pub async fn apply_counters(&self, outcomes: Vec<RegisterOutcome>, report: &mut BatchReport) {
-        let mut by_post: HashMap<PostId, PostChange> = HashMap::new();
-        for RegisterOutcome {
-            message_id,
-            like,
-            outcome,
-        } in outcomes
-        {
-            let kind = Kind::of_like(like.action);
-            let outcome = match outcome {
-                Ok(outcome) => outcome,
-                Err(err) => {
-                    tracing::warn!(operation_id = %like.operation_id, message_id = %message_id, error = %error_chain(&err), "register write failed");
-                    report.fail(message_id, kind);
-                    continue;
-                }
-            };
-            let tally = report.tally(kind);
-            match outcome {
-                LikeOutcome::Applied { .. } => tally.applied += 1,
-                LikeOutcome::AlreadyApplied => tally.duplicates += 1,
-                LikeOutcome::Superseded => tally.superseded += 1,
-            }
-            tracing::info!(operation_id = %like.operation_id, user = %like.user, post = %like.post, ?outcome, "like operation");
-            let change = by_post.entry(like.post).or_default();
-            change.delta += outcome.count_delta();
-            change.partitions.insert(keys::like_partition(&like.user));
-            change.members.push((message_id, like.operation_id, kind));
-        }
-        report.counter_writes = by_post.len();
-        let writes = futures::stream::iter(by_post)
-            .map(|(post, change)| async move {
-                let result = self
-                    .store
-                    .add_to_like_count(&post, change.delta, &change.partitions)
-                    .await;
-                (post, change, result)
-            })
-            .buffer_unordered(CONCURRENT_WRITES)
-            .collect::<Vec<_>>()
-            .await;
-        for (post, change, result) in writes {
-            if let Err(err) = result {
-                // The registers moved but the count did not: redelivery marks the
-                // post changed and reconcile recounts it.
-                for (message_id, operation_id, kind) in change.members {
-                    tracing::warn!(operation_id = %operation_id, post = %post, error = %error_chain(&err), "counter write failed");
-                    report.fail(message_id, kind);
-                }
-            }
-        }
-    }
-}
-
-/// What step 1 did with one message.
-#[derive(Debug)]
-pub struct RegisterOutcome {
-    pub message_id: String,
-    pub like: LikeOperation,
-    pub outcome: Result<LikeOutcome, StoreError>,
-}
-
-#[derive(Debug, Default)]
-struct PostChange {
-    delta: i64,
-    /// The register partitions the batch wrote (or found written) for the post.
-    partitions: BTreeSet<u32>,
-    members: Vec<(String, OperationId, Kind)>,
 }
 
 /// The kind of operation a message carried, as metrics name it.

@@ -7,7 +7,7 @@
 //! change moves the count by [`count_delta`], and the deltas telescope to the exact
 //! total whatever order the operations arrive in.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use time::{Duration, OffsetDateTime};
 
@@ -157,6 +157,35 @@ pub fn latest_per_register<T>(
     (latest.into_values().collect(), overtaken)
 }
 
+/// One post's share of a batch: the net change its count takes, and the
+/// operations written for it, each with what its register write did.
+#[derive(Debug)]
+pub struct PostChange<T> {
+    pub delta: i64,
+    pub written: Vec<(T, LikeOperation, LikeOutcome)>,
+}
+
+/// Groups a batch's register outcomes by post, each with the sum of their
+/// [`LikeOutcome::count_delta`]s: the one change its counter takes for the
+/// batch, however many likes it took. Every post written is listed, even at a
+/// net change of 0: a redelivered batch still marks its posts for a recount.
+pub fn net_change_per_post<T>(
+    written: Vec<(T, LikeOperation, LikeOutcome)>,
+) -> BTreeMap<PostId, PostChange<T>> {
+    let mut posts: BTreeMap<PostId, PostChange<T>> = BTreeMap::new();
+    for (message, like, outcome) in written {
+        let change = posts
+            .entry(like.post.clone())
+            .or_insert_with(|| PostChange {
+                delta: 0,
+                written: Vec::new(),
+            });
+        change.delta += outcome.count_delta();
+        change.written.push((message, like, outcome));
+    }
+    posts
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PostIdsError {
     #[error("post_ids must name at least one post")]
@@ -252,6 +281,52 @@ mod tests {
             skipped,
             [(1, false), (3, false), (5, false), (6, true), (7, false)],
             "message 6 is a5 again"
+        );
+    }
+
+    #[test]
+    fn a_batch_moves_each_post_by_its_net_change_and_a_redelivery_by_nothing() {
+        let t = datetime!(2026-11-21 05:30 UTC);
+        let op_on = |id: &str, user: &str, post: &str| LikeOperation {
+            operation_id: op(id),
+            user: UserId::parse(user).unwrap(),
+            post: PostId::parse(post).unwrap(),
+            action: LikeAction::Like,
+            accepted_at: t,
+        };
+        let liked = LikeOutcome::Applied {
+            previously_liked: false,
+            now_liked: true,
+        };
+        let unliked = LikeOutcome::Applied {
+            previously_liked: true,
+            now_liked: false,
+        };
+        let batch = vec![
+            (1, op_on("a", "alice", "p1"), liked),
+            (2, op_on("b", "bob", "p1"), unliked),
+            (3, op_on("c", "carol", "p1"), LikeOutcome::AlreadyApplied),
+            (4, op_on("d", "dave", "p1"), liked),
+            (5, op_on("e", "bob", "p2"), liked),
+            (6, op_on("f", "erin", "p3"), LikeOutcome::AlreadyApplied),
+            (7, op_on("g", "frank", "p3"), LikeOutcome::Superseded),
+        ];
+        let changes = net_change_per_post(batch);
+        let summary: Vec<(&str, i64, Vec<i32>)> = changes
+            .iter()
+            .map(|(post, change)| {
+                let members = change.written.iter().map(|(m, _, _)| *m).collect();
+                (post.as_str(), change.delta, members)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("p1", 1, vec![1, 2, 3, 4]),
+                ("p2", 1, vec![5]),
+                // Only redeliveries and superseded operations: no change, but listed.
+                ("p3", 0, vec![6, 7]),
+            ]
         );
     }
 

@@ -191,3 +191,22 @@ impl From<MyLikesError> for Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_could_not_complete_answers_503_and_retrying_is_safe() {
+        for err in [
+            StoreError::Throttled("slow down".into()),
+            StoreError::Unavailable("no route".into()),
+            StoreError::Contended { attempts: 10 },
+        ] {
+            let problem = Problem::from(err);
+            assert_eq!(problem.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(problem.code, "service_unavailable");
+            assert!(!problem.detail.contains("contended"), "no internals");
+        }
+    }
+}

@@ -55,7 +55,24 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
             .method_not_allowed_fallback(super::wrong_method)
             .layer(axum::middleware::map_response(super::problem::as_problem))
             .layer(axum::middleware::from_fn(limit_body))
+            .layer(axum::middleware::from_fn(in_request_span))
     }
+}
+
+/// Runs each request in a span of its own, `request` (method, path, and the
+/// `operation_id` once a write is given one), so every line it logs carries them.
+async fn in_request_span(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        operation_id = tracing::field::Empty
+    );
+    next.run(request).instrument(span).await
 }
 
 /// Reads the body up to [`MAX_BODY_BYTES`] before any route sees it, whether the

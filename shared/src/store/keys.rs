@@ -43,14 +43,8 @@ pub const EXPIRES_AT: &str = "expires_at";
 /// Partition keys one post's like registers are spread over: enough for a post
 /// taking 50,000 likes per second from distinct users, every batch delivered
 /// twice, to stay under DynamoDB's 1,000 writes per second per partition key
-/// (docs/capacity.md; held by `capacity::tests`). Part of the stored format:
-/// registers written with the earlier [`LAYOUT_1_LIKE_PARTITIONS`] are moved
-/// by reconcile's `migrate_like_registers` (README "Upgrading").
+/// (docs/capacity.md; held by `capacity::tests`). Part of the stored format.
 pub const LIKE_PARTITIONS: u32 = 128;
-/// The partitions registers were spread over before (layout 1). 8 divides 128,
-/// so a register's layout-1 partition is its partition modulo 8: registers in
-/// partitions 0 to 7 are where both layouts put them.
-pub const LAYOUT_1_LIKE_PARTITIONS: u32 = 8;
 /// Partition keys the "changed posts" index entries are spread over.
 pub const DIRTY_PARTITIONS: u32 = 8;
 
@@ -134,8 +128,6 @@ pub fn dirty_accounts_partition_gsi1pk(partition: u32) -> String {
 
 pub const RECONCILE_PK: &str = "RECONCILE";
 pub const RECONCILE_SK: &str = "STATE";
-/// The like register migration's own state item, beside reconcile's.
-pub const MIGRATION_SK: &str = "MIGRATION";
 
 pub fn pending_gsi1pk(caller: &UserId) -> String {
     pending_partition_gsi1pk(stable_bucket(caller.as_str(), DIRTY_PARTITIONS))
@@ -192,17 +184,6 @@ mod tests {
             "ACCOUNT#a",
         ] {
             assert_eq!(parse_like_partition_pk(not_a_register), None);
-        }
-    }
-
-    #[test]
-    fn a_layout_1_partition_is_the_partition_modulo_8() {
-        for i in 0..1000 {
-            let user = UserId::parse(format!("u{i}")).unwrap();
-            assert_eq!(
-                like_partition(&user) % LAYOUT_1_LIKE_PARTITIONS,
-                stable_bucket(user.as_str(), LAYOUT_1_LIKE_PARTITIONS)
-            );
         }
     }
 

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, GSI1, GSI1_PK, GSI1_SK, PK, SK};
 use super::{
-    Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_bool, get_i64, get_s, key,
-    n, partition_set, required_s, s,
+    Item, Store, StoreError, corrupt, corrupt_because, decode_cursor, encode_cursor, get_bool,
+    get_i64, get_s, key, n, partition_set, required_s, s,
 };
 use crate::domain::ids::{PostId, UserId};
 use crate::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
@@ -320,7 +320,8 @@ impl Store {
                 let (liked_at, post) = sort_key
                     .split_once('#')
                     .ok_or_else(|| corrupt(row, "gsi1sk is not liked_at#post"))?;
-                let post_id = PostId::parse(post).map_err(|e| corrupt(row, e.to_string()))?;
+                let post_id = PostId::parse(post)
+                    .map_err(|e| corrupt_because(row, "gsi1sk names no valid post id", e))?;
                 Ok(LikedPost {
                     post_id,
                     liked_at: liked_at.to_owned(),

@@ -5,7 +5,6 @@
 
 pub mod keys;
 pub mod likes;
-pub mod migration;
 pub mod points;
 pub mod reconcile;
 
@@ -31,9 +30,19 @@ pub enum StoreError {
     /// Anything else that kept the request from completing: the caller may retry.
     #[error("DynamoDB request failed")]
     Unavailable(#[source] BoxError),
+    /// Other writers kept changing what the request reads through every one of
+    /// its `attempts`: nothing was written, and the caller may retry later.
+    #[error("contended: other writers kept changing what it reads, {attempts} attempts in a row")]
+    Contended { attempts: u32 },
     /// An item does not have the shape Tally writes.
     #[error("stored item {key} is malformed: {problem}")]
-    Corrupt { key: String, problem: String },
+    Corrupt {
+        key: String,
+        problem: String,
+        /// What failed to read it, where something did (a serde or identifier error).
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 const THROTTLING_CODES: &[&str] = &[
@@ -235,6 +244,23 @@ fn corrupt(item: &Item, problem: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         key,
         problem: problem.into(),
+        source: None,
+    }
+}
+
+/// [`corrupt`], keeping the error that found the problem as its source.
+fn corrupt_because(
+    item: &Item,
+    problem: impl Into<String>,
+    source: impl Into<BoxError>,
+) -> StoreError {
+    match corrupt(item, problem) {
+        StoreError::Corrupt { key, problem, .. } => StoreError::Corrupt {
+            key,
+            problem,
+            source: Some(source.into()),
+        },
+        other => other,
     }
 }
 
@@ -243,6 +269,10 @@ fn required_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
 }
 
 /// Pagination cursors are opaque to clients: base64url of a small JSON value.
+#[allow(
+    clippy::expect_used,
+    reason = "cursors are Tally's own small structs of strings"
+)]
 fn encode_cursor<T: serde::Serialize>(value: &T) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -255,4 +285,26 @@ fn decode_cursor<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
         .decode(text)
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_item_names_its_key_and_problem_and_keeps_what_found_it() {
+        let item = key("POST#p 1".to_owned(), "COUNT".to_owned());
+        let found = crate::domain::ids::PostId::parse("p 1").unwrap_err();
+        let err = corrupt_because(&item, "bad post id", found.clone());
+        assert_eq!(
+            err.to_string(),
+            "stored item POST#p 1/COUNT is malformed: bad post id"
+        );
+        let source = StdError::source(&err).expect("the identifier error is its source");
+        assert_eq!(source.to_string(), found.to_string());
+        assert!(
+            StdError::source(&corrupt(&item, "missing like_count")).is_none(),
+            "nothing found it but the check itself"
+        );
+    }
 }

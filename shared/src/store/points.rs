@@ -21,7 +21,10 @@ use aws_sdk_dynamodb::types::{
 use serde::Serialize;
 
 use super::keys::{self, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK, PK, SK};
-use super::{Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n, s};
+use super::{
+    Item, Store, StoreError, corrupt, corrupt_because, decode_cursor, encode_cursor, get_i64,
+    get_s, n, s,
+};
 use crate::domain::ids::{OperationId, UserId};
 use crate::domain::points::{
     Account, AccountChange, Entry, Expiry, LinkedUpdate, OperationRecord, OperationStatus, Plan,
@@ -66,12 +69,17 @@ pub enum HistoryError {
 /// Only an operation not yet applied or rejected may be written: the idempotency guard.
 const STILL_PENDING: &str = "attribute_not_exists(pk) OR #status = :pending";
 
+#[allow(
+    clippy::expect_used,
+    reason = "Tally's own types (strings, numbers, string-keyed maps) always convert"
+)]
 fn to_item<T: Serialize>(value: &T) -> Item {
     serde_dynamo::to_item(value).expect("Tally's own types always convert to items")
 }
 
 fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T, StoreError> {
-    serde_dynamo::from_item(item.clone()).map_err(|e| corrupt(&item, e.to_string()))
+    serde_dynamo::from_item(item.clone())
+        .map_err(|e| corrupt_because(&item, "unreadable attributes", e))
 }
 
 fn with_key(mut item: Item, pk: String, sk: String) -> Item {
@@ -111,6 +119,10 @@ fn entry_item(user: &UserId, entry: &Entry) -> Item {
     item
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "Tally's own types (strings, numbers, string-keyed maps) always convert"
+)]
 fn account_item(user: &UserId, account: &Account) -> Item {
     let lots: HashMap<String, AttributeValue> = account
         .lots
@@ -167,7 +179,7 @@ fn account_from_item(item: &Item) -> Result<Account, StoreError> {
     }
     let holds = match item.get("holds") {
         Some(holds) => serde_dynamo::from_attribute_value(holds.clone())
-            .map_err(|e| corrupt(item, format!("bad holds: {e}")))?,
+            .map_err(|e| corrupt_because(item, "bad holds", e))?,
         None => Default::default(),
     };
     Ok(Account {
@@ -287,6 +299,10 @@ impl Store {
     /// Closes a hold's record or lowers what a spend may still refund. The
     /// account write beside it serializes these (see the module docs); the
     /// condition keeps a hand-deleted record from being recreated half empty.
+    #[allow(
+        clippy::expect_used,
+        reason = "its own types always convert, and the builder is given table, key and expression"
+    )]
     fn linked_update(&self, linked: &LinkedUpdate) -> TransactWriteItem {
         let mut sets = Vec::new();
         let mut update = Update::builder()
@@ -598,6 +614,10 @@ where
     }
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "every caller sets the table and the item"
+)]
 fn put(builder: aws_sdk_dynamodb::types::builders::PutBuilder) -> TransactWriteItem {
     TransactWriteItem::builder()
         .put(builder.build().expect("table and item are set"))

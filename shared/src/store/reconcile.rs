@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use super::keys::{self, GSI1, GSI2, PK, SK};
 use super::{
-    Item, Store, StoreError, corrupt, decode_cursor, encode_cursor, get_i64, get_s, n,
-    partition_set, required_s, s,
+    Item, Store, StoreError, corrupt, corrupt_because, decode_cursor, encode_cursor, get_i64,
+    get_s, n, partition_set, required_s, s,
 };
 use crate::domain::ids::{InvalidIdentifier, PostId, UserId};
 use crate::domain::points::Entry;
@@ -26,8 +26,8 @@ pub struct CounterSnapshot {
     /// revision (an item made by hand), is missing.
     pub revision: Option<i64>,
     /// The register partitions the worker has written for this post; `None`
-    /// when the counter does not say (no counter, one from before the list, or
-    /// a list edited into something else): then every partition may hold some.
+    /// when the counter does not say (no counter, or a list edited into
+    /// something else): then every partition may hold some.
     pub partitions: Option<BTreeSet<u32>>,
     /// `like_partitions` is there but not a set of partitions: the settle
     /// removes it, or the worker's next `ADD` to it would fail.
@@ -84,13 +84,13 @@ pub struct SweepPage {
 
 /// Where a scan of the whole table goes on: the last key it read.
 #[derive(Serialize, Deserialize)]
-pub(super) struct SweepCursor {
+struct SweepCursor {
     p: String,
     s: String,
 }
 
 impl SweepCursor {
-    pub(super) fn start_key(cursor: &str) -> Option<Item> {
+    fn start_key(cursor: &str) -> Option<Item> {
         let c = decode_cursor::<SweepCursor>(cursor)?;
         Some(Item::from([
             (PK.to_owned(), s(c.p)),
@@ -98,7 +98,7 @@ impl SweepCursor {
         ]))
     }
 
-    pub(super) fn encode(key: &Item) -> String {
+    fn encode(key: &Item) -> String {
         encode_cursor(&SweepCursor {
             p: get_s(key, PK).unwrap_or_default().to_owned(),
             s: get_s(key, SK).unwrap_or_default().to_owned(),
@@ -141,7 +141,8 @@ impl Store {
             while let Some(item) = items.next().await {
                 let item = item.map_err(StoreError::from_sdk)?;
                 found.push(required_s(&item, keys::GSI1_SK).and_then(|sort_key| {
-                    parse(sort_key.to_owned()).map_err(|e| corrupt(&item, format!("marked id {e}")))
+                    parse(sort_key.to_owned())
+                        .map_err(|e| corrupt_because(&item, "bad marked id", e))
                 }));
             }
         }
@@ -297,14 +298,18 @@ impl Store {
                 match PostId::parse(post) {
                     Ok(post) if !page.posts.contains(&post) => page.posts.push(post),
                     Ok(_) => {}
-                    Err(e) => page.malformed.push(corrupt(&item, format!("post id {e}"))),
+                    Err(e) => page
+                        .malformed
+                        .push(corrupt_because(&item, "bad post id", e)),
                 }
             } else if let Some(user) = pk.strip_prefix("ACCOUNT#")
                 && get_s(&item, SK) == Some(keys::ACCOUNT_SK)
             {
                 match UserId::parse(user) {
                     Ok(user) => page.accounts.push(user),
-                    Err(e) => page.malformed.push(corrupt(&item, format!("user id {e}"))),
+                    Err(e) => page
+                        .malformed
+                        .push(corrupt_because(&item, "bad user id", e)),
                 }
             }
         }
@@ -332,7 +337,7 @@ impl Store {
             for item in output.items.unwrap_or_default() {
                 entries.push(
                     serde_dynamo::from_item(item.clone())
-                        .map_err(|e| corrupt(&item, e.to_string()))?,
+                        .map_err(|e| corrupt_because(&item, "not a ledger entry", e))?,
                 );
             }
             start = output.last_evaluated_key;
@@ -425,45 +430,33 @@ impl Store {
         Ok(users)
     }
 
+    /// Reconcile's own item (`RECONCILE` / `STATE`), or the default if none.
     pub async fn reconcile_state(&self) -> Result<ReconcileState, StoreError> {
-        self.own_state(keys::RECONCILE_SK).await
-    }
-
-    pub async fn save_reconcile_state(&self, state: &ReconcileState) -> Result<(), StoreError> {
-        self.save_own_state(keys::RECONCILE_SK, state).await
-    }
-
-    /// One of reconcile's own items (`RECONCILE` / `sk`), or the default if none.
-    pub(super) async fn own_state<T>(&self, sk: &str) -> Result<T, StoreError>
-    where
-        T: serde::de::DeserializeOwned + Default,
-    {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(PK, s(keys::RECONCILE_PK))
-            .key(SK, s(sk))
+            .key(SK, s(keys::RECONCILE_SK))
             .consistent_read(true)
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
         match output.item {
-            None => Ok(T::default()),
-            Some(item) => {
-                serde_dynamo::from_item(item.clone()).map_err(|e| corrupt(&item, e.to_string()))
-            }
+            None => Ok(ReconcileState::default()),
+            Some(item) => serde_dynamo::from_item(item.clone())
+                .map_err(|e| corrupt_because(&item, "not reconcile's state", e)),
         }
     }
 
-    pub(super) async fn save_own_state<T: Serialize>(
-        &self,
-        sk: &str,
-        state: &T,
-    ) -> Result<(), StoreError> {
+    #[allow(
+        clippy::expect_used,
+        reason = "a struct of strings and numbers always converts"
+    )]
+    pub async fn save_reconcile_state(&self, state: &ReconcileState) -> Result<(), StoreError> {
         let mut item: Item = serde_dynamo::to_item(state).expect("state converts to an item");
         item.insert(PK.to_owned(), s(keys::RECONCILE_PK));
-        item.insert(SK.to_owned(), s(sk));
+        item.insert(SK.to_owned(), s(keys::RECONCILE_SK));
         self.client
             .put_item()
             .table_name(&self.table)

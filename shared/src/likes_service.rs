@@ -1,0 +1,249 @@
+//! The likes service: the one place a like or unlike is accepted and applied,
+//! and likes are read. The like handler calls [`accept`](LikesService::accept)
+//! and the reads, the worker [`apply_batch`](LikesService::apply_batch). The
+//! rules are the domain's ([`crate::domain::likes`]); the writes are the
+//! store's; this is the flow between them.
+//!
+//! A batch of like operations is applied in two steps:
+//! 1. the latest operation per (user, post) in the batch moves that register with
+//!    one conditional write ([`Store::apply_like`]), which says how the post's
+//!    count changes; the batch's older operations on the same register are
+//!    answered superseded without a write (they would be, after the latest);
+//! 2. each post touched by the batch gets **one** counter write carrying the
+//!    batch's net change for it, however many likes it took, and the register
+//!    partitions the batch wrote, so a recount reads only those.
+//!
+//! A redelivered or out-of-order message fails its condition in step 1 and
+//! changes nothing. Should the worker die between the steps, the redelivered
+//! messages still mark their posts changed in step 2, and reconcile recounts them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::StreamExt as _;
+use tracing::Instrument as _;
+
+use crate::clock::Clock;
+use crate::domain::ids::{OperationId, PostId, UserId};
+use crate::domain::likes::{self, LikeAction, LikeOperation, LikeOutcome};
+use crate::http::error_chain;
+use crate::message::{Delivered, Envelope};
+use crate::queue::{OperationQueue, QueueError};
+use crate::store::likes::{LikesPage, MyLikesError};
+use crate::store::{Store, StoreError, keys};
+
+/// DynamoDB requests one batch keeps in flight at once.
+pub const CONCURRENT_WRITES: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct LikesService {
+    pub store: Store,
+    /// When likes and unlikes are accepted.
+    pub clock: Clock,
+}
+
+/// What applying one batch of likes did.
+#[derive(Debug, Default)]
+pub struct LikesApplied {
+    /// Each message's outcome (by message id), `None` for the messages SQS
+    /// must deliver again.
+    pub outcomes: Vec<(String, LikeAction, Option<LikeOutcome>)>,
+    /// Counter writes made: one per post the batch wrote a register of.
+    pub counter_writes: usize,
+}
+
+/// A message and the span its lines go to.
+type Message = (String, tracing::Span);
+
+impl LikesService {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Accepts the caller's like or unlike of `post`: puts the operation on
+    /// `queue`, stamped with its accept time, and answers its id once SQS has
+    /// stored it. The id is recorded on the current span (the HTTP request's).
+    pub async fn accept(
+        &self,
+        queue: &OperationQueue,
+        caller: UserId,
+        post: PostId,
+        action: LikeAction,
+    ) -> Result<OperationId, QueueError> {
+        let operation = LikeOperation {
+            operation_id: OperationId::generate(),
+            user: caller,
+            post,
+            action,
+            accepted_at: self.clock.now(),
+        };
+        tracing::Span::current().record(
+            "operation_id",
+            tracing::field::display(&operation.operation_id),
+        );
+        queue.send(&Envelope::for_like(&operation)).await?;
+        tracing::info!(post = %operation.post, action = ?operation.action, "accepted");
+        Ok(operation.operation_id)
+    }
+
+    /// Applies a batch's like operations (see the module's two steps); each
+    /// message's lines go to its span.
+    pub async fn apply_batch(&self, likes: Vec<Delivered<LikeOperation>>) -> LikesApplied {
+        let mut applied = LikesApplied::default();
+        let likes = likes
+            .into_iter()
+            .map(|delivered| ((delivered.message_id, delivered.span), delivered.operation))
+            .collect();
+        let latest = self.skip_overtaken(likes, &mut applied);
+        let moved = self.write_registers(latest, &mut applied).await;
+        self.write_counters(moved, &mut applied).await;
+        applied
+    }
+
+    /// Of several operations on one (user, post) in the batch, only the latest
+    /// is written ([`likes::latest_per_register`]): the others are answered as
+    /// superseded (or duplicates) without a write. A user toggling a like ten
+    /// times in a second costs one register write.
+    fn skip_overtaken(
+        &self,
+        likes: Vec<(Message, LikeOperation)>,
+        applied: &mut LikesApplied,
+    ) -> Vec<(Message, LikeOperation)> {
+        let (latest, overtaken) = likes::latest_per_register(likes);
+        for skipped in overtaken {
+            let ((message_id, span), like) = (skipped.message, skipped.like);
+            span.in_scope(|| {
+                tracing::info!(post = %like.post, duplicate = skipped.duplicate, "like operation overtaken in its batch");
+            });
+            let outcome = if skipped.duplicate {
+                LikeOutcome::AlreadyApplied
+            } else {
+                LikeOutcome::Superseded
+            };
+            applied
+                .outcomes
+                .push((message_id, like.action, Some(outcome)));
+        }
+        latest
+    }
+
+    /// Step 1: one conditional write per register, at most [`CONCURRENT_WRITES`]
+    /// at once. A message whose write failed is answered `None` here.
+    async fn write_registers(
+        &self,
+        likes: Vec<(Message, LikeOperation)>,
+        applied: &mut LikesApplied,
+    ) -> Vec<(Message, LikeOperation, LikeOutcome)> {
+        let written: Vec<_> = futures::stream::iter(likes)
+            .map(|((message_id, span), like)| async move {
+                let outcome = async {
+                    let outcome = self.store.apply_like(&like).await;
+                    match &outcome {
+                        Ok(outcome) => {
+                            tracing::info!(post = %like.post, ?outcome, "like operation");
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %error_chain(err), "register write failed");
+                        }
+                    }
+                    outcome
+                }
+                .instrument(span.clone())
+                .await;
+                ((message_id, span), like, outcome)
+            })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        let mut moved = Vec::with_capacity(written.len());
+        for (message, like, outcome) in written {
+            match outcome {
+                Ok(outcome) => moved.push((message, like, outcome)),
+                Err(_) => applied.outcomes.push((message.0, like.action, None)),
+            }
+        }
+        moved
+    }
+
+    /// Step 2: one counter write per post with the batch's net change for it
+    /// ([`likes::net_change_per_post`]) and the register partitions written.
+    /// Should it fail, the registers moved but the count did not: its messages
+    /// are answered `None`, and their redelivery marks the post changed for
+    /// reconcile to recount.
+    async fn write_counters(
+        &self,
+        moved: Vec<(Message, LikeOperation, LikeOutcome)>,
+        applied: &mut LikesApplied,
+    ) {
+        let changes = likes::net_change_per_post(moved);
+        applied.counter_writes = changes.len();
+        let writes: Vec<_> = futures::stream::iter(changes)
+            .map(|(post, change)| async move {
+                let partitions: BTreeSet<u32> = change
+                    .written
+                    .iter()
+                    .map(|(_, like, _)| keys::like_partition(&like.user))
+                    .collect();
+                let result = self
+                    .store
+                    .add_to_like_count(&post, change.delta, &partitions)
+                    .await;
+                (post, change, result)
+            })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        for (post, change, result) in writes {
+            for ((message_id, span), like, outcome) in change.written {
+                let outcome = match &result {
+                    Ok(()) => Some(outcome),
+                    Err(err) => {
+                        span.in_scope(|| {
+                            tracing::warn!(post = %post, error = %error_chain(err), "counter write failed");
+                        });
+                        None
+                    }
+                };
+                applied.outcomes.push((message_id, like.action, outcome));
+            }
+        }
+    }
+
+    /// The like count of one post (eventually consistent).
+    pub async fn count(&self, post: &PostId) -> Result<u64, StoreError> {
+        self.store.like_count(post).await
+    }
+
+    /// The like counts of up to 100 posts; a post never liked counts 0.
+    pub async fn counts(&self, posts: &[PostId]) -> Result<BTreeMap<PostId, u64>, StoreError> {
+        Ok(self.store.like_counts(posts).await?.into_iter().collect())
+    }
+
+    /// Whether the user likes each of up to 100 posts ("did I like these").
+    pub async fn liked(
+        &self,
+        user: &UserId,
+        posts: Vec<PostId>,
+    ) -> Result<BTreeMap<PostId, bool>, StoreError> {
+        let liked_now = self.store.liked_posts(user, &posts).await?;
+        Ok(posts
+            .into_iter()
+            .map(|post| {
+                let liked = liked_now.contains(&post);
+                (post, liked)
+            })
+            .collect())
+    }
+
+    /// The user's current likes, newest first, `limit` at a time.
+    pub async fn my_likes(
+        &self,
+        user: &UserId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<LikesPage, MyLikesError> {
+        self.store.my_likes(user, limit, cursor).await
+    }
+}
