@@ -71,25 +71,46 @@ fn dead_letter_queue(template: &Template, queue: &str) -> String {
     target(&properties(template, queue)["RedrivePolicy"]["deadLetterTargetArn"])
 }
 
+/// A key schema as declared: (attribute, key type) pairs.
+fn declared_keys(value: &Value) -> Vec<(String, String)> {
+    value
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|key| {
+            (
+                key["AttributeName"].as_str().unwrap().to_owned(),
+                key["KeyType"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A table's global secondary indexes as declared.
+fn declared_indexes(table: &Value) -> Vec<Index> {
+    table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|index| {
+            (
+                index["IndexName"].as_str().unwrap().to_owned(),
+                declared_keys(&index["KeySchema"]),
+                index["Projection"]["ProjectionType"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn the_table_has_the_keys_indexes_and_ttl_the_code_uses() {
     let template = template();
     let tables: Vec<_> = template.of_type("AWS::DynamoDB::Table").collect();
     assert_eq!(tables.len(), 1, "one table");
     let table = properties(&template, "Table");
-    let key_schema = |value: &Value| -> Vec<(String, String)> {
-        value
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|key| {
-                (
-                    key["AttributeName"].as_str().unwrap().to_owned(),
-                    key["KeyType"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
     let hash_range = |pk: &str, sk: &str| {
         vec![
             (pk.to_owned(), "HASH".to_owned()),
@@ -97,24 +118,10 @@ fn the_table_has_the_keys_indexes_and_ttl_the_code_uses() {
         ]
     };
     assert_eq!(
-        key_schema(&table["KeySchema"]),
+        declared_keys(&table["KeySchema"]),
         hash_range(keys::PK, keys::SK)
     );
-    let indexes: Vec<Index> = table["GlobalSecondaryIndexes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|index| {
-            (
-                index["IndexName"].as_str().unwrap().to_owned(),
-                key_schema(&index["KeySchema"]),
-                index["Projection"]["ProjectionType"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            )
-        })
-        .collect();
+    let indexes = declared_indexes(&table);
     // Both indexes project keys only: the code reads items by their keys after
     // querying an index, and rewriting an item then writes the index only when
     // its index keys change.
@@ -285,19 +292,6 @@ async fn the_local_stack_is_created_from_the_template() {
             .map(|key| (key.attribute_name.clone(), key.key_type.as_str().to_owned()))
             .collect()
     };
-    let declared_keys = |value: &Value| -> Vec<(String, String)> {
-        value
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|key| {
-                (
-                    key["AttributeName"].as_str().unwrap().to_owned(),
-                    key["KeyType"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
     assert_eq!(
         key_names(table.key_schema()),
         declared_keys(&declared["KeySchema"])
@@ -318,21 +312,7 @@ async fn the_local_stack_is_created_from_the_template() {
             )
         })
         .collect();
-    let wanted: Vec<_> = declared["GlobalSecondaryIndexes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|index| {
-            (
-                index["IndexName"].as_str().unwrap().to_owned(),
-                declared_keys(&index["KeySchema"]),
-                index["Projection"]["ProjectionType"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            )
-        })
-        .collect();
+    let wanted = declared_indexes(&declared);
     assert_eq!(created, wanted);
     let ttl = dynamodb
         .describe_time_to_live()
