@@ -26,6 +26,7 @@ case "${1:-}" in
     rm -f "$keys"
     "$root/.venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port" --operator-env "$keys" >"$log" 2>&1 &
     pid=$!
+    trap 'kill "$pid" 2>/dev/null || true' ERR  # a failed start leaves nothing running
     for _ in $(seq 1 100); do
       if [ -s "$keys" ] && curl --noproxy '*' -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then
         operator_env="${TALLY_OPERATOR_ENV:-$state/operator.env}"

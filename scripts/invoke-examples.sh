@@ -27,8 +27,8 @@ timeout 120 target/debug/dev-gateway provision >"$env_file"
   echo "no_proxy=${no_proxy:-}"
   # The functions sign as the operator here (one env file for all of them);
   # `make dev` and the tests give each its own role.
-  echo "AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test}"
-  echo "AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}"
+  echo "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
+  echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
   echo "AWS_REGION=${AWS_REGION:-us-east-1}"
 } >>"$env_file"
 address=127.0.0.1

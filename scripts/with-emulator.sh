@@ -14,7 +14,9 @@ if [ -n "${AWS_ENDPOINT_URL:-}" ] && curl -fsS -o /dev/null "$AWS_ENDPOINT_URL/m
   exec "$@"
 fi
 # Only `make dev` (TALLY_OPERATOR_ENV=.tally/operator.env) hands its keys to the shell.
-eval "$(TALLY_OPERATOR_ENV="${TALLY_OPERATOR_ENV:-none}" "$root/scripts/emulator.sh" start)"
+# (`eval "$(...)"` would go on when the start fails: never run without the emulator.)
+started="$(TALLY_OPERATOR_ENV="${TALLY_OPERATOR_ENV:-none}" "$root/scripts/emulator.sh" start)" || exit 1
+eval "$started"
 trap '"$root/scripts/emulator.sh" stop' EXIT
 trap 'exit 130' INT TERM
 "$@"

@@ -176,8 +176,15 @@ pub async fn measure(aws: &shared::config::SdkConfig, arm64_dir: Option<PathBuf>
             "AWS_ENDPOINT_URL",
             std::env::var("AWS_ENDPOINT_URL").unwrap(),
         ),
-        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        // The emulator enforces IAM: the operator's keys, as `make bench` exports them.
+        (
+            "AWS_ACCESS_KEY_ID",
+            std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+        ),
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_LAMBDA_FUNCTION_NAME", "bench".to_owned()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),

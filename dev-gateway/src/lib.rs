@@ -89,7 +89,7 @@ pub struct StackOptions {
     /// operator's and the mappings' too).
     pub tuning: ClientTuning,
     /// Each function's SDK timeouts, by binary: [`function_timeouts`], as deployed.
-    pub timeouts: fn(&str) -> Timeouts,
+    pub timeouts: fn(&str) -> Option<Timeouts>,
 }
 
 impl StackOptions {
@@ -105,13 +105,15 @@ impl StackOptions {
     }
 }
 
-/// The SDK timeouts each function builds its clients with.
-pub fn function_timeouts(binary: &str) -> Timeouts {
+/// The SDK timeouts each function builds its clients with; `None` for a
+/// binary the dev gateway does not know (provisioning then fails, naming it).
+pub fn function_timeouts(binary: &str) -> Option<Timeouts> {
     match binary {
-        "sqs-worker" => sqs_worker::TIMEOUTS,
-        "reconcile" => reconcile::TIMEOUTS,
-        "points" => points::TIMEOUTS,
-        _ => like::TIMEOUTS,
+        "like" => Some(like::TIMEOUTS),
+        "points" => Some(points::TIMEOUTS),
+        "sqs-worker" => Some(sqs_worker::TIMEOUTS),
+        "reconcile" => Some(reconcile::TIMEOUTS),
+        _ => None,
     }
 }
 
@@ -156,21 +158,17 @@ impl LocalStack {
         let dynamodb = direct.dynamodb(operator);
         let sqs = direct.sqs(operator);
         let like = deployed.function("like")?;
-        let worker = deployed.function("sqs-worker")?;
         let points = deployed.function("points")?;
         let likes_url = like.env(LIKES_QUEUE_URL)?;
-        let likes_dead_letters = dead_letter_url(&deployed, likes_url)?;
+        let points_url = points.env(POINTS_QUEUE_URL)?;
         let pair = |queue: &str, dead_letters: &str| QueuePair {
             queue: OperationQueue::new(sqs.clone(), queue),
             dead_letters: OperationQueue::new(sqs.clone(), dead_letters),
         };
         Ok(Self {
             store: Store::new(dynamodb, like.env(TABLE_NAME)?),
-            likes: pair(likes_url, &likes_dead_letters),
-            points: pair(
-                points.env(POINTS_QUEUE_URL)?,
-                worker.env(POINTS_DEAD_LETTER_QUEUE_URL)?,
-            ),
+            likes: pair(likes_url, &dead_letter_url(&deployed, likes_url)?),
+            points: pair(points_url, &dead_letter_url(&deployed, points_url)?),
             clock: shared::clock::Clock::system(),
             tuning,
             deployed,
@@ -197,20 +195,32 @@ impl LocalStack {
         ))
     }
 
-    /// The HTTP API, wired to this stack's table and queues.
-    pub fn gateway(&self) -> Result<Gateway, BoxError> {
+    /// The like function, as deployed: its role, its environment.
+    pub fn like_api(&self) -> Result<like::LikeApi, BoxError> {
         let (function, dynamodb, sqs) = self.clients("like")?;
-        let mut like_api = like::LikeApi::new(
+        let mut api = like::LikeApi::new(
             Store::new(dynamodb, function.env(TABLE_NAME)?),
             OperationQueue::new(sqs, function.env(LIKES_QUEUE_URL)?),
         );
-        like_api.service.clock = self.clock.clone();
+        api.service.clock = self.clock.clone();
+        Ok(api)
+    }
+
+    /// The points function, as deployed.
+    pub fn points_api(&self) -> Result<points::PointsApi, BoxError> {
         let (function, dynamodb, sqs) = self.clients("points")?;
-        let mut points_api = points::PointsApi::new(
+        let mut api = points::PointsApi::new(
             Store::new(dynamodb, function.env(TABLE_NAME)?),
             OperationQueue::new(sqs, function.env(POINTS_QUEUE_URL)?),
         );
-        points_api.service.clock = self.clock.clone();
+        api.service.clock = self.clock.clone();
+        Ok(api)
+    }
+
+    /// The HTTP API, wired to this stack's table and queues.
+    pub fn gateway(&self) -> Result<Gateway, BoxError> {
+        let like_api = self.like_api()?;
+        let points_api = self.points_api()?;
         Ok(Gateway::new(
             like::router(like_api),
             points::router(points_api),

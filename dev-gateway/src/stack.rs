@@ -109,8 +109,9 @@ pub async fn provision(
     template: &Template,
     prefix: &str,
     timing: Option<QueueTiming>,
-    timeouts: impl Fn(&str) -> shared::config::Timeouts,
+    timeouts: impl Fn(&str) -> Option<shared::config::Timeouts>,
 ) -> Result<Provisioned, ProvisionError> {
+    check_names(template, prefix)?;
     let iam = aws_sdk_iam::Client::new(operator);
     let operator_arn = iam
         .get_user()
@@ -144,6 +145,12 @@ pub async fn provision(
             .iter()
             .map(|statement| resolver.resolve(statement))
             .collect::<Result<Vec<_>, _>>()?;
+        let function_timeouts = timeouts(&spec.binary).ok_or_else(|| {
+            TemplateError::Shape(format!(
+                "{id}: no SDK timeouts for the binary {} (dev_gateway::function_timeouts)",
+                spec.binary
+            ))
+        })?;
         let role = format!("{prefix}-{id}");
         let credentials = assume_role(operator, &iam, &operator_arn, &role, &statements).await?;
         let aws = operator
@@ -151,7 +158,7 @@ pub async fn provision(
             .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
                 credentials,
             ))
-            .timeout_config(timeouts(&spec.binary).config())
+            .timeout_config(function_timeouts.config())
             .build();
         functions.insert(
             id,
@@ -171,6 +178,57 @@ pub async fn provision(
         resources,
         functions,
     })
+}
+
+/// Resource types created locally, and those that only exist on AWS (the dev
+/// gateway plays the HTTP API and the schedule; alarms and their topic have
+/// nothing to do locally). Any other type fails provisioning, so a resource
+/// added to the template never silently lacks its local twin.
+const CREATED: &[&str] = &[
+    "AWS::DynamoDB::Table",
+    "AWS::SQS::Queue",
+    "AWS::Serverless::Function",
+];
+const DEPLOYED_ONLY: &[&str] = &[
+    "AWS::Serverless::HttpApi",
+    "AWS::CloudWatch::Alarm",
+    "AWS::SNS::Topic",
+    "AWS::SNS::Subscription",
+];
+
+/// Every resource type is known, and every local name is one AWS accepts:
+/// IAM role names up to 64 characters, queue names up to 80 (with `.fifo`),
+/// both of letters, digits and `-` here.
+fn check_names(template: &Template, prefix: &str) -> Result<(), TemplateError> {
+    let fail = |message: String| Err(TemplateError::Shape(message));
+    if prefix.is_empty()
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return fail(format!(
+            "the stack name {prefix:?} must be letters, digits and '-'"
+        ));
+    }
+    for (id, resource) in template.resources() {
+        let kind = resource.kind.as_str();
+        if !CREATED.contains(&kind) && !DEPLOYED_ONLY.contains(&kind) {
+            return fail(format!("{id}: {kind} is not played locally"));
+        }
+        let name = format!("{prefix}-{id}");
+        let limit = match kind {
+            "AWS::Serverless::Function" => 64,
+            "AWS::SQS::Queue" => 80 - ".fifo".len(),
+            "AWS::DynamoDB::Table" => 255,
+            _ => continue,
+        };
+        if name.len() > limit {
+            return fail(format!(
+                "{name} is longer than the {limit} characters AWS allows: use a shorter stack name"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `AWS::DynamoDB::Table` properties: `CreateTable`'s fields. An unknown
@@ -361,8 +419,7 @@ async fn create_queues(
         for (id, resource) in waiting {
             match resolver.resolve(&Value::Mapping(resource.properties.clone())) {
                 Ok(properties) => {
-                    let created =
-                        create_queue(&client, resolver, prefix, id, &properties, timing).await?;
+                    let created = create_queue(&client, prefix, id, &properties, timing).await?;
                     resolver.insert(id, created);
                 }
                 Err(_) => next.push((id, resource)),
@@ -382,7 +439,6 @@ async fn create_queues(
 /// `AWS::SQS::Queue` properties are `CreateQueue`'s attributes, by name.
 async fn create_queue(
     client: &aws_sdk_sqs::Client,
-    resolver: &Resolver<'_>,
     prefix: &str,
     id: &str,
     properties: &Value,
@@ -423,11 +479,16 @@ async fn create_queue(
         .map_err(creating(&name))?
         .queue_url
         .unwrap_or_default();
-    let arn = format!(
-        "arn:aws:sqs:{}:{}:{name}",
-        resolver.region(),
-        resolver.account()
-    );
+    let arn = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(creating(&name))?
+        .attributes
+        .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| creating(&name)("the queue has no QueueArn"))?;
     let mut attributes = BTreeMap::from([
         ("Arn".to_owned(), arn),
         ("QueueName".to_owned(), name),

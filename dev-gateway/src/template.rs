@@ -488,3 +488,82 @@ impl<'a> Resolver<'a> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = r#"
+Parameters:
+  Stage: { Type: String, Default: dev }
+Globals:
+  Function:
+    Timeout: 10
+    Environment: { Variables: { SHARED: !Ref Stage } }
+Resources:
+  Queue: { Type: AWS::SQS::Queue }
+  Fn:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: fn } }
+    Properties:
+      Timeout: 30
+      Environment:
+        Variables:
+          URL: !Ref Queue
+          ARN: { "Fn::GetAtt": [Queue, Arn] }
+          SUB: !Sub "${Queue.Arn}/x/${AWS::Region}/${Stage}"
+      Events:
+        Get: { Type: HttpApi, Properties: { Method: get, Path: /a } }
+"#;
+
+    fn resolved(name: &str) -> Result<String, TemplateError> {
+        let template = Template::parse(TEMPLATE)?;
+        let function = template.function("Fn")?;
+        let mut resolver = Resolver::new(&template, "eu-west-1", "111122223333");
+        resolver.insert(
+            "Queue",
+            LocalResource {
+                reference: "http://q".to_owned(),
+                attributes: BTreeMap::from([("Arn".to_owned(), "arn:q".to_owned())]),
+            },
+        );
+        resolver.resolve_text(&function.environment[name])
+    }
+
+    #[test]
+    fn intrinsics_resolve_in_short_and_long_form() {
+        assert_eq!(resolved("URL").unwrap(), "http://q");
+        assert_eq!(resolved("ARN").unwrap(), "arn:q");
+        assert_eq!(resolved("SUB").unwrap(), "arn:q/x/eu-west-1/dev");
+        assert_eq!(resolved("SHARED").unwrap(), "dev", "a parameter's default");
+    }
+
+    #[test]
+    fn a_function_has_its_globals_beneath_its_own_properties() {
+        let function = Template::parse(TEMPLATE).unwrap().function("Fn").unwrap();
+        assert_eq!(function.timeout_secs, 30);
+        assert_eq!(function.binary, "fn");
+        assert!(function.environment.contains_key("SHARED"));
+        assert_eq!(
+            function.events,
+            vec![Event::Http {
+                method: "GET".to_owned(),
+                path: "/a".to_owned(),
+                scopes: vec![]
+            }]
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_resolved_is_an_error_naming_it() {
+        let template = Template::parse(TEMPLATE).unwrap();
+        let resolver = Resolver::new(&template, "eu-west-1", "111122223333");
+        let unknown = resolver.resolve_text(&Value::Tagged(Box::new(
+            serde_yaml_ng::value::TaggedValue {
+                tag: serde_yaml_ng::value::Tag::new("Ref"),
+                value: Value::String("Missing".to_owned()),
+            },
+        )));
+        assert!(unknown.unwrap_err().to_string().contains("Missing"));
+    }
+}

@@ -76,9 +76,11 @@ pub struct Timeouts {
 
 impl Timeouts {
     /// The HTTP functions (`Timeout: 10` in template.yaml; API Gateway gives up
-    /// at 30 s). A request makes at most two calls one after the other (a points
-    /// write: the conditional put, then SendMessage), so 2 × 4 s = 8 s leaves the
-    /// function time to answer 503 problem+json itself before Lambda's timeout.
+    /// at 30 s). A write makes two calls one after the other (a points write:
+    /// the conditional put, then SendMessage): 2 × 4 s fits the request's own
+    /// budget ([`crate::http::REQUEST_BUDGET`], 8 s), which also bounds a read
+    /// that makes several calls, so the function answers 503 problem+json
+    /// itself before Lambda's timeout.
     pub const HTTP: Timeouts = Timeouts {
         connect: Duration::from_secs(1),
         attempt: Duration::from_secs(2),

@@ -57,13 +57,13 @@ pub fn test_options() -> StackOptions {
 /// of concurrent worlds: a healthy request can wait seconds in its queue, where
 /// DynamoDB answers in milliseconds. Calls stay bounded; the deployed figures
 /// themselves are held by `tests/tests/timeouts.rs` against a stalled endpoint.
-pub fn emulator_timeouts(binary: &str) -> shared::config::Timeouts {
-    let deployed = dev_gateway::function_timeouts(binary);
-    shared::config::Timeouts {
+pub fn emulator_timeouts(binary: &str) -> Option<shared::config::Timeouts> {
+    let deployed = dev_gateway::function_timeouts(binary)?;
+    Some(shared::config::Timeouts {
         connect: deployed.connect * 10,
         attempt: deployed.attempt * 10,
         operation: deployed.operation * 10,
-    }
+    })
 }
 
 /// Clients that carry `faults`, with the SDK's own retries as deployed but

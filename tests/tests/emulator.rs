@@ -175,5 +175,11 @@ async fn iam_authorizes_a_transaction_per_item_and_a_query_per_index() {
             .send()
     };
     assert!(query("gsi1").await.is_ok());
-    assert!(query("gsi2").await.is_err());
+    let refused = query("gsi2")
+        .await
+        .expect_err("gsi2 is not the like function's");
+    assert_eq!(
+        aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&refused),
+        Some("AccessDeniedException")
+    );
 }

@@ -36,17 +36,11 @@ async fn invoke_http(router: axum::Router, name: &str) -> (StatusCode, serde_jso
 }
 
 fn like_function(app: &TestApp) -> axum::Router {
-    like::router(like::LikeApi::new(
-        app.stack.store.clone(),
-        app.stack.likes.queue.clone(),
-    ))
+    like::router(app.stack.like_api().unwrap())
 }
 
 fn points_function(app: &TestApp) -> axum::Router {
-    points::router(points::PointsApi::new(
-        app.stack.store.clone(),
-        app.stack.points.queue.clone(),
-    ))
+    points::router(app.stack.points_api().unwrap())
 }
 
 #[tokio::test]

@@ -166,11 +166,9 @@ async fn a_like_that_cannot_be_enqueued_is_a_5xx_without_internal_details() {
         "{}/000000000000/no-such-queue",
         std::env::var("AWS_ENDPOINT_URL").unwrap()
     );
-    let api = like::LikeApi::new(
-        app.stack.store.clone(),
-        shared::queue::OperationQueue::from_config(&aws, missing_queue),
-    );
-    let points = points::PointsApi::new(app.stack.store.clone(), app.stack.points.queue.clone());
+    let mut api = app.stack.like_api().unwrap();
+    api.queue = shared::queue::OperationQueue::from_config(&aws, missing_queue);
+    let points = app.stack.points_api().unwrap();
     let broken = TestApp {
         gateway: dev_gateway::Gateway::new(like::router(api), points::router(points)).router(),
         ..app

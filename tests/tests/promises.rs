@@ -390,10 +390,7 @@ async fn points_call_with_claims(
         "body": body.to_string(), "isBase64Encoded": false,
     });
     let event: LambdaRequest = serde_json::from_value(event).unwrap();
-    let router = points::router(points::PointsApi::new(
-        app.store().clone(),
-        app.stack.points.queue.clone(),
-    ));
+    let router = points::router(app.stack.points_api().unwrap());
     let response = router
         .oneshot(lambda_http::Request::from(event))
         .await

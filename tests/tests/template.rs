@@ -380,3 +380,32 @@ async fn the_local_stack_is_created_from_the_template() {
         likes_dead_letters.get(&Attr::QueueArn).map(String::as_str)
     );
 }
+
+/// Each function's SDK timeouts fit inside its template `Timeout`, with time to
+/// answer (what a stalled call does within them: tests/tests/timeouts.rs).
+#[test]
+fn every_function_answers_before_its_lambda_timeout() {
+    use std::time::Duration;
+    let template = template();
+    let lambda_timeout =
+        |binary: &str| Duration::from_secs(function(&template, binary).timeout_secs);
+    let timeouts = |binary: &str| dev_gateway::function_timeouts(binary).unwrap();
+    for binary in ["like", "points"] {
+        // A write's two calls fit the request budget, which leaves the
+        // function time to answer 503 itself; API Gateway waits 30 s at most.
+        assert!(timeouts(binary).operation * 2 <= shared::http::REQUEST_BUDGET);
+        assert!(shared::http::REQUEST_BUDGET + Duration::from_secs(1) < lambda_timeout(binary));
+        assert!(lambda_timeout(binary) < Duration::from_secs(30));
+        assert!(timeouts(binary).attempt < timeouts(binary).operation);
+    }
+    // A stalled write fails its message well before the batch's deadline.
+    let worker = timeouts("sqs-worker");
+    assert!(
+        worker.operation * 2 + sqs_worker::DEADLINE_MARGIN <= lambda_timeout("sqs-worker"),
+        "{worker:?}"
+    );
+    // A stalled step ends the run well inside the time reconcile keeps back.
+    let reconcile = timeouts("reconcile");
+    assert!(reconcile.operation * 2 <= lambda_timeout("reconcile") - reconcile::RUN_BUDGET);
+    assert!(dev_gateway::function_timeouts("no-such-function").is_none());
+}

@@ -96,6 +96,37 @@ async fn a_points_write_answered_503_by_a_stall_applies_once_when_retried_after_
     assert_eq!(app.audited_ledger("alice").await.len(), 1, "applied once");
 }
 
+/// The write happens, its answer is lost: Tally cannot know, answers 503, and
+/// the same-key retry tells the truth and applies the grant once.
+#[tokio::test]
+async fn a_points_write_whose_answers_are_lost_answers_503_and_its_retry_applies_once() {
+    let (app, proxy) = spawn_behind_proxy().await;
+    let grant = json!({"user_id": "carol", "amount": 25, "point_type": "bonus"});
+    proxy.lose_answers();
+    let lost = tokio::time::timeout(
+        lambda_timeout("points"),
+        app.write("admin", "/v1/points/grants", "g-lost", grant.clone()),
+    )
+    .await
+    .expect("an answer before the function's timeout");
+    assert_eq!(lost.0, StatusCode::SERVICE_UNAVAILABLE, "{}", lost.1);
+
+    proxy.resume();
+    assert_eq!(
+        app.status_of("admin", "g-lost").await["status"],
+        "pending",
+        "the record was written: the write happened"
+    );
+    let (status, body) = app
+        .write("admin", "/v1/points/grants", "g-lost", grant.clone())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.drain().await;
+    assert_eq!(app.status_of("admin", "g-lost").await["status"], "applied");
+    assert_eq!(app.get("carol", "/v1/me/points").await["balance"], 25);
+    assert_eq!(app.audited_ledger("carol").await.len(), 1, "applied once");
+}
+
 #[tokio::test]
 async fn a_stalled_worker_fails_its_messages_and_they_apply_once_after_recovery() {
     let (app, proxy) = spawn_behind_proxy().await;

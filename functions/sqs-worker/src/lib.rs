@@ -48,25 +48,27 @@ pub const ENVIRONMENT: &[&str] = &[
     shared::config::POINTS_DEAD_LETTER_QUEUE_URL,
 ];
 
-/// Time kept back from the invocation's deadline. A batch still applying then
+/// Time kept back from the invocation's deadline (a quarter of what is left,
+/// when that is less: an invocation given a few seconds still gets most of
+/// them). A batch still applying then
 /// (a stalled store: each write may take up to [`TIMEOUTS`]' operation
 /// timeout) is abandoned and reported failed, so the invocation returns and
 /// SQS redelivers after the visibility timeout, instead of Lambda killing it
 /// with nothing reported.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 
 /// The time left before the invocation's deadline; `None` when the context
-/// carries none (an invocation built by hand).
+/// carries none: an invocation built by hand, or a deadline already past when
+/// the batch starts, which Lambda never gives (`cargo lambda watch` does).
 fn time_left(context: &lambda_runtime::Context) -> Option<Duration> {
     if context.deadline == 0 {
         return None;
     }
     let deadline = std::time::UNIX_EPOCH + Duration::from_millis(context.deadline);
-    Some(
-        deadline
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+    deadline
+        .duration_since(std::time::SystemTime::now())
+        .ok()
+        .filter(|left| !left.is_zero())
 }
 
 use tracing::Instrument as _;
@@ -141,7 +143,7 @@ impl Worker {
             let report = match left {
                 None => applying.await,
                 Some(left) => {
-                    let budget = left.saturating_sub(DEADLINE_MARGIN);
+                    let budget = left.saturating_sub(DEADLINE_MARGIN.min(left / 4));
                     match tokio::time::timeout(budget, applying).await {
                         Ok(report) => report,
                         Err(_) => {
@@ -151,6 +153,7 @@ impl Worker {
                             // counter write was cut off is marked changed
                             // again for reconcile.
                             tracing::warn!(
+                                left_ms = left.as_millis() as u64,
                                 budget_ms = budget.as_millis() as u64,
                                 "batch ran out of time; all its messages are reported failed"
                             );

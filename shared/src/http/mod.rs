@@ -7,7 +7,7 @@ mod routes;
 
 pub use caller::{Caller, caller_from_context};
 pub use problem::{Problem, error_chain};
-pub use routes::{MAX_BODY_BYTES, Routes};
+pub use routes::{MAX_BODY_BYTES, REQUEST_BUDGET, Routes};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

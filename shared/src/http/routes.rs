@@ -1,6 +1,8 @@
 //! A router that remembers its routes, so tests can hold the code's routes
 //! against `openapi.yaml` and `template.yaml`.
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::handler::Handler;
 use axum::http::Method;
@@ -8,6 +10,14 @@ use axum::routing::{MethodFilter, on};
 
 /// Bodies over this many bytes answer 413 (SPEC section 3).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// How long one request may take in all. Each AWS call is bounded
+/// ([`crate::config::Timeouts::HTTP`]), but a read may make several in a row
+/// (BatchGetItem retrying unprocessed keys, a query following pages): past
+/// this the function answers 503 problem+json itself, 2 s before the HTTP
+/// functions' 10 s `Timeout` would have Lambda cut it off (and API Gateway
+/// answer its own 503, not problem+json).
+pub const REQUEST_BUDGET: Duration = Duration::from_secs(8);
 
 pub struct Routes<S> {
     router: Router<S>,
@@ -55,7 +65,23 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
             .method_not_allowed_fallback(super::wrong_method)
             .layer(axum::middleware::map_response(super::problem::as_problem))
             .layer(axum::middleware::from_fn(limit_body))
+            .layer(axum::middleware::from_fn(within_budget))
             .layer(axum::middleware::from_fn(in_request_span))
+    }
+}
+
+/// Answers 503 problem+json when the request is not done within
+/// [`REQUEST_BUDGET`]. What the request had written stays written: a like not
+/// confirmed queued may or may not take effect, and a points write retried
+/// under its key answers its real status.
+async fn within_budget(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match tokio::time::timeout(REQUEST_BUDGET, next.run(request)).await {
+        Ok(response) => response,
+        Err(elapsed) => super::Problem::unavailable(&elapsed).into_response(),
     }
 }
 
@@ -95,5 +121,33 @@ async fn limit_body(
             format!("the body may be at most {MAX_BODY_BYTES} bytes"),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A request still running at the budget answers 503 problem+json (the
+    /// clock is paused: the hour passes at once).
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_its_budget_answers_503_problem_json() {
+        let router: Router = Routes::default()
+            .route(Method::GET, "/slow", || async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                "done"
+            })
+            .route(Method::GET, "/fast", || async { "done" })
+            .into_router();
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+        let slow = router.clone().oneshot(get("/slow")).await.unwrap();
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(slow.headers()["content-type"], "application/problem+json");
+        let fast = router.oneshot(get("/fast")).await.unwrap();
+        assert_eq!(fast.status(), StatusCode::OK);
     }
 }
