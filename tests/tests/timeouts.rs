@@ -224,8 +224,8 @@ async fn a_batch_still_stalled_at_the_invocation_deadline_is_reported_failed_who
     assert_eq!(records.len(), 2);
     let mut event = aws_lambda_events::sqs::SqsEvent::default();
     event.records = records;
-    // An invocation with 4 s left: the worker keeps 3 s back, so it gives the
-    // stalled batch 1 s, well before a single write's own timeout (5 s).
+    // An invocation with 4 s left: the worker keeps a quarter back, so it gives
+    // the stalled batch 3 s, before a single write's own timeout (5 s) ends.
     let mut context = lambda_runtime::Context::default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
