@@ -104,15 +104,17 @@ impl Harness {
         ));
         // The worker runs on the functions' runtime; the polling stays here.
         // Batch sizes and windows are the template's.
-        let [likes_mapping, points_mapping] = stack.mappings(None).await.expect("the mappings");
-        let event_source = async |mapping: &EventSourceMapping, queue: &OperationQueue| {
-            EventSourceMapping::new(metered_queue(queue), mapping.settings())
-                .await
-                .expect("queue arn")
-                .with_worker_runtime(FUNCTIONS.clone())
+        let [likes_mapping, points_mapping] = stack.mappings(None).expect("the mappings");
+        let event_source = |mapping: &EventSourceMapping, queue: &OperationQueue| {
+            EventSourceMapping::new(
+                metered_queue(queue),
+                mapping.source_arn(),
+                mapping.settings(),
+            )
+            .with_worker_runtime(FUNCTIONS.clone())
         };
-        let likes_mapping = event_source(&likes_mapping, &stack.likes.queue).await;
-        let points_mapping = event_source(&points_mapping, &stack.points.queue).await;
+        let likes_mapping = event_source(&likes_mapping, &stack.likes.queue);
+        let points_mapping = event_source(&points_mapping, &stack.points.queue);
         Self {
             table,
             usage,

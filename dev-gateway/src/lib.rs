@@ -56,7 +56,11 @@ impl ClientTuning {
         if let Some(interceptor) = &self.interceptor {
             config.push_interceptor(interceptor.clone());
         }
-        config.set_retry_config(self.retry.clone().or_else(|| aws.retry_config().cloned()));
+        if let Some(retry) = &self.retry {
+            config.set_retry_config(Some(retry.clone()));
+        }
+        // On the service's config: it takes precedence over the shared
+        // config's `AWS_ENDPOINT_URL`.
         if let Some(endpoint) = &self.endpoint {
             config.set_endpoint_url(Some(endpoint.clone()));
         }
@@ -68,7 +72,9 @@ impl ClientTuning {
         if let Some(interceptor) = &self.interceptor {
             config.push_interceptor(interceptor.clone());
         }
-        config.set_retry_config(self.retry.clone().or_else(|| aws.retry_config().cloned()));
+        if let Some(retry) = &self.retry {
+            config.set_retry_config(Some(retry.clone()));
+        }
         if let Some(endpoint) = &self.endpoint {
             config.set_endpoint_url(Some(endpoint.clone()));
         }
@@ -251,44 +257,40 @@ impl LocalStack {
     /// The worker's event source mappings as the template sets them up: the
     /// likes queue's, then the points FIFO queue's. `batching_window` replaces
     /// the template's window when given (tests close batches sooner).
-    pub async fn mappings(
+    pub fn mappings(
         &self,
         batching_window: Option<Duration>,
     ) -> Result<[EventSourceMapping; 2], BoxError> {
         let worker = self.deployed.function("sqs-worker")?;
-        let mapping = |queue: &OperationQueue| -> Result<MappingSettings, BoxError> {
-            let sqs = worker
+        let mapping = |queue: &OperationQueue| -> Result<EventSourceMapping, BoxError> {
+            let (sqs, source) = worker
                 .spec
                 .events
                 .iter()
                 .find_map(|event| match event {
-                    template::Event::Sqs(sqs)
-                        if self
-                            .deployed
-                            .resources
-                            .get(&sqs.queue)
-                            .is_some_and(|q| q.reference == queue.url()) =>
-                    {
-                        Some(sqs)
+                    template::Event::Sqs(sqs) => {
+                        let source = self.deployed.resources.get(&sqs.queue)?;
+                        (source.reference == queue.url()).then_some((sqs, source))
                     }
                     _ => None,
                 })
                 .ok_or_else(|| {
                     format!("the worker has no event source mapping for {}", queue.url())
                 })?;
-            Ok(MappingSettings {
+            let source_arn = source
+                .attributes
+                .get("Arn")
+                .ok_or_else(|| format!("{} has no Arn", sqs.queue))?;
+            let settings = MappingSettings {
                 batch_size: sqs.batch_size,
                 batching_window: batching_window
                     .unwrap_or(Duration::from_secs(sqs.batching_window_secs)),
                 maximum_concurrency: sqs.maximum_concurrency,
                 function_timeout: Duration::from_secs(worker.spec.timeout_secs),
-            })
+            };
+            Ok(EventSourceMapping::new(queue.clone(), source_arn, settings))
         };
-        Ok([
-            EventSourceMapping::new(self.likes.queue.clone(), mapping(&self.likes.queue)?).await?,
-            EventSourceMapping::new(self.points.queue.clone(), mapping(&self.points.queue)?)
-                .await?,
-        ])
+        Ok([mapping(&self.likes.queue)?, mapping(&self.points.queue)?])
     }
 
     /// What the functions read from their environment, all functions together

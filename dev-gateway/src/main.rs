@@ -52,7 +52,7 @@ async fn main() -> Result<(), Error> {
         return Ok(());
     }
     let worker = stack.worker()?;
-    for mapping in stack.mappings(None).await? {
+    for mapping in stack.mappings(None)? {
         // Lambda starts five pollers and scales up to the mapping's maximum
         // concurrency; one machine runs the first few.
         let pollers = mapping

@@ -63,22 +63,27 @@ pub struct PollResult {
 }
 
 impl EventSourceMapping {
-    pub async fn new(queue: OperationQueue, settings: MappingSettings) -> Result<Self, QueueError> {
-        let source_arn = queue.arn().await?;
+    /// A mapping of `queue` (whose ARN is `source_arn`) to the worker.
+    pub fn new(queue: OperationQueue, source_arn: &str, settings: MappingSettings) -> Self {
         let region = source_arn
             .split(':')
             .nth(3)
             .unwrap_or("us-east-1")
             .to_owned();
-        Ok(Self {
+        Self {
             queue,
-            source_arn,
+            source_arn: source_arn.to_owned(),
             region,
             settings,
             invocations: Arc::default(),
             invoked_nanos: Arc::default(),
             worker_runtime: None,
-        })
+        }
+    }
+
+    /// The ARN of the queue it reads.
+    pub fn source_arn(&self) -> &str {
+        &self.source_arn
     }
 
     /// Runs the worker on `runtime` (its own "process"), apart from the polling,

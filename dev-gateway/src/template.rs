@@ -352,14 +352,6 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
-    pub fn account(&self) -> &str {
-        &self.account
-    }
-
     /// Records a created resource, so later properties can name it.
     pub fn insert(&mut self, logical_id: &str, resource: LocalResource) {
         self.resources.insert(logical_id.to_owned(), resource);

@@ -149,7 +149,6 @@ impl TestApp {
         let gateway = stack.gateway().expect("the HTTP API").router();
         let [mapping, points_mapping] = stack
             .mappings(Some(Duration::from_millis(200)))
-            .await
             .expect("the worker's event source mappings");
         Self {
             stack,

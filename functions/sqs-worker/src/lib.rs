@@ -38,6 +38,7 @@ use shared::queue::OperationQueue;
 use shared::store::Store;
 use shared::store::points::Commit;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
 /// The SDK timeouts of every AWS call this function makes (see [`shared::config::Timeouts`]).
 pub const TIMEOUTS: shared::config::Timeouts = shared::config::Timeouts::WORKER;
@@ -50,28 +51,27 @@ pub const ENVIRONMENT: &[&str] = &[
 
 /// Time kept back from the invocation's deadline (a quarter of what is left,
 /// when that is less: an invocation given a few seconds still gets most of
-/// them). A batch still applying then
-/// (a stalled store: each write may take up to [`TIMEOUTS`]' operation
-/// timeout) is abandoned and reported failed, so the invocation returns and
-/// SQS redelivers after the visibility timeout, instead of Lambda killing it
-/// with nothing reported.
+/// them). A batch still applying then (a stalled store: each write may take up
+/// to [`TIMEOUTS`]' operation timeout) is abandoned and reported failed, so the
+/// invocation returns and SQS redelivers after the visibility timeout, instead
+/// of Lambda killing it with nothing reported.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 
-/// The time left before the invocation's deadline; `None` when the context
-/// carries none: an invocation built by hand, or a deadline already past when
-/// the batch starts, which Lambda never gives (`cargo lambda watch` does).
-fn time_left(context: &lambda_runtime::Context) -> Option<Duration> {
+/// How long the batch may take: the time left before the invocation's
+/// deadline less the margin; `None` when the context carries no deadline (an
+/// invocation built by hand) or one already past when the batch starts, which
+/// Lambda never gives (`cargo lambda watch` does).
+fn batch_budget(context: &lambda_runtime::Context) -> Option<Duration> {
     if context.deadline == 0 {
         return None;
     }
     let deadline = std::time::UNIX_EPOCH + Duration::from_millis(context.deadline);
-    deadline
+    let left = deadline
         .duration_since(std::time::SystemTime::now())
         .ok()
-        .filter(|left| !left.is_zero())
+        .filter(|left| !left.is_zero())?;
+    Some(left.saturating_sub(DEADLINE_MARGIN.min(left / 4)))
 }
-
-use tracing::Instrument as _;
 
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -130,42 +130,9 @@ impl Worker {
             request_id = %event.context.request_id,
             messages = event.payload.records.len()
         );
-        let records = event.payload.records;
-        let left = time_left(&event.context);
+        let budget = batch_budget(&event.context);
         let report = async {
-            let ids: Vec<String> = records
-                .iter()
-                .filter_map(|r| r.message_id.clone())
-                .collect();
-            // Boxed: the services' futures nest deep enough to overflow the
-            // compiler's layout depth limit inside the runtime's.
-            let applying = Box::pin(self.apply_batch(records));
-            let report = match left {
-                None => applying.await,
-                Some(left) => {
-                    let budget = left.saturating_sub(DEADLINE_MARGIN.min(left / 4));
-                    match tokio::time::timeout(budget, applying).await {
-                        Ok(report) => report,
-                        Err(_) => {
-                            // Every message applies idempotently, so reporting
-                            // all of them failed is safe: what did apply is a
-                            // duplicate when redelivered, and a post whose
-                            // counter write was cut off is marked changed
-                            // again for reconcile.
-                            tracing::warn!(
-                                left_ms = left.as_millis() as u64,
-                                budget_ms = budget.as_millis() as u64,
-                                "batch ran out of time; all its messages are reported failed"
-                            );
-                            BatchReport {
-                                messages: ids.len(),
-                                failed: ids,
-                                ..BatchReport::default()
-                            }
-                        }
-                    }
-                }
-            };
+            let report = self.apply_within(event.payload.records, budget).await;
             tracing::info!(
                 applied = report.applied,
                 duplicates = report.duplicates,
@@ -191,6 +158,41 @@ impl Worker {
             })
             .collect();
         Ok(response)
+    }
+
+    /// [`apply_batch`](Self::apply_batch), reporting every message failed when
+    /// the batch is still applying after `budget`. Every message applies
+    /// idempotently, so that is safe: what did apply is a duplicate when
+    /// redelivered, and a post whose counter write was cut off is marked
+    /// changed again for reconcile.
+    async fn apply_within(
+        &self,
+        records: Vec<SqsMessage>,
+        budget: Option<Duration>,
+    ) -> BatchReport {
+        // Boxed: the services' futures nest deep enough to overflow the
+        // compiler's layout depth limit inside the runtime's.
+        let Some(budget) = budget else {
+            return Box::pin(self.apply_batch(records)).await;
+        };
+        let ids: Vec<String> = records
+            .iter()
+            .filter_map(|r| r.message_id.clone())
+            .collect();
+        match tokio::time::timeout(budget, Box::pin(self.apply_batch(records))).await {
+            Ok(report) => report,
+            Err(_) => {
+                tracing::warn!(
+                    budget_ms = budget.as_millis() as u64,
+                    "batch ran out of time; all its messages are reported failed"
+                );
+                BatchReport {
+                    messages: ids.len(),
+                    failed: ids,
+                    ..BatchReport::default()
+                }
+            }
+        }
     }
 
     /// Applies every message it can; the report lists the ones SQS must redeliver.

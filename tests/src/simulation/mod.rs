@@ -202,13 +202,8 @@ impl Sim {
         let app = TestApp::spawn_simulated(&faults, clock).await;
         let aws = crate::emulator().await;
         let arns = [
-            app.stack.likes.queue.arn().await.expect("likes queue arn"),
-            app.stack
-                .points
-                .queue
-                .arn()
-                .await
-                .expect("points queue arn"),
+            app.mapping.source_arn().to_owned(),
+            app.points_mapping.source_arn().to_owned(),
         ];
         Self {
             arns,
