@@ -253,7 +253,8 @@ pub async fn hot_post(
             .checks
             .count_likes(&viral, &std::collections::BTreeSet::from([partition]))
             .await
-            .unwrap();
+            .unwrap()
+            .count;
         per_key.push(registers as f64 * register_writes / likes.max(1) as f64);
     }
     let wall = measured.wall.as_secs_f64();

@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use shared::config::{
-    LIKES_QUEUE_URL, POINTS_DEAD_LETTER_QUEUE_URL, POINTS_QUEUE_URL, TABLE_NAME, Timeouts,
+    COUNT_CACHE_SECONDS, LIKES_QUEUE_URL, POINTS_DEAD_LETTER_QUEUE_URL, POINTS_QUEUE_URL,
+    TABLE_NAME, Timeouts,
 };
 use shared::queue::{OperationQueue, QueuePair};
 use shared::store::Store;
@@ -136,6 +137,9 @@ pub struct LocalStack {
     pub points: QueuePair,
     /// The functions' clock (the system clock but under the fault simulator).
     pub clock: shared::clock::Clock,
+    /// How long the like function caches count reads: `None` takes the
+    /// template's `TALLY_COUNT_CACHE_SECONDS`.
+    pub count_cache: Option<Duration>,
     pub deployed: Provisioned,
     tuning: ClientTuning,
 }
@@ -176,6 +180,7 @@ impl LocalStack {
             likes: pair(likes_url, &dead_letter_url(&deployed, likes_url)?),
             points: pair(points_url, &dead_letter_url(&deployed, points_url)?),
             clock: shared::clock::Clock::system(),
+            count_cache: None,
             tuning,
             deployed,
         })
@@ -204,10 +209,20 @@ impl LocalStack {
     /// The like function, as deployed: its role, its environment.
     pub fn like_api(&self) -> Result<like::LikeApi, BoxError> {
         let (function, dynamodb, sqs) = self.clients("like")?;
+        let window = match self.count_cache {
+            Some(window) => window,
+            None => {
+                let seconds = function.env(COUNT_CACHE_SECONDS)?;
+                shared::config::parse_count_cache_window(seconds).ok_or_else(|| {
+                    format!("{COUNT_CACHE_SECONDS} is {seconds:?}: whole seconds from 0 to 60")
+                })?
+            }
+        };
         let mut api = like::LikeApi::new(
             Store::new(dynamodb, function.env(TABLE_NAME)?),
             OperationQueue::new(sqs, function.env(LIKES_QUEUE_URL)?),
-        );
+        )
+        .with_count_cache(window);
         api.service.clock = self.clock.clone();
         Ok(api)
     }

@@ -12,6 +12,7 @@ pub const TABLE_NAME: &str = "TALLY_TABLE_NAME";
 pub const LIKES_QUEUE_URL: &str = "TALLY_LIKES_QUEUE_URL";
 pub const POINTS_QUEUE_URL: &str = "TALLY_POINTS_QUEUE_URL";
 pub const POINTS_DEAD_LETTER_QUEUE_URL: &str = "TALLY_POINTS_DEAD_LETTER_QUEUE_URL";
+pub const COUNT_CACHE_SECONDS: &str = "TALLY_COUNT_CACHE_SECONDS";
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name} must be set: {why}")]
@@ -54,6 +55,21 @@ pub fn points_dead_letter_queue_url() -> Result<String, ConfigError> {
         POINTS_DEAD_LETTER_QUEUE_URL,
         "the points dead-letter queue, where the worker sets aside messages that can never be applied",
     )
+}
+
+/// How long the like function serves a count from memory before reading it
+/// again: whole seconds, 0 to 60 (0 reads every time).
+pub fn count_cache_window() -> Result<Duration, ConfigError> {
+    const WHY: &str = "how long count reads are cached, in whole seconds from 0 to 60";
+    parse_count_cache_window(&required(COUNT_CACHE_SECONDS, WHY)?).ok_or(ConfigError {
+        name: COUNT_CACHE_SECONDS,
+        why: WHY,
+    })
+}
+
+pub fn parse_count_cache_window(text: &str) -> Option<Duration> {
+    let seconds: u64 = text.trim().parse().ok()?;
+    (seconds <= 60).then(|| Duration::from_secs(seconds))
 }
 
 /// How long one function lets an AWS call take: every client a function builds

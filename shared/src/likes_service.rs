@@ -18,27 +18,105 @@
 //! messages still mark their posts changed in step 2, and reconcile recounts them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::domain::ids::{OperationId, PostId, UserId};
+use crate::domain::likers::{self, RecentLikerChange};
 use crate::domain::likes::{self, LikeAction, LikeOperation, LikeOutcome};
 use crate::http::error_chain;
 use crate::message::{Delivered, Envelope};
 use crate::queue::{OperationQueue, QueueError};
-use crate::store::likes::{LikesPage, MyLikesError};
+use crate::store::likers::LikersPage;
+use crate::store::likes::{CounterView, LikesPage, PageError};
 use crate::store::{Store, StoreError, keys};
 
 /// DynamoDB requests one batch keeps in flight at once.
 pub const CONCURRENT_WRITES: usize = 16;
+
+/// How long a count read is served from the function's memory when the
+/// deployment does not say (template.yaml sets `TALLY_COUNT_CACHE_SECONDS`).
+pub const COUNT_CACHE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Posts whose counts one function instance keeps in memory at most.
+const CACHED_POSTS: u64 = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct LikesService {
     pub store: Store,
     /// When likes and unlikes are accepted.
     pub clock: Clock,
+    /// Count reads served from memory (SPEC section 3, hot reads).
+    pub count_cache: CountCache,
+}
+
+/// Counters read recently, kept for a window: a post read by every viewer
+/// of a viral feed costs one DynamoDB read per window per function instance,
+/// not one per viewer.
+#[derive(Clone)]
+pub struct CountCache {
+    window: Duration,
+    /// `None` when the window is zero: every read goes to DynamoDB.
+    counters: Option<moka::sync::Cache<PostId, CachedCounter>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedCounter {
+    view: CounterView,
+    read_at: Instant,
+}
+
+impl std::fmt::Debug for CountCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountCache")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CountCache {
+    pub fn new(window: Duration) -> Self {
+        let counters = (!window.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(CACHED_POSTS)
+                .time_to_live(window)
+                .build()
+        });
+        Self { window, counters }
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// A counter read less than a window ago. (The cache's own time-to-live
+    /// counts from the insert, after the read's round trip: the window counts
+    /// from before it.)
+    fn get(&self, post: &PostId) -> Option<CachedCounter> {
+        self.counters
+            .as_ref()?
+            .get(post)
+            .filter(|cached| cached.read_at.elapsed() < self.window)
+    }
+
+    fn insert(&self, post: PostId, view: CounterView, read_at: Instant) {
+        if let Some(counters) = &self.counters {
+            counters.insert(post, CachedCounter { view, read_at });
+        }
+    }
+}
+
+/// Counts as a read answers them, and how long a client or CDN may keep them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountsRead {
+    pub counters: BTreeMap<PostId, CounterView>,
+    /// What is left of the window for the oldest counter served: caching the
+    /// answer this long keeps it within one window of DynamoDB, however long
+    /// the function had held it.
+    pub fresh_for: Duration,
 }
 
 /// What applying one batch of likes did.
@@ -51,6 +129,23 @@ pub struct LikesApplied {
     pub counter_writes: usize,
 }
 
+/// What a register write does to its post's recent likers: a like that
+/// flipped the register adds its user with the time it stored as `liked_at`,
+/// an unlike that flipped it removes its user; nothing else changes them.
+fn recent_liker_change(like: &LikeOperation, outcome: LikeOutcome) -> Option<RecentLikerChange> {
+    match outcome {
+        LikeOutcome::Applied {
+            previously_liked: false,
+            now_liked: true,
+        } => Some((like.user.clone(), Some(likers::micros(like.accepted_at)))),
+        LikeOutcome::Applied {
+            previously_liked: true,
+            now_liked: false,
+        } => Some((like.user.clone(), None)),
+        _ => None,
+    }
+}
+
 /// A message and the span its lines go to.
 type Message = (String, tracing::Span);
 
@@ -59,6 +154,7 @@ impl LikesService {
         Self {
             store,
             clock: Clock::system(),
+            count_cache: CountCache::new(COUNT_CACHE_WINDOW),
         }
     }
 
@@ -186,9 +282,14 @@ impl LikesService {
                     .iter()
                     .map(|(_, like, _)| keys::like_partition(&like.user))
                     .collect();
+                let likers: Vec<RecentLikerChange> = change
+                    .written
+                    .iter()
+                    .filter_map(|(_, like, outcome)| recent_liker_change(like, *outcome))
+                    .collect();
                 let result = self
                     .store
-                    .add_to_like_count(&post, change.delta, &partitions)
+                    .add_to_like_count(&post, change.delta, &partitions, &likers)
                     .await;
                 (post, change, result)
             })
@@ -211,14 +312,67 @@ impl LikesService {
         }
     }
 
-    /// The like count of one post (eventually consistent).
-    pub async fn count(&self, post: &PostId) -> Result<u64, StoreError> {
-        self.store.like_count(post).await
+    /// The count and recent likers of one post (eventually consistent, and
+    /// up to one cache window old).
+    pub async fn count(&self, post: &PostId) -> Result<CountsRead, StoreError> {
+        let now = Instant::now();
+        if let Some(cached) = self.count_cache.get(post) {
+            return Ok(self.answer([(post.clone(), cached)], now));
+        }
+        let view = self.store.like_counter(post).await?;
+        self.count_cache.insert(post.clone(), view.clone(), now);
+        Ok(self.answer([(post.clone(), CachedCounter { view, read_at: now })], now))
     }
 
-    /// The like counts of up to 100 posts; a post never liked counts 0.
-    pub async fn counts(&self, posts: &[PostId]) -> Result<BTreeMap<PostId, u64>, StoreError> {
-        Ok(self.store.like_counts(posts).await?.into_iter().collect())
+    /// The counts and recent likers of up to 100 posts; a post never liked
+    /// counts 0. Posts not in the cache are read in one BatchGetItem round.
+    pub async fn counts(&self, posts: &[PostId]) -> Result<CountsRead, StoreError> {
+        let now = Instant::now();
+        let mut found = Vec::with_capacity(posts.len());
+        let mut missing = Vec::new();
+        for post in posts {
+            match self.count_cache.get(post) {
+                Some(cached) => found.push((post.clone(), cached)),
+                None => missing.push(post.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            for (post, view) in self.store.like_counts(&missing).await? {
+                self.count_cache.insert(post.clone(), view.clone(), now);
+                found.push((post, CachedCounter { view, read_at: now }));
+            }
+        }
+        Ok(self.answer(found, now))
+    }
+
+    fn answer(
+        &self,
+        counters: impl IntoIterator<Item = (PostId, CachedCounter)>,
+        now: Instant,
+    ) -> CountsRead {
+        let mut fresh_for = self.count_cache.window();
+        let counters = counters
+            .into_iter()
+            .map(|(post, cached)| {
+                let age = now.saturating_duration_since(cached.read_at);
+                fresh_for = fresh_for.min(self.count_cache.window().saturating_sub(age));
+                (post, cached.view)
+            })
+            .collect();
+        CountsRead {
+            counters,
+            fresh_for,
+        }
+    }
+
+    /// A post's likers, newest first, `limit` at a time.
+    pub async fn likers(
+        &self,
+        post: &PostId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<LikersPage, PageError> {
+        self.store.likers(post, limit, cursor).await
     }
 
     /// Whether the user likes each of up to 100 posts ("did I like these").
@@ -243,7 +397,7 @@ impl LikesService {
         user: &UserId,
         limit: u32,
         cursor: Option<&str>,
-    ) -> Result<LikesPage, MyLikesError> {
+    ) -> Result<LikesPage, PageError> {
         self.store.my_likes(user, limit, cursor).await
     }
 }

@@ -215,7 +215,8 @@ async fn reconcile_racing_two_thousand_likes_loses_nothing_and_one_more_run_is_e
             app.store()
                 .count_likes(&post(p), &every_partition)
                 .await
-                .unwrap(),
+                .unwrap()
+                .count,
             500
         );
         // The counter lists exactly the partitions the 500 likers' registers use.

@@ -8,14 +8,15 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shared::domain::ids::{OperationId, PostId};
+use shared::domain::ids::{OperationId, PostId, UserId};
+use shared::domain::likers;
 use shared::domain::likes::{self, LikeAction};
 use shared::http::{ApiQuery, Caller, Problem, Routes};
-use shared::likes_service::LikesService;
+use shared::likes_service::{CountCache, CountsRead, LikesService};
 use shared::queue::OperationQueue;
 use shared::store::Store;
 
@@ -23,7 +24,11 @@ use shared::store::Store;
 pub const TIMEOUTS: shared::config::Timeouts = shared::config::Timeouts::HTTP;
 
 /// The environment variables `from_env` reads (template.yaml sets exactly these).
-pub const ENVIRONMENT: &[&str] = &[shared::config::TABLE_NAME, shared::config::LIKES_QUEUE_URL];
+pub const ENVIRONMENT: &[&str] = &[
+    shared::config::TABLE_NAME,
+    shared::config::LIKES_QUEUE_URL,
+    shared::config::COUNT_CACHE_SECONDS,
+];
 
 /// What every request borrows: the likes service and the queue, built once per cold start.
 #[derive(Debug, Clone)]
@@ -40,15 +45,23 @@ impl LikeApi {
         }
     }
 
+    /// The same API, serving count reads from memory for `window`.
+    pub fn with_count_cache(mut self, window: std::time::Duration) -> Self {
+        self.service.count_cache = CountCache::new(window);
+        self
+    }
+
     /// Reads the configuration `template.yaml` sets and builds the clients.
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let table = shared::config::table_name()?;
         let queue_url = shared::config::likes_queue_url()?;
+        let window = shared::config::count_cache_window()?;
         let aws = shared::config::aws(TIMEOUTS).await;
         Ok(Self::new(
             Store::from_config(&aws, table),
             OperationQueue::from_config(&aws, queue_url),
-        ))
+        )
+        .with_count_cache(window))
     }
 }
 
@@ -58,6 +71,7 @@ pub fn routes() -> Routes<LikeApi> {
         .route(Method::PUT, "/v1/posts/{post_id}/like", like)
         .route(Method::DELETE, "/v1/posts/{post_id}/like", unlike)
         .route(Method::GET, "/v1/posts/{post_id}/likes", count)
+        .route(Method::GET, "/v1/posts/{post_id}/likers", likers)
         .route(Method::GET, "/v1/likes/counts", counts)
         .route(Method::GET, "/v1/me/likes", my_likes)
 }
@@ -119,34 +133,116 @@ async fn count(
     State(api): State<LikeApi>,
     _caller: Caller,
     Path(post_id): Path<String>,
-) -> Result<Json<PostCount>, Problem> {
+) -> Result<Response, Problem> {
     let post = PostId::parse(post_id).map_err(Problem::invalid_post_id)?;
-    let count = api.service.count(&post).await?;
-    Ok(Json(PostCount {
-        post_id: post,
-        count,
-    }))
+    let read = api.service.count(&post).await?;
+    let count = read.counters.get(&post).map_or(0, |view| view.count);
+    Ok(cacheable(
+        &read,
+        Json(PostCount {
+            post_id: post,
+            count,
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PostIdsQuery {
+struct CountsQuery {
     post_ids: Option<String>,
+    likers: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 struct Counts {
     counts: BTreeMap<PostId, u64>,
+    /// With `likers=N`: each post's N most recent likers, newest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    likers: Option<BTreeMap<PostId, Vec<UserId>>>,
 }
 
 async fn counts(
     State(api): State<LikeApi>,
     _caller: Caller,
-    ApiQuery(query): ApiQuery<PostIdsQuery>,
-) -> Result<Json<Counts>, Problem> {
+    ApiQuery(query): ApiQuery<CountsQuery>,
+) -> Result<Response, Problem> {
     let posts = likes::parse_post_ids(query.post_ids.as_deref().unwrap_or_default())?;
-    let counts = api.service.counts(&posts).await?;
-    Ok(Json(Counts { counts }))
+    let recent = query
+        .likers
+        .as_deref()
+        .map(likers::parse_recent_likers_count)
+        .transpose()?;
+    let read = api.service.counts(&posts).await?;
+    let counts = read
+        .counters
+        .iter()
+        .map(|(post, view)| (post.clone(), view.count))
+        .collect();
+    let likers = recent.map(|n| {
+        read.counters
+            .iter()
+            .map(|(post, view)| (post.clone(), view.recent_likers.newest(n)))
+            .collect()
+    });
+    Ok(cacheable(&read, Json(Counts { counts, likers })))
+}
+
+/// A count answer with `Cache-Control`: clients and CDNs may keep it for what
+/// is left of the function's own window, so a count they show is never more
+/// than one window older than DynamoDB's (SPEC section 3, hot reads).
+fn cacheable(read: &CountsRead, body: impl IntoResponse) -> Response {
+    let seconds = read.fresh_for.as_secs();
+    let policy = if seconds == 0 {
+        "no-cache".to_owned()
+    } else {
+        format!("public, max-age={seconds}")
+    };
+    ([(header::CACHE_CONTROL, policy)], body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LikersPage {
+    items: Vec<LikerItem>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LikerItem {
+    user_id: UserId,
+    liked_at: String,
+}
+
+/// Who likes the post, newest first.
+async fn likers(
+    State(api): State<LikeApi>,
+    _caller: Caller,
+    Path(post_id): Path<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<LikersPage>, Problem> {
+    let post = PostId::parse(post_id).map_err(Problem::invalid_post_id)?;
+    let limit = likes::parse_page_size(query.limit.as_deref())?;
+    let page = api
+        .service
+        .likers(&post, limit, query.cursor.as_deref())
+        .await?;
+    Ok(Json(LikersPage {
+        items: page
+            .items
+            .into_iter()
+            .map(|liker| LikerItem {
+                user_id: liker.user_id,
+                liked_at: liker.liked_at,
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -430,7 +430,8 @@ impl Reconciler {
         let mut partitions = seen.partitions_to_count();
         let unlisted: BTreeSet<u32> = swept.difference(&partitions).copied().collect();
         partitions.extend(swept);
-        let true_count = self.store.count_likes(post, &partitions).await?;
+        let registers = self.store.count_likes(post, &partitions).await?;
+        let true_count = registers.count;
         // A counter edited by hand may hold any number: the difference saturates.
         let drift = seen
             .count
@@ -444,7 +445,7 @@ impl Reconciler {
         }
         if self
             .store
-            .settle_counter(post, true_count, &seen, &unlisted)
+            .settle_counter(post, &registers, &seen, &unlisted)
             .await?
         {
             if drift != 0 {

@@ -1,6 +1,7 @@
 //! Pure rules. Nothing here knows about DynamoDB, SQS or Lambda.
 
 pub mod ids;
+pub mod likers;
 pub mod likes;
 pub mod points;
 pub mod timestamp;

@@ -9,7 +9,7 @@ use crate::domain::ids::InvalidIdentifier;
 use crate::domain::likes::{InvalidPageSize, PostIdsError};
 use crate::queue::QueueError;
 use crate::store::StoreError;
-use crate::store::likes::MyLikesError;
+use crate::store::likes::PageError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -171,6 +171,12 @@ impl From<InvalidPageSize> for Problem {
     }
 }
 
+impl From<crate::domain::likers::InvalidLikersCount> for Problem {
+    fn from(err: crate::domain::likers::InvalidLikersCount) -> Self {
+        Problem::bad_request("invalid_likers", err.to_string())
+    }
+}
+
 impl From<StoreError> for Problem {
     fn from(err: StoreError) -> Self {
         Problem::unavailable(&err)
@@ -183,11 +189,11 @@ impl From<QueueError> for Problem {
     }
 }
 
-impl From<MyLikesError> for Problem {
-    fn from(err: MyLikesError) -> Self {
+impl From<PageError> for Problem {
+    fn from(err: PageError) -> Self {
         match err {
-            MyLikesError::InvalidCursor => Problem::bad_request("invalid_cursor", err.to_string()),
-            MyLikesError::Store(err) => err.into(),
+            PageError::InvalidCursor => Problem::bad_request("invalid_cursor", err.to_string()),
+            PageError::Store(err) => err.into(),
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! | item | `pk` | `sk` | `gsi1pk` / `gsi1sk` |
 //! |---|---|---|---|
-//! | like register of (user, post) | `POST#{post}#LIKES#{n}` | `USER#{user}` | `USER#{user}#LIKES` / `{liked_at}#{post}` while liked |
-//! | like counter of a post (count, revision, partitions in use) | `POST#{post}` | `COUNT` | `DIRTY#POSTS#{m}` / `{post}` until reconciled |
+//! | like register of (user, post) | `POST#{post}#LIKES#{n}` | `USER#{user}` | `USER#{user}#LIKES` / `{liked_at}#{post}` while liked; `likers`: `pk` / `likers_sk` = `{liked_at}#{user}` while liked |
+//! | like counter of a post (count, revision, partitions in use, recent likers) | `POST#{post}` | `COUNT` | `DIRTY#POSTS#{m}` / `{post}` until reconciled |
 //! | points account (balance, seq, lots) | `ACCOUNT#{user}` | `STATE` | `DIRTY#ACCOUNTS#{m}` / `{user}` until audited; `gsi2`: `EXPIRY#{m}` / `{soonest expiry}#{user}` |
 //! | ledger entry | `ACCOUNT#{user}` | `ENTRY#{seq:020}` | |
 //! | points operation (status, request) | `ACCOUNT#{caller}` | `OPERATION#{operation_id}` | `PENDING#{m}` / `{accepted_at}#{caller}#{operation_id}` while pending |
@@ -19,6 +19,10 @@
 //!   carry the attributes) and "posts changed since the last reconcile" (every
 //!   counter or account write sets them; reconcile removes them). It projects
 //!   keys only, so rewriting a counter or balance never writes to the index.
+//! - `likers` (keys only, sparse) lists a post's likers newest first. It is
+//!   keyed by the register's own partition key, so a viral post's index writes
+//!   spread over the same [`LIKE_PARTITIONS`] keys as its registers; a page
+//!   merges the partitions the counter lists.
 //! - `gsi2` (keys only, sparse) finds accounts whose soonest lot expiry has
 //!   passed; it is written only when an account's soonest expiry changes.
 //! - `gsi1` also lists every operation still pending (the outbox): reconcile
@@ -34,6 +38,8 @@ pub const SK: &str = "sk";
 pub const GSI1: &str = "gsi1";
 pub const GSI1_PK: &str = "gsi1pk";
 pub const GSI1_SK: &str = "gsi1sk";
+pub const LIKERS: &str = "likers";
+pub const LIKERS_SK: &str = "likers_sk";
 pub const GSI2: &str = "gsi2";
 pub const GSI2_PK: &str = "gsi2pk";
 pub const GSI2_SK: &str = "gsi2sk";
@@ -82,6 +88,10 @@ pub fn my_likes_gsi1pk(user: &UserId) -> String {
 
 pub fn my_likes_gsi1sk(liked_at: &str, post: &PostId) -> String {
     format!("{liked_at}#{post}")
+}
+
+pub fn likers_sk(liked_at: &str, user: &UserId) -> String {
+    format!("{liked_at}#{user}")
 }
 
 pub fn counter_pk(post: &PostId) -> String {

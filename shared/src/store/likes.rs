@@ -12,6 +12,7 @@ use super::{
     get_i64, get_s, key, n, partition_set, required_s, s,
 };
 use crate::domain::ids::{PostId, UserId};
+use crate::domain::likers::{RecentLikerChange, RecentLikers};
 use crate::domain::likes::{LikeAction, LikeOperation, LikeOutcome};
 use crate::domain::timestamp;
 
@@ -19,14 +20,18 @@ pub use crate::domain::likes::TOMBSTONE_RETENTION;
 
 /// Only a strictly newer operation may move a register: this one condition makes
 /// redelivery harmless and order of delivery irrelevant.
+/// The counter's map of recent likers: user id → when they liked (µs since the epoch).
+pub(crate) const RECENT_LIKERS: &str = "recent_likers";
+
 const NEWER_VERSION_ONLY: &str = "attribute_not_exists(like_version) OR like_version < :version";
 
 const LIKE: &str = "SET liked = :liked, like_version = :version, operation_id = :op, \
      post_id = :post, user_id = :user, liked_at = if_not_exists(liked_at, :at), \
-     gsi1pk = :gsi1pk, gsi1sk = if_not_exists(gsi1sk, :gsi1sk) REMOVE expires_at";
+     gsi1pk = :gsi1pk, gsi1sk = if_not_exists(gsi1sk, :gsi1sk), \
+     likers_sk = if_not_exists(likers_sk, :likers_sk) REMOVE expires_at";
 
 const UNLIKE: &str = "SET liked = :liked, like_version = :version, operation_id = :op, \
-     post_id = :post, user_id = :user, expires_at = :expires REMOVE liked_at, gsi1pk, gsi1sk";
+     post_id = :post, user_id = :user, expires_at = :expires REMOVE liked_at, gsi1pk, gsi1sk, likers_sk";
 
 /// One page of a user's likes, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +48,7 @@ pub struct LikedPost {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum MyLikesError {
+pub enum PageError {
     #[error("cursor is not one this service returned")]
     InvalidCursor,
     #[error(transparent)]
@@ -107,6 +112,10 @@ impl Store {
                         ":gsi1sk",
                         s(keys::my_likes_gsi1sk(&liked_at, &op.post)),
                     )
+                    .expression_attribute_values(
+                        ":likers_sk",
+                        s(keys::likers_sk(&liked_at, &op.user)),
+                    )
                     .expression_attribute_values(":at", s(liked_at))
             }
             LikeAction::Unlike => {
@@ -123,14 +132,15 @@ impl Store {
                     .as_ref()
                     .and_then(|old| get_bool(old, "liked"))
                     .unwrap_or(false);
-                // The "my likes" index entry appears or goes only when the state flips.
-                let index_write = if previously_liked != now_liked {
-                    1.0
+                // The "my likes" and likers index entries appear or go only
+                // when the state flips.
+                let index_writes = if previously_liked != now_liked {
+                    2.0
                 } else {
                     0.0
                 };
                 self.usage
-                    .record("dynamodb:UpdateItem apply_like", 1.0 + index_write, 0.0);
+                    .record("dynamodb:UpdateItem apply_like", 1.0 + index_writes, 0.0);
                 Ok(LikeOutcome::Applied {
                     previously_liked,
                     now_liked,
@@ -153,17 +163,53 @@ impl Store {
     }
 
     /// Adds a batch's net change to a post's counter in one write, adds the
-    /// register partitions the batch touched to the ones it lists, and marks the
-    /// post as changed so the next reconcile recounts it (those partitions).
+    /// register partitions the batch touched to the ones it lists, keeps its
+    /// recent likers (the batch's new likers in, its unlikers out), and marks
+    /// the post as changed so the next reconcile recounts it (those partitions).
+    /// When the recent likers grow long, one more write trims them.
     pub async fn add_to_like_count(
         &self,
         post: &PostId,
         delta: i64,
         partitions: &BTreeSet<u32>,
+        likers: &[RecentLikerChange],
     ) -> Result<(), StoreError> {
-        let mut update =
-            "SET post_id = :post, gsi1pk = :dirty, gsi1sk = :post ADD like_count :delta, revision :one"
-                .to_owned();
+        const ATTEMPTS: u32 = 3;
+        let carried = RecentLikers::carried_by_counter_write(likers);
+        // DynamoDB cannot set a key of a map that does not exist: the first
+        // batch with likers writes the map whole. Which form is right is
+        // known only from the item, so the write says when it guessed wrong.
+        let mut map_exists = true;
+        for _ in 0..ATTEMPTS {
+            match self
+                .write_counter(post, delta, partitions, &carried, map_exists)
+                .await?
+            {
+                Some(old) => {
+                    let mut left = old.as_ref().map(recent_likers_of).unwrap_or_default();
+                    left.apply(&carried);
+                    self.tidy_recent_likers(post, left.to_tidy(likers)).await;
+                    return Ok(());
+                }
+                None => map_exists = !map_exists,
+            }
+        }
+        Err(StoreError::Contended { attempts: ATTEMPTS })
+    }
+
+    /// One counter write; `None` when the recent likers map was not as
+    /// `map_exists` guessed. Answers the item as it was before.
+    async fn write_counter(
+        &self,
+        post: &PostId,
+        delta: i64,
+        partitions: &BTreeSet<u32>,
+        carried: &[RecentLikerChange],
+        map_exists: bool,
+    ) -> Result<Option<Option<Item>>, StoreError> {
+        let mut sets = vec!["post_id = :post, gsi1pk = :dirty, gsi1sk = :post".to_owned()];
+        let mut adds = vec!["like_count :delta, revision :one".to_owned()];
+        let mut removes = Vec::new();
         let mut request = self
             .client
             .update_item()
@@ -176,17 +222,59 @@ impl Store {
             .expression_attribute_values(":one", n(1));
         // A set is never empty in DynamoDB.
         if !partitions.is_empty() {
-            update.push_str(", like_partitions :partitions");
+            adds.push("like_partitions :partitions".to_owned());
             request = request.expression_attribute_values(":partitions", partition_set(partitions));
         }
-        let output = request
+        if !carried.is_empty() {
+            if map_exists {
+                request =
+                    request.condition_expression(format!("attribute_exists({RECENT_LIKERS})"));
+                for (i, (user, liked_at)) in carried.iter().enumerate() {
+                    let name = format!("#l{i}");
+                    match liked_at {
+                        Some(at) => {
+                            sets.push(format!("{RECENT_LIKERS}.{name} = :l{i}"));
+                            request = request.expression_attribute_values(format!(":l{i}"), n(at));
+                        }
+                        None => removes.push(format!("{RECENT_LIKERS}.{name}")),
+                    }
+                    request = request.expression_attribute_names(name, user.as_str());
+                }
+            } else {
+                let map = carried
+                    .iter()
+                    .filter_map(|(user, at)| Some((user.as_str().to_owned(), n(at.as_ref()?))))
+                    .collect();
+                sets.push(format!("{RECENT_LIKERS} = :recent"));
+                request = request
+                    .condition_expression(format!("attribute_not_exists({RECENT_LIKERS})"))
+                    .expression_attribute_values(":recent", AttributeValue::M(map));
+            }
+        }
+        let mut update = format!("SET {} ADD {}", sets.join(", "), adds.join(", "));
+        if !removes.is_empty() {
+            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let result = request
             .update_expression(update)
             // The old item says whether the "changed" mark is new (moto leaves
             // unchanged attributes out of UPDATED_OLD, so ask for all of it).
             .return_values(ReturnValue::AllOld)
             .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(err) => {
+                return match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
+                        self.usage
+                            .record("dynamodb:UpdateItem add_to_like_count", 1.0, 0.0);
+                        Ok(None)
+                    }
+                    _ => Err(StoreError::from_sdk(err)),
+                };
+            }
+        };
         // The "changed posts" index entry is written only when the mark is new.
         let newly_marked = output
             .attributes
@@ -198,52 +286,102 @@ impl Store {
             1.0 + index_write,
             0.0,
         );
-        Ok(())
+        Ok(Some(output.attributes))
+    }
+
+    /// Removes entries from a post's recent likers, each only if it still
+    /// holds the time it was read with (a concurrent batch may have renewed
+    /// it). Best effort: the counter is already written, so a failure here is
+    /// logged and left for the next batch or reconcile's rebuild.
+    async fn tidy_recent_likers(&self, post: &PostId, entries: Vec<(UserId, i64)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(keys::counter_pk(post)))
+            .key(SK, s(keys::COUNTER_SK));
+        let mut removes = Vec::with_capacity(entries.len());
+        let mut unchanged = Vec::with_capacity(entries.len());
+        for (i, (user, at)) in entries.iter().enumerate() {
+            removes.push(format!("{RECENT_LIKERS}.#t{i}"));
+            unchanged.push(format!("{RECENT_LIKERS}.#t{i} = :t{i}"));
+            request = request
+                .expression_attribute_names(format!("#t{i}"), user.as_str())
+                .expression_attribute_values(format!(":t{i}"), n(at));
+        }
+        let result = request
+            .update_expression(format!("REMOVE {}", removes.join(", ")))
+            .condition_expression(unchanged.join(" AND "))
+            .send()
+            .await;
+        self.usage
+            .record("dynamodb:UpdateItem tidy_recent_likers", 1.0, 0.0);
+        match result {
+            Ok(_) => {}
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
+                    tracing::info!(post = %post, "recent likers changed meanwhile; tidy skipped");
+                }
+                _ => {
+                    tracing::warn!(post = %post, error = %crate::http::error_chain(&StoreError::from_sdk(err)), "recent likers tidy failed")
+                }
+            },
+        }
     }
 
     /// The like count of one post (eventually consistent, never below zero).
     pub async fn like_count(&self, post: &PostId) -> Result<u64, StoreError> {
+        Ok(self.like_counter(post).await?.count)
+    }
+
+    /// One post's count and recent likers (eventually consistent).
+    pub async fn like_counter(&self, post: &PostId) -> Result<CounterView, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(PK, s(keys::counter_pk(post)))
             .key(SK, s(keys::COUNTER_SK))
-            .projection_expression("like_count")
+            .projection_expression(COUNTER_VIEW)
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
         self.usage.record("dynamodb:GetItem like_count", 0.0, 0.5);
-        Ok(output
-            .item
-            .as_ref()
-            .and_then(|item| get_i64(item, "like_count"))
-            .map_or(0, clamp_count))
+        Ok(output.item.as_ref().map(counter_view).unwrap_or_default())
     }
 
-    /// Like counts of up to 100 posts in one BatchGetItem round; posts never liked count 0.
-    pub async fn like_counts(&self, posts: &[PostId]) -> Result<HashMap<PostId, u64>, StoreError> {
+    /// Counts and recent likers of up to 100 posts in one BatchGetItem round;
+    /// posts never liked count 0.
+    pub async fn like_counts(
+        &self,
+        posts: &[PostId],
+    ) -> Result<HashMap<PostId, CounterView>, StoreError> {
         let keys = posts
             .iter()
             .map(|post| key(keys::counter_pk(post), keys::COUNTER_SK.to_owned()))
             .collect();
-        let mut counts: HashMap<PostId, u64> = posts.iter().map(|p| (p.clone(), 0)).collect();
+        let mut counts: HashMap<PostId, CounterView> = posts
+            .iter()
+            .map(|p| (p.clone(), CounterView::default()))
+            .collect();
         for item in self
             .batch_get(
                 "dynamodb:BatchGetItem like_counts",
                 keys,
-                "pk, like_count",
+                &format!("pk, {COUNTER_VIEW}"),
                 &[],
             )
             .await?
         {
             // An item edited by hand may be anything: a key that names no
-            // asked post is skipped, a count that is not a number reads 0.
+            // asked post is skipped.
             let Some(post) = post_of_key(&item).filter(|post| counts.contains_key(post)) else {
                 continue;
             };
-            let count = get_i64(&item, "like_count").map_or(0, clamp_count);
-            counts.insert(post, count);
+            counts.insert(post, counter_view(&item));
         }
         Ok(counts)
     }
@@ -281,13 +419,13 @@ impl Store {
         user: &UserId,
         limit: u32,
         cursor: Option<&str>,
-    ) -> Result<LikesPage, MyLikesError> {
+    ) -> Result<LikesPage, PageError> {
         let start = match cursor {
             None => None,
             Some(text) => Some(
                 decode_cursor::<LikesCursor>(text)
                     .and_then(|cursor| cursor.start_key(user))
-                    .ok_or(MyLikesError::InvalidCursor)?,
+                    .ok_or(PageError::InvalidCursor)?,
             ),
         };
         // One extra item tells whether another page exists, so the last page says so.
@@ -330,6 +468,36 @@ impl Store {
             .collect::<Result<_, StoreError>>()?;
         Ok(LikesPage { items, next_cursor })
     }
+}
+
+/// What a count read shows of a post's counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterView {
+    pub count: u64,
+    pub recent_likers: RecentLikers,
+}
+
+/// The counter's attributes a [`CounterView`] reads.
+const COUNTER_VIEW: &str = "like_count, recent_likers";
+
+/// A counter as a count read shows it. An item edited by hand may be anything:
+/// a count that is not a number reads 0, a recent liker that is not a user id
+/// with a time is left out (reconcile rebuilds the list).
+fn counter_view(item: &Item) -> CounterView {
+    CounterView {
+        count: get_i64(item, "like_count").map_or(0, clamp_count),
+        recent_likers: recent_likers_of(item),
+    }
+}
+
+fn recent_likers_of(item: &Item) -> RecentLikers {
+    let Some(AttributeValue::M(map)) = item.get(RECENT_LIKERS) else {
+        return RecentLikers::default();
+    };
+    RecentLikers::new(map.iter().filter_map(|(user, at)| {
+        let at = at.as_n().ok()?.parse().ok()?;
+        Some((UserId::parse(user).ok()?, at))
+    }))
 }
 
 /// A counter can dip below zero only through drift that reconcile repairs; never show it.

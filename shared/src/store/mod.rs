@@ -4,6 +4,7 @@
 //! here: callers see [`StoreError`], whose variants say what a caller can do about it.
 
 pub mod keys;
+pub mod likers;
 pub mod likes;
 pub mod points;
 pub mod reconcile;

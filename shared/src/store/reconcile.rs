@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -15,6 +15,7 @@ use super::{
     get_s, n, partition_set, required_s, s,
 };
 use crate::domain::ids::{InvalidIdentifier, PostId, UserId};
+use crate::domain::likers::{self, LikerKey, MAX_RECENT_LIKERS, RecentLikers};
 use crate::domain::points::Entry;
 use crate::domain::timestamp;
 
@@ -43,8 +44,27 @@ impl CounterSnapshot {
     }
 }
 
+/// What a recount of a post's registers found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LikersRecount {
+    /// Users who like the post.
+    pub count: u64,
+    /// The newest [`MAX_RECENT_LIKERS`] of them.
+    pub recent_likers: RecentLikers,
+}
+
+/// The counter's `recent_likers` map as stored: user id → liked at (µs).
+fn recent_likers_map(recent: &RecentLikers) -> AttributeValue {
+    AttributeValue::M(
+        recent
+            .entries()
+            .map(|(user, at)| (user.as_str().to_owned(), n(at)))
+            .collect(),
+    )
+}
+
 /// `like_partitions` as stored: a number set of partitions below [`keys::LIKE_PARTITIONS`].
-fn stored_partitions(item: &Item) -> Option<BTreeSet<u32>> {
+pub(super) fn stored_partitions(item: &Item) -> Option<BTreeSet<u32>> {
     match item.get("like_partitions")? {
         AttributeValue::Ns(numbers) => numbers
             .iter()
@@ -181,40 +201,89 @@ impl Store {
         })
     }
 
-    /// The true number of users who like a post: its liked registers in these
-    /// partitions, counted strongly consistently, [`RECOUNT_CONCURRENCY`] at once.
+    /// The true number of users who like a post, and its newest likers: its
+    /// liked registers in these partitions, read strongly consistently,
+    /// [`RECOUNT_CONCURRENCY`] partitions at once.
     pub async fn count_likes(
         &self,
         post: &PostId,
         partitions: &BTreeSet<u32>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<LikersRecount, StoreError> {
         let partitions: Vec<u32> = partitions.iter().copied().collect();
         let counts = futures::stream::iter(partitions)
             .map(|partition| self.count_likes_in(post, partition))
             .buffer_unordered(RECOUNT_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
-        counts.into_iter().sum()
+        let mut total = LikersRecount::default();
+        let mut newest = Vec::new();
+        for partition in counts {
+            let partition = partition?;
+            total.count += partition.count;
+            newest.extend(
+                partition
+                    .recent_likers
+                    .entries()
+                    .map(|(user, at)| LikerKey {
+                        liked_at_micros: at,
+                        user: user.clone(),
+                    }),
+            );
+        }
+        total.recent_likers = RecentLikers::newest_of(newest, MAX_RECENT_LIKERS);
+        Ok(total)
     }
 
-    async fn count_likes_in(&self, post: &PostId, partition: u32) -> Result<u64, StoreError> {
+    async fn count_likes_in(
+        &self,
+        post: &PostId,
+        partition: u32,
+    ) -> Result<LikersRecount, StoreError> {
         let mut pages = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
             .filter_expression("liked = :liked")
+            .projection_expression("pk, sk, user_id, liked_at")
             .expression_attribute_values(":pk", s(keys::like_partition_pk(post, partition)))
             .expression_attribute_values(":liked", AttributeValue::Bool(true))
-            .select(Select::Count)
             .consistent_read(true)
             .into_paginator()
             .send();
-        let mut total = 0u64;
+        let mut count = 0u64;
+        let mut newest = Vec::new();
         while let Some(page) = pages.next().await {
-            total += page.map_err(StoreError::from_sdk)?.count.max(0) as u64;
+            let items = page
+                .map_err(StoreError::from_sdk)?
+                .items
+                .unwrap_or_default();
+            count += items.len() as u64;
+            // A register edited by hand into something unreadable still
+            // counts; it just cannot be named among the recent likers.
+            newest.extend(items.iter().filter_map(|item| {
+                let user = UserId::parse(get_s(item, "user_id")?).ok()?;
+                let liked_at = timestamp::parse(get_s(item, "liked_at")?)?;
+                Some(LikerKey {
+                    liked_at_micros: likers::micros(liked_at),
+                    user,
+                })
+            }));
+            // Only the newest few matter: keep memory flat on a viral post.
+            if newest.len() > 4 * MAX_RECENT_LIKERS {
+                newest = RecentLikers::newest_of(newest, MAX_RECENT_LIKERS)
+                    .entries()
+                    .map(|(user, at)| LikerKey {
+                        liked_at_micros: at,
+                        user: user.clone(),
+                    })
+                    .collect();
+            }
         }
-        Ok(total)
+        Ok(LikersRecount {
+            count,
+            recent_likers: RecentLikers::newest_of(newest, MAX_RECENT_LIKERS),
+        })
     }
 
     /// Sets the counter to the true count and clears its "changed" mark, only if
@@ -225,11 +294,13 @@ impl Store {
     pub async fn settle_counter(
         &self,
         post: &PostId,
-        true_count: u64,
+        recount: &LikersRecount,
         seen: &CounterSnapshot,
         unlisted: &BTreeSet<u32>,
     ) -> Result<bool, StoreError> {
-        let mut update = "SET like_count = :count, post_id = :post ADD revision :one".to_owned();
+        let mut update =
+            "SET like_count = :count, post_id = :post, recent_likers = :recent ADD revision :one"
+                .to_owned();
         let mut request = self
             .client
             .update_item()
@@ -246,7 +317,8 @@ impl Store {
         }
         let request = request
             .update_expression(update)
-            .expression_attribute_values(":count", n(true_count))
+            .expression_attribute_values(":count", n(recount.count))
+            .expression_attribute_values(":recent", recent_likers_map(&recount.recent_likers))
             .expression_attribute_values(":post", s(post.as_str()))
             .expression_attribute_values(":one", n(1));
         let request = match seen.revision {
