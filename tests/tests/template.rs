@@ -122,7 +122,7 @@ fn the_table_has_the_keys_indexes_and_ttl_the_code_uses() {
         hash_range(keys::PK, keys::SK)
     );
     let indexes = declared_indexes(&table);
-    // Both indexes project keys only: the code reads items by their keys after
+    // Every index projects keys only: the code reads items by their keys after
     // querying an index, and rewriting an item then writes the index only when
     // its index keys change.
     assert_eq!(
@@ -136,6 +136,13 @@ fn the_table_has_the_keys_indexes_and_ttl_the_code_uses() {
             (
                 keys::GSI2.to_owned(),
                 hash_range(keys::GSI2_PK, keys::GSI2_SK),
+                "KEYS_ONLY".to_owned()
+            ),
+            // Keyed by the register's own partition key: a viral post's
+            // index writes spread as its register writes do.
+            (
+                keys::LIKERS.to_owned(),
+                hash_range(keys::PK, keys::LIKERS_SK),
                 "KEYS_ONLY".to_owned()
             ),
         ]
@@ -158,6 +165,7 @@ fn the_table_has_the_keys_indexes_and_ttl_the_code_uses() {
         keys::GSI1_SK,
         keys::GSI2_PK,
         keys::GSI2_SK,
+        keys::LIKERS_SK,
     ]
     .into_iter()
     .map(|name| (name.to_owned(), "S".to_owned()))

@@ -94,6 +94,9 @@ impl Sim {
                 body["count"]
             );
         }
+        for post in self.model.posts() {
+            self.audit_likers(&post).await?;
+        }
         let posts: Vec<String> = self.model.posts().into_iter().collect();
         for user in USERS {
             let mine = self.model.likes_of(user);
@@ -134,6 +137,64 @@ impl Sim {
                 "{user}: \"my likes\" lists {listed:?}, the registers say {mine:?}"
             );
         }
+        Ok(())
+    }
+
+    /// A post's likers pages list exactly the users the model says like it,
+    /// each once, newest first; the recent likers a count read names are the
+    /// first of them. (Which like's time a register keeps depends on the
+    /// order of delivery, so the times are checked for order only.)
+    async fn audit_likers(&mut self, post: &str) -> Result<(), Violation> {
+        let expected = self.model.likers_of(post);
+        let mut listed: Vec<(String, String)> = Vec::new();
+        let mut uri = format!("/v1/posts/{post}/likers?limit=3");
+        loop {
+            let (_, page) = self.http("auditor", Method::GET, &uri, None, None).await?;
+            for item in page["items"].as_array().cloned().unwrap_or_default() {
+                listed.push((
+                    item["liked_at"].as_str().unwrap_or_default().to_owned(),
+                    item["user_id"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+            match page["next_cursor"].as_str() {
+                Some(cursor) => uri = format!("/v1/posts/{post}/likers?limit=3&cursor={cursor}"),
+                None => break,
+            }
+        }
+        let users: Vec<String> = listed.iter().map(|(_, user)| user.clone()).collect();
+        let distinct: std::collections::BTreeSet<String> = users.iter().cloned().collect();
+        check!(
+            self,
+            distinct == expected && distinct.len() == users.len(),
+            "{post}: likers pages list {users:?}, the registers say {expected:?}"
+        );
+        check!(
+            self,
+            listed.windows(2).all(|pair| pair[0] > pair[1]),
+            "{post}: likers not newest first: {listed:?}"
+        );
+        let (_, body) = self
+            .http(
+                "auditor",
+                Method::GET,
+                &format!("/v1/likes/counts?post_ids={post}&likers=3"),
+                None,
+                None,
+            )
+            .await?;
+        let recent: Vec<String> = body["likers"][post]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|user| user.as_str().unwrap_or_default().to_owned())
+            .collect();
+        let newest: Vec<String> = users.iter().take(3).cloned().collect();
+        check!(
+            self,
+            recent == newest,
+            "{post}: recent likers {recent:?}, but the newest likers are {newest:?}"
+        );
         Ok(())
     }
 

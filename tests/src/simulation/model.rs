@@ -171,6 +171,15 @@ impl Model {
             .collect()
     }
 
+    /// The users whose latest accepted operation on `post` is a like.
+    pub fn likers_of(&self, post: &str) -> BTreeSet<String> {
+        self.registers
+            .iter()
+            .filter(|((_, p), (_, liked))| p == post && *liked)
+            .map(|((u, _), _)| u.clone())
+            .collect()
+    }
+
     pub fn posts(&self) -> BTreeSet<String> {
         self.registers.keys().map(|(_, p)| p.clone()).collect()
     }
