@@ -30,6 +30,8 @@ pub struct Harness {
     pub usage: Arc<Usage>,
     /// An uninstrumented store, for the benchmark's own checks.
     pub checks: Store,
+    /// The store the functions use, counted on `usage`.
+    pub metered: Store,
     pub like: Router,
     pub points: Router,
     pub worker: Worker,
@@ -118,8 +120,9 @@ impl Harness {
         Self {
             table,
             usage,
-            worker: Worker::new(store),
+            worker: Worker::new(store.clone()),
             checks: stack.store.clone(),
+            metered: store.clone(),
             like,
             points,
             likes_mapping,

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench [--scale 0.2] [--json bench-results.json] [--arm64-dir target/lambda]
-//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|toggling|naive|functions]
+//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|toggling|reads|naive|functions]
 //! ```
 //! Needs the emulator at `AWS_ENDPOINT_URL` (`make bench` starts one) and, for
 //! the function figures, the release binaries beside this one (`make bench` builds them).
@@ -15,6 +15,7 @@ mod functions;
 mod harness;
 mod limits;
 mod naive;
+mod reads;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ struct Results {
     limits: Vec<limits::Limits>,
     rows: Vec<scenarios::Row>,
     hot_post: Option<scenarios::HotPost>,
+    read_storm: Option<reads::ReadStorm>,
+    likers_page: Option<reads::LikersPageCost>,
     /// Mean messages per worker invocation while the mixed feed's backlog drained.
     backlogged_batch: Option<f64>,
     functions: Vec<functions::Function>,
@@ -108,7 +111,7 @@ fn args() -> Args {
             }
             "--skip-functions" => args.skip_functions = true,
             "--only" => args.only = Some(given.next().expect(
-                "--only takes hot, mixed, points, expiry, checkout, toggling, naive or functions",
+                "--only takes hot, mixed, points, expiry, checkout, toggling, reads, naive or functions",
             )),
             other => panic!("unknown argument {other}; see the module docs"),
         }
@@ -129,9 +132,8 @@ async fn main() {
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "bench",
-        ))
+        // The emulator's operator, whose keys `scripts/emulator.sh` exports:
+        // the emulator checks IAM on every request.
         .load()
         .await;
     // Raw-rate samples: enough for a second or more of each request kind at any scale.
@@ -173,6 +175,13 @@ async fn main() {
         eprintln!("bench: toggling");
         rows.push(scenarios::toggling(&aws, args.scale).await);
     }
+    let (mut read_storm, mut likers_page) = (None, None);
+    if wanted("reads") {
+        eprintln!("bench: read storm");
+        read_storm = Some(reads::read_storm(&aws, args.scale).await);
+        eprintln!("bench: likers page on a post with 10,000 likers");
+        likers_page = Some(reads::likers_page(&aws, 10_000).await);
+    }
     let naive = if wanted("naive") {
         eprintln!("bench: naive designs");
         naive::measure_all(&aws, args.scale).await
@@ -202,6 +211,8 @@ async fn main() {
         limits: all_limits,
         rows,
         hot_post,
+        read_storm,
+        likers_page,
         backlogged_batch,
         functions,
         naive,
@@ -408,6 +419,33 @@ fn print_table(r: &Results) {
             shared::store::keys::LIKE_PARTITIONS,
             h.busiest_to_mean,
             shared::capacity::register_writes_per_key(shared::capacity::HOT_POST_LIKES_PER_SECOND)
+        );
+    }
+    if let Some(s) = &r.read_storm {
+        println!();
+        println!(
+            "read storm: {} count reads of one post in {:.1} s ({:.0}/s) over {} function instances, {} s cache window → {} DynamoDB reads, {:.5} per count read, {:.5} read units per count read",
+            s.count_reads,
+            s.seconds,
+            s.count_reads_per_s,
+            s.instances,
+            s.cache_window_s,
+            s.dynamodb_reads,
+            s.dynamodb_reads_per_count_read,
+            s.read_units_per_count_read
+        );
+    }
+    if let Some(p) = &r.likers_page {
+        println!(
+            "likers page ({} per page) of a post with {} likers over {} partitions: first page {} DynamoDB requests, {:.1} read units; later pages {} requests, {:.1} read units (mean of {})",
+            p.limit,
+            p.likers,
+            p.partitions_used,
+            p.first_page.requests,
+            p.first_page.read_units,
+            p.later_page.requests,
+            p.later_page.read_units,
+            p.pages_read - 1
         );
     }
     if let Some(batch) = r.backlogged_batch {

@@ -1,6 +1,7 @@
 //! What Tally asks of DynamoDB and SQS, counted where the calls are made: requests
 //! per call, and the write and read units DynamoDB bills for them (items here
-//! are under 1 KB: 1 write unit per item written, a failed condition included,
+//! are under 1 KB but a post's counter, whose writes are metered by its size:
+//! 1 write unit per item written, a failed condition included,
 //! ×2 inside a transaction, +1 per index entry written or removed; reads 0.5 per
 //! item eventually consistent, 1 strongly consistent, per 4 KB).
 

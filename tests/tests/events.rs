@@ -64,7 +64,7 @@ async fn the_like_examples_answer_as_documented() {
         ),
         (
             "like-counts.json",
-            serde_json::json!({"counts": {"p1": 1, "p2": 0}}),
+            serde_json::json!({"counts": {"p1": 1, "p2": 0}, "likers": {"p1": ["alice"], "p2": []}}),
         ),
         (
             "like-did-i-like.json",
@@ -79,6 +79,15 @@ async fn the_like_examples_answer_as_documented() {
     assert_eq!(
         (status, &body["items"][0]["post_id"]),
         (StatusCode::OK, &serde_json::json!("p1"))
+    );
+    let (status, body) = invoke_http(like_function(&app), "like-likers.json").await;
+    assert_eq!(
+        (status, &body["items"][0]["user_id"], &body["next_cursor"]),
+        (
+            StatusCode::OK,
+            &serde_json::json!("alice"),
+            &serde_json::Value::Null
+        )
     );
 }
 

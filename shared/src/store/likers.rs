@@ -90,9 +90,10 @@ impl Store {
         };
         // One extra liker tells whether another page exists.
         let wanted = limit as usize + 1;
-        // Twice a fair share of the page from each partition: most pages need
-        // no second read of any.
-        let first = (2 * wanted).div_ceil(numbers.len().max(1)).clamp(1, wanted);
+        // Twice a fair share of the page from each partition, and one more:
+        // few pages need a second read of any (a query of a few keys costs
+        // the same half read unit as a query of one).
+        let first = ((2 * wanted).div_ceil(numbers.len().max(1)) + 1).min(wanted);
         let mut partitions: Vec<Partition> = numbers
             .into_iter()
             .map(|number| Partition {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::{self, GSI1, GSI1_PK, GSI1_SK, PK, SK};
 use super::{
     Item, Store, StoreError, corrupt, corrupt_because, decode_cursor, encode_cursor, get_bool,
-    get_i64, get_s, key, n, partition_set, required_s, s,
+    get_i64, get_s, item_bytes, key, n, partition_set, required_s, s, write_units,
 };
 use crate::domain::ids::{PostId, UserId};
 use crate::domain::likers::{RecentLikerChange, RecentLikers};
@@ -188,7 +188,9 @@ impl Store {
                 Some(old) => {
                     let mut left = old.as_ref().map(recent_likers_of).unwrap_or_default();
                     left.apply(&carried);
-                    self.tidy_recent_likers(post, left.to_tidy(likers)).await;
+                    let bytes = old.as_ref().map_or(0, item_bytes);
+                    self.tidy_recent_likers(post, left.to_tidy(likers), bytes)
+                        .await;
                     return Ok(());
                 }
                 None => map_exists = !map_exists,
@@ -281,9 +283,17 @@ impl Store {
             .as_ref()
             .is_none_or(|old| !old.contains_key(keys::GSI1_PK));
         let index_write = if newly_marked { 1.0 } else { 0.0 };
+        // Billed by the larger of the item before and after: a counter with
+        // many partitions listed and long user ids among its recent likers
+        // can pass 1 KB.
+        let grown: usize = carried
+            .iter()
+            .map(|(user, at)| at.map_or(0, |_| user.as_str().len() + 12))
+            .sum();
+        let bytes = output.attributes.as_ref().map_or(0, item_bytes) + grown + 64;
         self.usage.record(
             "dynamodb:UpdateItem add_to_like_count",
-            1.0 + index_write,
+            write_units(bytes) + index_write,
             0.0,
         );
         Ok(Some(output.attributes))
@@ -293,7 +303,12 @@ impl Store {
     /// holds the time it was read with (a concurrent batch may have renewed
     /// it). Best effort: the counter is already written, so a failure here is
     /// logged and left for the next batch or reconcile's rebuild.
-    async fn tidy_recent_likers(&self, post: &PostId, entries: Vec<(UserId, i64)>) {
+    async fn tidy_recent_likers(
+        &self,
+        post: &PostId,
+        entries: Vec<(UserId, i64)>,
+        counter_bytes: usize,
+    ) {
         if entries.is_empty() {
             return;
         }
@@ -317,8 +332,11 @@ impl Store {
             .condition_expression(unchanged.join(" AND "))
             .send()
             .await;
-        self.usage
-            .record("dynamodb:UpdateItem tidy_recent_likers", 1.0, 0.0);
+        self.usage.record(
+            "dynamodb:UpdateItem tidy_recent_likers",
+            write_units(counter_bytes),
+            0.0,
+        );
         match result {
             Ok(_) => {}
             Err(err) => match err.as_service_error() {

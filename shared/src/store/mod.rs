@@ -203,6 +203,33 @@ impl Store {
     }
 }
 
+/// An item's size as DynamoDB bills it, close enough to count write units:
+/// each attribute's name plus its value (strings by length, numbers about one
+/// byte per two digits, a map or list 3 bytes plus its elements).
+fn item_bytes(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| name.len() + value_bytes(value))
+        .sum()
+}
+
+fn value_bytes(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(text) => text.len(),
+        AttributeValue::N(number) => number.len().div_ceil(2) + 1,
+        AttributeValue::B(bytes) => bytes.as_ref().len(),
+        AttributeValue::Ss(texts) => texts.iter().map(String::len).sum(),
+        AttributeValue::Ns(numbers) => numbers.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        AttributeValue::M(map) => 3 + item_bytes(map) + map.len(),
+        AttributeValue::L(list) => 3 + list.iter().map(|v| value_bytes(v) + 1).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// Write units for writing an item of `bytes` (1 per KB started).
+fn write_units(bytes: usize) -> f64 {
+    bytes.div_ceil(1024).max(1) as f64
+}
+
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
@@ -291,6 +318,23 @@ fn decode_cursor<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_items_size_counts_its_names_and_values_and_bills_per_kb_started() {
+        let item = Item::from([
+            ("pk".to_owned(), s("POST#p1")),
+            ("like_count".to_owned(), n(12345)),
+            (
+                "recent_likers".to_owned(),
+                AttributeValue::M(Item::from([("alice".to_owned(), n(7))])),
+            ),
+        ]);
+        // 2 + 7, 10 + (3 + 1), 13 + 3 + (5 + 2) + 1
+        assert_eq!(item_bytes(&item), 9 + 14 + 24);
+        assert_eq!(write_units(0), 1.0);
+        assert_eq!(write_units(1024), 1.0);
+        assert_eq!(write_units(1025), 2.0);
+    }
 
     #[test]
     fn a_malformed_item_names_its_key_and_problem_and_keeps_what_found_it() {
