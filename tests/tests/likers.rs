@@ -35,6 +35,15 @@ fn op(who: &str, on: &str, action: LikeAction, at: OffsetDateTime) -> LikeOperat
     }
 }
 
+/// `action` by user `u{n:03}` on post p1.
+fn on_p1(n: i64, action: LikeAction, at: OffsetDateTime) -> LikeOperation {
+    op(&format!("u{n:03}"), "p1", action, at)
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::seconds(n)
+}
+
 /// Applies one batch as the worker does (registers, then one counter write per post).
 async fn apply(service: &LikesService, ops: Vec<LikeOperation>) {
     let batch = ops
@@ -100,14 +109,7 @@ async fn likers_pages_list_every_current_liker_once_newest_first_across_partitio
     // 60 users over about 50 of the 128 partitions, liking one second apart
     // in three batches; then 10 of them unlike, and 3 of those like again later.
     let likes: Vec<LikeOperation> = (0..60)
-        .map(|i| {
-            op(
-                &format!("u{i:03}"),
-                "p1",
-                LikeAction::Like,
-                t0 + Duration::seconds(i),
-            )
-        })
+        .map(|i| on_p1(i, LikeAction::Like, t0 + secs(i)))
         .collect();
     for chunk in likes.chunks(20) {
         apply(&service, chunk.to_vec()).await;
@@ -115,25 +117,11 @@ async fn likers_pages_list_every_current_liker_once_newest_first_across_partitio
     let unliked = |i: i64| i % 5 == 0 && i / 5 < 10;
     let reliked = |i: i64| i % 5 == 0 && i / 5 < 3;
     let unlikes = (0..10)
-        .map(|i| {
-            op(
-                &format!("u{:03}", i * 5),
-                "p1",
-                LikeAction::Unlike,
-                t0 + Duration::seconds(200 + i),
-            )
-        })
+        .map(|i| on_p1(i * 5, LikeAction::Unlike, t0 + secs(200 + i)))
         .collect();
     apply(&service, unlikes).await;
     let relikes = (0..3)
-        .map(|i| {
-            op(
-                &format!("u{:03}", i * 5),
-                "p1",
-                LikeAction::Like,
-                t0 + Duration::seconds(300 + i),
-            )
-        })
+        .map(|i| on_p1(i * 5, LikeAction::Like, t0 + secs(300 + i)))
         .collect();
     apply(&service, relikes).await;
 
@@ -173,24 +161,17 @@ async fn a_page_costs_a_query_per_partition_the_post_uses_and_a_post_never_liked
     let service = service(&app);
     let t0 = OffsetDateTime::now_utc() - Duration::minutes(1);
     let likes = (0..10)
-        .map(|i| {
-            op(
-                &format!("u{i}"),
-                "p1",
-                LikeAction::Like,
-                t0 + Duration::seconds(i),
-            )
-        })
+        .map(|i| on_p1(i, LikeAction::Like, t0 + secs(i)))
         .collect();
     apply(&service, likes).await;
     let used: BTreeSet<u32> = (0..10)
-        .map(|i| keys::like_partition(&user(&format!("u{i}"))))
+        .map(|i| keys::like_partition(&user(&format!("u{i:03}"))))
         .collect();
 
     let before = app.store().usage().snapshot();
     let page = app.store().likers(&post("p1"), 20, None).await.unwrap();
     assert_eq!(page.items.len(), 10);
-    assert_eq!(page.items[0].user_id, user("u9"));
+    assert_eq!(page.items[0].user_id, user("u009"));
     assert_eq!(page.next_cursor, None);
     let after = app.store().usage().snapshot();
     let queries = after["dynamodb:Query likers"].requests
@@ -386,12 +367,7 @@ async fn the_recent_likers_stay_short_and_keep_the_newest() {
         let ops = (0..7)
             .map(|i| {
                 let n = batch * 7 + i;
-                op(
-                    &format!("u{n:03}"),
-                    "p1",
-                    LikeAction::Like,
-                    t0 + Duration::seconds(n),
-                )
+                on_p1(n, LikeAction::Like, t0 + secs(n))
             })
             .collect();
         apply(&service, ops).await;
@@ -416,26 +392,12 @@ async fn reconcile_refills_the_recent_likers_after_unlikes_emptied_them() {
     let service = service(&app);
     let t0 = OffsetDateTime::now_utc() - Duration::minutes(10);
     let likes = (0..40)
-        .map(|n| {
-            op(
-                &format!("u{n:02}"),
-                "p1",
-                LikeAction::Like,
-                t0 + Duration::seconds(n),
-            )
-        })
+        .map(|n| on_p1(n, LikeAction::Like, t0 + secs(n)))
         .collect();
     apply(&service, likes).await;
     // The ten newest unlike: the counter's list (trimmed to ten) is empty.
     let unlikes = (30..40)
-        .map(|n| {
-            op(
-                &format!("u{n:02}"),
-                "p1",
-                LikeAction::Unlike,
-                t0 + Duration::seconds(100 + n),
-            )
-        })
+        .map(|n| on_p1(n, LikeAction::Unlike, t0 + secs(100 + n)))
         .collect();
     apply(&service, unlikes).await;
     assert_eq!(recent(&app, "p1", 3).await["p1"], Vec::<String>::new());
@@ -444,7 +406,7 @@ async fn reconcile_refills_the_recent_likers_after_unlikes_emptied_them() {
         .run(OffsetDateTime::now_utc())
         .await
         .unwrap();
-    assert_eq!(recent(&app, "p1", 3).await["p1"], ["u29", "u28", "u27"]);
+    assert_eq!(recent(&app, "p1", 3).await["p1"], ["u029", "u028", "u027"]);
     let (_, count) = app
         .call(Some("reader"), Method::GET, "/v1/posts/p1/likes")
         .await;

@@ -22,12 +22,7 @@ pub const PARTITIONS_AT_ONCE: usize = 16;
 const ENTRY_BYTES: usize = 100;
 
 /// One page of a post's likers, newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LikersPage {
-    pub items: Vec<Liker>,
-    /// Pass back to get the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
+pub type LikersPage = super::Page<Liker>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Liker {

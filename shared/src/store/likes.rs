@@ -18,11 +18,11 @@ use crate::domain::timestamp;
 
 pub use crate::domain::likes::TOMBSTONE_RETENTION;
 
-/// Only a strictly newer operation may move a register: this one condition makes
-/// redelivery harmless and order of delivery irrelevant.
 /// The counter's map of recent likers: user id → when they liked (µs since the epoch).
 pub(crate) const RECENT_LIKERS: &str = "recent_likers";
 
+/// Only a strictly newer operation may move a register: this one condition makes
+/// redelivery harmless and order of delivery irrelevant.
 const NEWER_VERSION_ONLY: &str = "attribute_not_exists(like_version) OR like_version < :version";
 
 const LIKE: &str = "SET liked = :liked, like_version = :version, operation_id = :op, \
@@ -34,12 +34,7 @@ const UNLIKE: &str = "SET liked = :liked, like_version = :version, operation_id 
      post_id = :post, user_id = :user, expires_at = :expires REMOVE liked_at, gsi1pk, gsi1sk, likers_sk";
 
 /// One page of a user's likes, newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LikesPage {
-    pub items: Vec<LikedPost>,
-    /// Pass back to get the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
+pub type LikesPage = super::Page<LikedPost>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LikedPost {

@@ -296,6 +296,14 @@ fn required_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     get_s(item, name).ok_or_else(|| corrupt(item, format!("missing {name}")))
 }
 
+/// One page of a list read newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// Pagination cursors are opaque to clients: base64url of a small JSON value.
 #[allow(
     clippy::expect_used,
