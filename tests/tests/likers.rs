@@ -514,3 +514,95 @@ async fn a_read_storm_on_one_post_costs_one_dynamodb_read_per_window() {
     // The first count read, and the first counts read for "other".
     assert_eq!(reads(&after) - reads(&before), 2);
 }
+
+/// Takes a register back to how it was before the likers index: liked, no `likers_sk`.
+async fn unindex(app: &TestApp, who: &str, on: &str) {
+    aws_sdk_dynamodb::Client::new(&tests::emulator().await)
+        .update_item()
+        .table_name(app.store().table_name())
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::like_register_pk(
+                &post(on),
+                &user(who),
+            )),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::like_register_sk(&user(who))),
+        )
+        .update_expression("REMOVE likers_sk")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reconcile_indexes_the_likers_of_registers_from_before_the_likers_list() {
+    let app = TestApp::spawn().await;
+    let service = service(&app);
+    let t0 = OffsetDateTime::now_utc() - Duration::minutes(10);
+    apply(
+        &service,
+        vec![
+            op("alice", "p1", LikeAction::Like, t0),
+            op("bob", "p1", LikeAction::Like, t0 + secs(1)),
+            op("carol", "p1", LikeAction::Like, t0 + secs(2)),
+        ],
+    )
+    .await;
+    // As deployed before the index: alice and bob liked, neither is listed.
+    unindex(&app, "alice", "p1").await;
+    unindex(&app, "bob", "p1").await;
+    let listed = |page: shared::store::likers::LikersPage| -> Vec<String> {
+        page.items
+            .into_iter()
+            .map(|l| l.user_id.as_str().to_owned())
+            .collect()
+    };
+    let page = app.store().likers(&post("p1"), 10, None).await.unwrap();
+    assert_eq!(listed(page), ["carol"]);
+    // bob likes again after the upgrade: his register keeps its first
+    // liked_at, but the new like gives the index its own (later) time.
+    apply(
+        &service,
+        vec![op("bob", "p1", LikeAction::Like, t0 + secs(60))],
+    )
+    .await;
+    let page = app.store().likers(&post("p1"), 10, None).await.unwrap();
+    assert_eq!(
+        listed(page),
+        ["bob", "carol"],
+        "bob listed at the later time"
+    );
+
+    app.reconciler()
+        .run(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let page = app.store().likers(&post("p1"), 10, None).await.unwrap();
+    let when: Vec<(String, String)> = page
+        .items
+        .iter()
+        .map(|l| (l.user_id.as_str().to_owned(), l.liked_at.clone()))
+        .collect();
+    let at = |s: i64| shared::domain::timestamp::format(t0 + secs(s));
+    assert_eq!(
+        when,
+        [
+            ("carol".to_owned(), at(2)),
+            ("bob".to_owned(), at(1)),
+            ("alice".to_owned(), at(0))
+        ],
+        "every liker indexed at the time their register says"
+    );
+    // A second run finds nothing left to index.
+    app.reconciler()
+        .run(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(app.store().likers(&post("p1"), 10, None).await.unwrap()),
+        ["carol", "bob", "alice"]
+    );
+}

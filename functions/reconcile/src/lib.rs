@@ -431,6 +431,10 @@ impl Reconciler {
         let unlisted: BTreeSet<u32> = swept.difference(&partitions).copied().collect();
         partitions.extend(swept);
         let registers = self.store.count_likes(post, &partitions).await?;
+        if !registers.unindexed.is_empty() {
+            let indexed = self.store.index_likers(post, &registers.unindexed).await?;
+            tracing::info!(post = %post, indexed, "likers from before the likers index indexed");
+        }
         let true_count = registers.count;
         // A counter edited by hand may hold any number: the difference saturates.
         let drift = seen

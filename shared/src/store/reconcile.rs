@@ -51,6 +51,9 @@ pub struct LikersRecount {
     pub count: u64,
     /// The newest [`MAX_RECENT_LIKERS`] of them.
     pub recent_likers: RecentLikers,
+    /// Likers whose register is not in the `likers` index as its `liked_at`
+    /// says (liked before the index existed), with that `liked_at`.
+    pub unindexed: Vec<(UserId, String)>,
 }
 
 /// The counter's `recent_likers` map as stored: user id → liked at (µs).
@@ -220,6 +223,7 @@ impl Store {
         for partition in counts {
             let partition = partition?;
             total.count += partition.count;
+            total.unindexed.extend(partition.unindexed);
             newest.extend(
                 partition
                     .recent_likers
@@ -245,7 +249,7 @@ impl Store {
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
             .filter_expression("liked = :liked")
-            .projection_expression("pk, sk, user_id, liked_at")
+            .projection_expression("pk, sk, user_id, liked_at, likers_sk")
             .expression_attribute_values(":pk", s(keys::like_partition_pk(post, partition)))
             .expression_attribute_values(":liked", AttributeValue::Bool(true))
             .consistent_read(true)
@@ -253,12 +257,23 @@ impl Store {
             .send();
         let mut count = 0u64;
         let mut newest = Vec::new();
+        let mut unindexed = Vec::new();
         while let Some(page) = pages.next().await {
             let items = page
                 .map_err(StoreError::from_sdk)?
                 .items
                 .unwrap_or_default();
             count += items.len() as u64;
+            // Registers liked before the likers index existed lack its key,
+            // or, liked again since, carry the later like's time in it.
+            unindexed.extend(items.iter().filter_map(|item| {
+                let user = UserId::parse(get_s(item, "user_id")?).ok()?;
+                let liked_at = get_s(item, "liked_at")?;
+                timestamp::parse(liked_at)?;
+                let indexed = get_s(item, keys::LIKERS_SK);
+                (indexed != Some(keys::likers_sk(liked_at, &user).as_str()))
+                    .then(|| (user, liked_at.to_owned()))
+            }));
             // A register edited by hand into something unreadable still
             // counts; it just cannot be named among the recent likers.
             newest.extend(items.iter().filter_map(|item| {
@@ -283,7 +298,55 @@ impl Store {
         Ok(LikersRecount {
             count,
             recent_likers: RecentLikers::newest_of(newest, MAX_RECENT_LIKERS),
+            unindexed,
         })
+    }
+
+    /// Puts registers liked before the `likers` index existed into it, as
+    /// their `liked_at` says: each gets its `likers_sk`, only if it is still
+    /// liked since the same time and lacks that key. Answers how many were
+    /// indexed.
+    pub async fn index_likers(
+        &self,
+        post: &PostId,
+        unindexed: &[(UserId, String)],
+    ) -> Result<usize, StoreError> {
+        // Owned, so the stream's futures are `Send` for any borrow of `self`.
+        let writes = futures::stream::iter(unindexed.to_vec())
+            .map(|(user, liked_at)| async move {
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key(PK, s(keys::like_register_pk(post, &user)))
+                    .key(SK, s(keys::like_register_sk(&user)))
+                    .update_expression("SET likers_sk = :likers_sk")
+                    .condition_expression(
+                        "liked = :liked AND liked_at = :at \
+                         AND (attribute_not_exists(likers_sk) OR likers_sk <> :likers_sk)",
+                    )
+                    .expression_attribute_values(":likers_sk", s(keys::likers_sk(&liked_at, &user)))
+                    .expression_attribute_values(":liked", AttributeValue::Bool(true))
+                    .expression_attribute_values(":at", s(liked_at))
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => Ok(true),
+                    // Unliked or indexed meanwhile: nothing left to do.
+                    Err(err) => match err.as_service_error() {
+                        Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+                        _ => Err(StoreError::from_sdk(err)),
+                    },
+                }
+            })
+            .buffer_unordered(RECOUNT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut indexed = 0;
+        for write in writes {
+            indexed += usize::from(write?);
+        }
+        Ok(indexed)
     }
 
     /// Sets the counter to the true count and clears its "changed" mark, only if
