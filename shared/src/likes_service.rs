@@ -41,8 +41,10 @@ pub const CONCURRENT_WRITES: usize = 16;
 /// deployment does not say (template.yaml sets `TALLY_COUNT_CACHE_SECONDS`).
 pub const COUNT_CACHE_WINDOW: Duration = Duration::from_secs(1);
 
-/// Posts whose counts one function instance keeps in memory at most.
-const CACHED_POSTS: u64 = 100_000;
+/// Posts whose counts one function instance keeps in memory at most. Each
+/// keeps its newest [`likers::MAX_RECENT_LIKERS`] likers only: ~2 KB with
+/// 128-character user ids, so at most ~20 MB of the function's 256 MB.
+const CACHED_POSTS: u64 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct LikesService {
@@ -102,21 +104,19 @@ impl CountCache {
             .filter(|cached| cached.read_at.elapsed() < self.window)
     }
 
-    fn insert(&self, post: PostId, view: CounterView, read_at: Instant) {
+    fn insert(&self, post: PostId, view: &CounterView, read_at: Instant) {
         if let Some(counters) = &self.counters {
+            // A count read shows no more than the newest few.
+            let view = CounterView {
+                count: view.count,
+                recent_likers: likers::RecentLikers::newest_of(
+                    view.recent_likers.keys(),
+                    likers::MAX_RECENT_LIKERS,
+                ),
+            };
             counters.insert(post, CachedCounter { view, read_at });
         }
     }
-}
-
-/// Counts as a read answers them, and how long a client or CDN may keep them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CountsRead {
-    pub counters: BTreeMap<PostId, CounterView>,
-    /// What is left of the window for the oldest counter served: caching the
-    /// answer this long keeps it within one window of DynamoDB, however long
-    /// the function had held it.
-    pub fresh_for: Duration,
 }
 
 /// What applying one batch of likes did.
@@ -314,55 +314,40 @@ impl LikesService {
 
     /// The count and recent likers of one post (eventually consistent, and
     /// up to one cache window old).
-    pub async fn count(&self, post: &PostId) -> Result<CountsRead, StoreError> {
-        let now = Instant::now();
+    pub async fn count(&self, post: &PostId) -> Result<CounterView, StoreError> {
         if let Some(cached) = self.count_cache.get(post) {
-            return Ok(self.answer([(post.clone(), cached)], now));
+            return Ok(cached.view);
         }
+        let read_at = Instant::now();
         let view = self.store.like_counter(post).await?;
-        self.count_cache.insert(post.clone(), view.clone(), now);
-        Ok(self.answer([(post.clone(), CachedCounter { view, read_at: now })], now))
+        self.count_cache.insert(post.clone(), &view, read_at);
+        Ok(view)
     }
 
     /// The counts and recent likers of up to 100 posts; a post never liked
     /// counts 0. Posts not in the cache are read in one BatchGetItem round.
-    pub async fn counts(&self, posts: &[PostId]) -> Result<CountsRead, StoreError> {
-        let now = Instant::now();
-        let mut found = Vec::with_capacity(posts.len());
+    pub async fn counts(
+        &self,
+        posts: &[PostId],
+    ) -> Result<BTreeMap<PostId, CounterView>, StoreError> {
+        let mut found = BTreeMap::new();
         let mut missing = Vec::new();
         for post in posts {
             match self.count_cache.get(post) {
-                Some(cached) => found.push((post.clone(), cached)),
+                Some(cached) => {
+                    found.insert(post.clone(), cached.view);
+                }
                 None => missing.push(post.clone()),
             }
         }
         if !missing.is_empty() {
+            let read_at = Instant::now();
             for (post, view) in self.store.like_counts(&missing).await? {
-                self.count_cache.insert(post.clone(), view.clone(), now);
-                found.push((post, CachedCounter { view, read_at: now }));
+                self.count_cache.insert(post.clone(), &view, read_at);
+                found.insert(post, view);
             }
         }
-        Ok(self.answer(found, now))
-    }
-
-    fn answer(
-        &self,
-        counters: impl IntoIterator<Item = (PostId, CachedCounter)>,
-        now: Instant,
-    ) -> CountsRead {
-        let mut fresh_for = self.count_cache.window();
-        let counters = counters
-            .into_iter()
-            .map(|(post, cached)| {
-                let age = now.saturating_duration_since(cached.read_at);
-                fresh_for = fresh_for.min(self.count_cache.window().saturating_sub(age));
-                (post, cached.view)
-            })
-            .collect();
-        CountsRead {
-            counters,
-            fresh_for,
-        }
+        Ok(found)
     }
 
     /// A post's likers, newest first, `limit` at a time.

@@ -16,7 +16,7 @@ use shared::domain::ids::{OperationId, PostId, UserId};
 use shared::domain::likers;
 use shared::domain::likes::{self, LikeAction};
 use shared::http::{ApiQuery, Caller, Problem, Routes};
-use shared::likes_service::{CountCache, CountsRead, LikesService};
+use shared::likes_service::{CountCache, LikesService};
 use shared::queue::OperationQueue;
 use shared::store::Store;
 
@@ -135,10 +135,9 @@ async fn count(
     Path(post_id): Path<String>,
 ) -> Result<Response, Problem> {
     let post = PostId::parse(post_id).map_err(Problem::invalid_post_id)?;
-    let read = api.service.count(&post).await?;
-    let count = read.counters.get(&post).map_or(0, |view| view.count);
+    let count = api.service.count(&post).await?.count;
     Ok(cacheable(
-        &read,
+        &api,
         Json(PostCount {
             post_id: post,
             count,
@@ -172,26 +171,26 @@ async fn counts(
         .as_deref()
         .map(likers::parse_recent_likers_count)
         .transpose()?;
-    let read = api.service.counts(&posts).await?;
-    let counts = read
-        .counters
+    let counters = api.service.counts(&posts).await?;
+    let counts = counters
         .iter()
         .map(|(post, view)| (post.clone(), view.count))
         .collect();
     let likers = recent.map(|n| {
-        read.counters
+        counters
             .iter()
             .map(|(post, view)| (post.clone(), view.recent_likers.newest(n)))
             .collect()
     });
-    Ok(cacheable(&read, Json(Counts { counts, likers })))
+    Ok(cacheable(&api, Json(Counts { counts, likers })))
 }
 
-/// A count answer with `Cache-Control`: clients and CDNs may keep it for what
-/// is left of the function's own window, so a count they show is never more
-/// than one window older than DynamoDB's (SPEC section 3, hot reads).
-fn cacheable(read: &CountsRead, body: impl IntoResponse) -> Response {
-    let seconds = read.fresh_for.as_secs();
+/// A count answer with `Cache-Control`: clients and CDNs may keep it for the
+/// function's own window (SPEC section 3, hot reads). A count shown anywhere
+/// is then at most two windows older than the counter it was read from: one
+/// in the function's memory, one in the client's or the CDN's.
+fn cacheable(api: &LikeApi, body: impl IntoResponse) -> Response {
+    let seconds = api.service.count_cache.window().as_secs();
     let policy = if seconds == 0 {
         "no-cache".to_owned()
     } else {

@@ -432,7 +432,7 @@ impl Reconciler {
         partitions.extend(swept);
         let registers = self.store.count_likes(post, &partitions).await?;
         if !registers.unindexed.is_empty() {
-            let indexed = self.store.index_likers(post, &registers.unindexed).await?;
+            let indexed = self.store.index_likers(post, &registers.unindexed).await;
             tracing::info!(post = %post, indexed, "likers from before the likers index indexed");
         }
         let true_count = registers.count;
@@ -444,7 +444,12 @@ impl Reconciler {
             drift: drift.unsigned_abs(),
             ..Recount::default()
         };
-        if drift == 0 && !marked && unlisted.is_empty() && !seen.partitions_malformed {
+        if drift == 0
+            && !marked
+            && unlisted.is_empty()
+            && !seen.partitions_malformed
+            && !seen.recent_likers_differ(&registers)
+        {
             return Ok(recount);
         }
         if self

@@ -29,6 +29,11 @@ pub const RECENT_LIKERS_TRIM_ABOVE: usize = 30;
 /// expression well under DynamoDB's 4 KB.
 pub const MAX_UNLIKERS_PER_WRITE: usize = 40;
 
+/// Entries one tidy write removes at most, the oldest first: its condition
+/// names each, and DynamoDB takes at most 4 KB of expression. A list that grew
+/// past this (tidies that failed in a row) shrinks by this much per batch.
+pub const MAX_TIDY_PER_WRITE: usize = 50;
+
 /// Where one liker sits in the order: when they liked (microseconds since the
 /// epoch), then who. Greater is newer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,6 +94,14 @@ impl RecentLikers {
         self.0.is_empty()
     }
 
+    /// Each liker with their place in the order.
+    pub fn keys(&self) -> impl Iterator<Item = LikerKey> {
+        self.0.iter().map(|(user, at)| LikerKey {
+            liked_at_micros: *at,
+            user: user.clone(),
+        })
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = (&UserId, i64)> {
         self.0.iter().map(|(user, at)| (user, *at))
     }
@@ -133,6 +146,7 @@ impl RecentLikers {
     /// (`self`): the batch's unlikers it still holds (past what the counter
     /// write carried), then, if it is still long, all but the newest (see
     /// [`to_trim`](Self::to_trim)).
+    /// At most [`MAX_TIDY_PER_WRITE`], the trimmed ones oldest first.
     pub fn to_tidy(&self, batch: &[RecentLikerChange]) -> Vec<(UserId, i64)> {
         let mut kept = self.clone();
         let mut removed = Vec::new();
@@ -143,7 +157,8 @@ impl RecentLikers {
                 removed.push((user.clone(), held));
             }
         }
-        removed.extend(kept.to_trim());
+        removed.extend(kept.to_trim().into_iter().rev());
+        removed.truncate(MAX_TIDY_PER_WRITE);
         removed
     }
 
@@ -273,6 +288,29 @@ mod tests {
         // The list the write left still holds an unliker it did not carry: the tidy removes it.
         let left = RecentLikers::new([(user("l099"), 99), (user("x099"), 5)]);
         assert_eq!(left.to_tidy(&batch), [(user("x099"), 5)]);
+    }
+
+    #[test]
+    fn a_list_grown_long_is_tidied_oldest_first_a_bounded_number_at_a_time() {
+        let grown = RecentLikers::new((0..200).map(|i| (user(&format!("u{i:03}")), i)));
+        let tidy = grown.to_tidy(&[]);
+        assert_eq!(tidy.len(), MAX_TIDY_PER_WRITE);
+        assert_eq!(tidy[0], (user("u000"), 0), "the oldest go first");
+        let mut left = grown.clone();
+        for _ in 0..4 {
+            let tidy = left.to_tidy(&[]);
+            left.apply(
+                &tidy
+                    .iter()
+                    .map(|(u, _)| (u.clone(), None))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(left.len(), MAX_RECENT_LIKERS);
+        assert_eq!(
+            left.newest(MAX_RECENT_LIKERS),
+            grown.newest(MAX_RECENT_LIKERS)
+        );
     }
 
     #[test]

@@ -136,6 +136,19 @@ impl Store {
                 };
                 self.usage
                     .record("dynamodb:UpdateItem apply_like", 1.0 + index_writes, 0.0);
+                // A register liked before the likers index, liked again: the
+                // write kept its `liked_at` but gave the index this like's
+                // time. Put it back to the first like's, so a liker's time in
+                // the list only ever moves later.
+                if let Some(old) = output.attributes.as_ref()
+                    && previously_liked
+                    && now_liked
+                    && !old.contains_key(keys::LIKERS_SK)
+                    && let Some(liked_at) = get_s(old, "liked_at")
+                {
+                    self.index_likers(&op.post, &[(op.user.clone(), liked_at.to_owned())])
+                        .await;
+                }
                 Ok(LikeOutcome::Applied {
                     previously_liked,
                     now_liked,
@@ -503,7 +516,7 @@ fn counter_view(item: &Item) -> CounterView {
     }
 }
 
-fn recent_likers_of(item: &Item) -> RecentLikers {
+pub(super) fn recent_likers_of(item: &Item) -> RecentLikers {
     let Some(AttributeValue::M(map)) = item.get(RECENT_LIKERS) else {
         return RecentLikers::default();
     };

@@ -33,6 +33,21 @@ pub struct CounterSnapshot {
     /// `like_partitions` is there but not a set of partitions: the settle
     /// removes it, or the worker's next `ADD` to it would fail.
     pub partitions_malformed: bool,
+    /// The recent likers the counter keeps; `None` when it keeps none (a
+    /// counter from before them).
+    pub recent_likers: Option<RecentLikers>,
+}
+
+impl CounterSnapshot {
+    /// Whether the counter's recent likers are not the newest `registers`
+    /// found: a counter from before them, or one a reordered batch left stale.
+    pub fn recent_likers_differ(&self, registers: &LikersRecount) -> bool {
+        let newest = registers.recent_likers.newest(MAX_RECENT_LIKERS);
+        match &self.recent_likers {
+            Some(kept) => kept.newest(MAX_RECENT_LIKERS) != newest,
+            None => !newest.is_empty(),
+        }
+    }
 }
 
 impl CounterSnapshot {
@@ -76,6 +91,11 @@ pub(super) fn stored_partitions(item: &Item) -> Option<BTreeSet<u32>> {
         _ => None,
     }
 }
+
+/// Likers from before the `likers` index that one run indexes per post at
+/// most (~3 s of writes at 16 in flight): an old post with a million likers
+/// is indexed over about 200 runs, and no run is spent on it alone.
+pub const LIKERS_INDEXED_PER_RUN: usize = 5_000;
 
 /// Register partitions one recount reads at once: a hot post's registers fill
 /// many 1 MB query pages, read side by side.
@@ -190,6 +210,7 @@ impl Store {
                 revision: None,
                 partitions: None,
                 partitions_malformed: false,
+                recent_likers: None,
             },
             Some(item) => {
                 let partitions = stored_partitions(&item);
@@ -199,6 +220,9 @@ impl Store {
                     partitions_malformed: item.contains_key("like_partitions")
                         && partitions.is_none(),
                     partitions,
+                    recent_likers: item
+                        .contains_key(super::likes::RECENT_LIKERS)
+                        .then(|| super::likes::recent_likers_of(&item)),
                 }
             }
         })
@@ -224,6 +248,7 @@ impl Store {
             let partition = partition?;
             total.count += partition.count;
             total.unindexed.extend(partition.unindexed);
+            total.unindexed.truncate(LIKERS_INDEXED_PER_RUN);
             newest.extend(
                 partition
                     .recent_likers
@@ -266,7 +291,8 @@ impl Store {
             count += items.len() as u64;
             // Registers liked before the likers index existed lack its key,
             // or, liked again since, carry the later like's time in it.
-            unindexed.extend(items.iter().filter_map(|item| {
+            let room = LIKERS_INDEXED_PER_RUN.saturating_sub(unindexed.len());
+            unindexed.extend(items.iter().take(room).filter_map(|item| {
                 let user = UserId::parse(get_s(item, "user_id")?).ok()?;
                 let liked_at = get_s(item, "liked_at")?;
                 timestamp::parse(liked_at)?;
@@ -304,13 +330,9 @@ impl Store {
 
     /// Puts registers liked before the `likers` index existed into it, as
     /// their `liked_at` says: each gets its `likers_sk`, only if it is still
-    /// liked since the same time and lacks that key. Answers how many were
-    /// indexed.
-    pub async fn index_likers(
-        &self,
-        post: &PostId,
-        unindexed: &[(UserId, String)],
-    ) -> Result<usize, StoreError> {
+    /// liked since the same time and lacks that key. Best effort: a failed
+    /// write is logged and left for the next run. Answers how many were indexed.
+    pub async fn index_likers(&self, post: &PostId, unindexed: &[(UserId, String)]) -> usize {
         // Owned, so the stream's futures are `Send` for any borrow of `self`.
         let writes = futures::stream::iter(unindexed.to_vec())
             .map(|(user, liked_at)| async move {
@@ -331,22 +353,32 @@ impl Store {
                     .send()
                     .await;
                 match result {
-                    Ok(_) => Ok(true),
-                    // Unliked or indexed meanwhile: nothing left to do.
-                    Err(err) => match err.as_service_error() {
-                        Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
-                        _ => Err(StoreError::from_sdk(err)),
-                    },
+                    // The register, and the likers index entry it gains.
+                    Ok(_) => {
+                        self.usage
+                            .record("dynamodb:UpdateItem index_likers", 2.0, 0.0);
+                        true
+                    }
+                    Err(err) => {
+                        self.usage
+                            .record("dynamodb:UpdateItem index_likers", 1.0, 0.0);
+                        match err.as_service_error() {
+                            // Unliked or indexed meanwhile: nothing left to do.
+                            Some(UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                            _ => tracing::warn!(
+                                post = %post,
+                                error = %crate::http::error_chain(&StoreError::from_sdk(err)),
+                                "indexing a liker failed; the next run tries again"
+                            ),
+                        }
+                        false
+                    }
                 }
             })
             .buffer_unordered(RECOUNT_CONCURRENCY)
-            .collect::<Vec<_>>()
+            .collect::<Vec<bool>>()
             .await;
-        let mut indexed = 0;
-        for write in writes {
-            indexed += usize::from(write?);
-        }
-        Ok(indexed)
+        writes.into_iter().filter(|indexed| *indexed).count()
     }
 
     /// Sets the counter to the true count and clears its "changed" mark, only if
