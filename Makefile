@@ -1,13 +1,13 @@
 # The README's two commands are `make dev` and `make test`.
 # Deploying needs AWS SAM CLI, cargo-lambda and ziglang (see README: Deploy).
-.PHONY: bench deploy sam-build dev test test-rust test-schemathesis test-simulate simulate lint-template lint-openapi lint build reconcile invoke-examples
+.PHONY: bench deploy sam-build dev test test-rust test-schemathesis test-readme test-simulate simulate lint-template lint-openapi lint build reconcile invoke-examples
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
 	TALLY_OPERATOR_ENV=.tally/operator.env scripts/with-emulator.sh cargo run -p dev-gateway
 
 # Every test; starts the emulator unless AWS_ENDPOINT_URL already names one.
-test: test-rust test-schemathesis test-simulate lint-template lint-openapi
+test: test-rust test-schemathesis test-readme test-simulate lint-template lint-openapi
 
 test-rust:
 	scripts/with-emulator.sh cargo test --workspace
@@ -17,6 +17,12 @@ test-rust:
 test-schemathesis:
 	cargo build --workspace --all-targets
 	scripts/with-emulator.sh scripts/schemathesis.sh
+
+# The README's walkthroughs, run as written against a fresh dev gateway, each
+# answer compared with what the README shows (scripts/readme-check.py).
+test-readme:
+	cargo build --workspace --all-targets
+	scripts/with-emulator.sh python3 scripts/readme-check.py
 
 # The fault simulator (README: Fault simulation). `make simulate SEED=7 OPS=220`
 # replays one seed exactly; SEEDS and OPS size a run (`SEEDS=200 OPS=5000`: the soak).
@@ -53,7 +59,7 @@ build:
 
 # One reconcile run now, against the `make dev` stack; prints the report.
 reconcile:
-	@curl --noproxy '*' -fsS -X POST http://127.0.0.1:3000/_dev/reconcile && echo
+	@curl --noproxy '*' -fsS -X POST $${TALLY_DEV_URL:-http://127.0.0.1:3000}/_dev/reconcile && echo
 
 # Build every function for arm64 with cargo lambda, as template.yaml asks.
 sam-build:

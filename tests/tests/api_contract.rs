@@ -121,6 +121,45 @@ fn the_template_sends_each_function_exactly_the_routes_its_code_serves() {
 /// Every route under `/v1/points/` acts on other users' points: API Gateway's
 /// authorizer must require `points:admin` on each (the function checks it too),
 /// and no other route requires a scope.
+/// Every route needs the JWT authorizer but the catch-alls: those reach a
+/// function only to be answered 404 or 405 as problem+json, token or not.
+#[test]
+fn every_route_but_the_catch_alls_needs_a_token() {
+    let template = Template::deployed().unwrap();
+    let mut catch_alls = 0;
+    for (id, function) in template.of_type("AWS::Serverless::Function") {
+        let events = function
+            .properties
+            .get("Events")
+            .and_then(|e| e.as_mapping());
+        for (name, event) in events.into_iter().flatten() {
+            if event.get("Type").and_then(|t| t.as_str()) != Some("HttpApi") {
+                continue;
+            }
+            let properties = &event["Properties"];
+            let authorizer = properties
+                .get("Auth")
+                .and_then(|auth| auth.get("Authorizer"))
+                .and_then(|a| a.as_str());
+            let catch_all = properties["Method"].as_str() == Some("ANY");
+            if catch_all {
+                catch_alls += 1;
+                assert_eq!(
+                    authorizer,
+                    Some("NONE"),
+                    "{id}.{name:?}: a catch-all is public"
+                );
+            } else {
+                assert!(
+                    matches!(authorizer, None | Some("Jwt")),
+                    "{id}.{name:?}: the JWT authorizer, got {authorizer:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(catch_alls, 4);
+}
+
 #[test]
 fn the_template_requires_the_admin_scope_on_every_admin_route() {
     for (binary, routes) in template_routes() {

@@ -319,8 +319,22 @@ async fn a_holder_captures_or_releases_their_own_holds() {
         json!({"description": "abandoned checkout"}),
     )
     .await;
-    app.write("alice", "/v1/me/points/holds/h2/capture", "c1", json!({}))
+    // Every field of the holder's capture is optional: no body is the whole hold.
+    let no_body = |key: &'static str| Call {
+        user: Some("alice"),
+        scopes: None,
+        method: Method::POST,
+        uri: "/v1/me/points/holds/h2/capture",
+        key: Some(key),
+        body: None,
+    };
+    let (status, accepted) = app.request(no_body("c1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    // `{}` under the same key is the same request, not a reuse of the key.
+    let (status, again) = app
+        .write("alice", "/v1/me/points/holds/h2/capture", "c1", json!({}))
         .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
     app.drain().await;
     assert_eq!(outcome(&app, "alice", "r1").await, applied());
     assert_eq!(outcome(&app, "alice", "c1").await, applied());

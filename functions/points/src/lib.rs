@@ -147,9 +147,13 @@ async fn capture_own(
 ) -> Answer {
     let hold_id = hold_id_in_path(hold_id)?;
     let holder = caller.user.clone();
-    write(&api, caller.user, &headers, &body, |own: OwnCapture| {
-        PointsRequest::Capture(own.of(holder, hold_id))
-    })
+    write(
+        &api,
+        caller.user,
+        &headers,
+        optional(&body),
+        |own: OwnCapture| PointsRequest::Capture(own.of(holder, hold_id)),
+    )
     .await
 }
 
@@ -162,11 +166,13 @@ async fn release_own(
 ) -> Answer {
     let hold_id = hold_id_in_path(hold_id)?;
     let holder = caller.user.clone();
-    // A release needs no body.
-    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
-    write(&api, caller.user, &headers, body, |own: OwnRelease| {
-        PointsRequest::Release(own.of(holder, hold_id))
-    })
+    write(
+        &api,
+        caller.user,
+        &headers,
+        optional(&body),
+        |own: OwnRelease| PointsRequest::Release(own.of(holder, hold_id)),
+    )
     .await
 }
 
@@ -222,6 +228,12 @@ async fn write<T: RequestBody>(
     let key = idempotency_key(headers)?;
     let parsed: T = parse_body(body).map_err(invalid)?;
     accept(api, caller, key, request(parsed)).await
+}
+
+/// The body of a route whose fields are all optional (capturing or releasing
+/// one's own hold): no body at all reads as `{}`, the same request.
+fn optional(body: &[u8]) -> &[u8] {
+    if body.is_empty() { b"{}" } else { body }
 }
 
 /// The caller, if its token carries [`ADMIN_SCOPE`].
