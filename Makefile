@@ -1,6 +1,6 @@
 # The README's two commands are `make dev` and `make test`.
 # Deploying needs AWS SAM CLI, cargo-lambda and ziglang (see README: Deploy).
-.PHONY: bench deploy sam-build dev test test-rust test-schemathesis test-readme test-simulate simulate lint-template lint-openapi lint build reconcile invoke-examples
+.PHONY: smoke destroy bench deploy sam-build dev test test-rust test-schemathesis test-readme test-simulate simulate lint-template lint-openapi lint build reconcile invoke-examples
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
@@ -57,6 +57,10 @@ lint:
 build:
 	cargo build --workspace
 
+# A deployed stack (or `make dev`) tried end to end: make smoke URL=... TOKEN=...
+smoke:
+	scripts/smoke.sh "$(URL)" "$(TOKEN)"
+
 # One reconcile run now, against the `make dev` stack; prints the report.
 reconcile:
 	@curl --noproxy '*' -fsS -X POST $${TALLY_DEV_URL:-http://127.0.0.1:3000}/_dev/reconcile && echo
@@ -65,9 +69,21 @@ reconcile:
 sam-build:
 	sam build
 
-# Deploy to the AWS account of your credentials (the first time: `sam deploy --guided`).
+# Deploy to the AWS account of your credentials, without questions: the
+# parameters come from PARAMS (copy deploy/production.params and fill it in),
+# the stack name from STACK. `make deploy PARAMS=deploy/trial.params STACK=tally-trial`
+# deploys a throwaway stack that `make destroy STACK=tally-trial` removes whole.
+PARAMS ?= deploy/my.params
+STACK ?= tally
 deploy: sam-build
-	sam deploy
+	@test -f "$(PARAMS)" || { echo "deploy: $(PARAMS) is missing: copy deploy/production.params (or deploy/trial.params) there and fill it in" >&2; exit 2; }
+	sam deploy --stack-name "$(STACK)" --no-confirm-changeset \
+	  --parameter-overrides $$(grep -Ev '^[[:space:]]*(#|$$)' "$(PARAMS)" | tr '\n' ' ')
+
+# Delete a stack. A production stack keeps its table (Retain, deletion
+# protection on); a trial stack deployed with deploy/trial.params leaves nothing.
+destroy:
+	sam delete --stack-name "$(STACK)" --no-prompts
 
 # The benchmark (BENCHMARKS.md): release binaries, then every scenario against a
 # fresh emulator (default --scale 0.2: see BENCHMARKS.md). BENCH_ARGS="--scale 1" runs the full sizes.

@@ -127,7 +127,10 @@ async fn api_gateway_event(request: Request) -> Result<ApiGatewayV2httpRequest, 
 fn authorizer_context(headers: &HeaderMap) -> serde_json::Value {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match header(DEV_USER) {
-        None => serde_json::Value::Null,
+        None => header("authorization").and_then(bearer_claims).map_or(
+            serde_json::Value::Null,
+            |claims| json!({ "jwt": { "claims": claims, "scopes": null } }),
+        ),
         Some(user) => {
             let scope = header(DEV_SCOPES).unwrap_or("");
             let scopes: Vec<&str> = scope.split_whitespace().collect();
@@ -139,6 +142,44 @@ fn authorizer_context(headers: &HeaderMap) -> serde_json::Value {
             })
         }
     }
+}
+
+/// The claims of a bearer token, read **without checking its signature or
+/// issuer**: locally a token stands in for API Gateway's JWT authorizer, which
+/// checks both when deployed (so `make smoke` runs the same against both).
+fn bearer_claims(authorization: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let token = authorization.strip_prefix("Bearer ")?;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let serde_json::Value::Object(claims) = serde_json::from_slice(&bytes).ok()? else {
+        return None;
+    };
+    // API Gateway hands the function every claim as text: numbers as their
+    // digits, arrays as `[a b]`.
+    Some(
+        claims
+            .into_iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    serde_json::Value::String(text) => text,
+                    serde_json::Value::Array(items) => format!(
+                        "[{}]",
+                        items
+                            .iter()
+                            .map(|item| item
+                                .as_str()
+                                .map_or_else(|| item.to_string(), str::to_owned))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                    other => other.to_string(),
+                };
+                (name, serde_json::Value::String(text))
+            })
+            .collect(),
+    )
 }
 
 /// Lower-cased headers, repeated ones joined by commas, the dev identity removed.
@@ -159,4 +200,41 @@ fn header_map(headers: &HeaderMap) -> HashMap<String, String> {
             .or_insert_with(|| value.to_owned());
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bearer_tokens_claims_stand_in_for_the_authorizers() {
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"sub":"smoke","scope":"points:admin","exp":1796373819,"scp":["a","b"]}"#);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            format!("Bearer e30.{claims}.").parse().unwrap(),
+        );
+        let context = authorizer_context(&headers);
+        assert_eq!(context["jwt"]["claims"]["sub"], "smoke");
+        assert_eq!(context["jwt"]["claims"]["scope"], "points:admin");
+        assert_eq!(
+            context["jwt"]["claims"]["exp"], "1796373819",
+            "claims are text"
+        );
+        assert_eq!(context["jwt"]["claims"]["scp"], "[a b]");
+        for bad in [
+            "Bearer nonsense",
+            "Bearer a.!!!.c",
+            "Basic dXNlcg==",
+            "Bearer a.bnVsbA.c",
+        ] {
+            headers.insert("authorization", bad.parse().unwrap());
+            assert_eq!(
+                authorizer_context(&headers),
+                serde_json::Value::Null,
+                "{bad}"
+            );
+        }
+    }
 }

@@ -194,6 +194,7 @@ const DEPLOYED_ONLY: &[&str] = &[
     "AWS::CloudWatch::Alarm",
     "AWS::SNS::Topic",
     "AWS::SNS::Subscription",
+    "AWS::Logs::LogGroup",
 ];
 
 /// Every resource type is known, and every local name is one AWS accepts:

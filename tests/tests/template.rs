@@ -417,3 +417,163 @@ fn every_function_answers_before_its_lambda_timeout() {
     assert!(reconcile.operation * 2 <= lambda_timeout("reconcile") - reconcile::RUN_BUDGET);
     assert!(dev_gateway::function_timeouts("no-such-function").is_none());
 }
+
+/// The logical id a `!Ref` names.
+fn reference(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "Ref" => tagged.value.as_str(),
+        _ => None,
+    }
+}
+
+/// The alarms watching `metric` of `function` (by its `FunctionName` dimension).
+fn alarms_on(template: &Template, function: &str, metric: &str) -> Vec<String> {
+    template
+        .of_type("AWS::CloudWatch::Alarm")
+        .filter(|(_, alarm)| {
+            let p = &alarm.properties;
+            p["Namespace"].as_str() == Some("AWS/Lambda")
+                && p["MetricName"].as_str() == Some(metric)
+                && p["Dimensions"].as_sequence().is_some_and(|dims| {
+                    dims.iter().any(|d| {
+                        d["Name"].as_str() == Some("FunctionName")
+                            && reference(&d["Value"]) == Some(function)
+                    })
+                })
+        })
+        .map(|(id, _)| id.to_owned())
+        .collect()
+}
+
+#[test]
+fn every_alarm_notifies_the_topic_when_it_fires_and_when_it_clears() {
+    let template = template();
+    let alarms: Vec<_> = template.of_type("AWS::CloudWatch::Alarm").collect();
+    assert!(alarms.len() >= 13, "{}", alarms.len());
+    for (id, alarm) in alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            let topics: Vec<_> = alarm.properties[actions]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{id} has no {actions}"))
+                .iter()
+                .map(reference)
+                .collect();
+            assert_eq!(topics, [Some("AlarmTopic")], "{id}.{actions}");
+        }
+    }
+}
+
+#[test]
+fn every_function_is_alarmed_on_errors_and_throttles_and_the_api_on_5xx() {
+    let template = template();
+    let functions: Vec<String> = template
+        .of_type("AWS::Serverless::Function")
+        .map(|(id, _)| id.to_owned())
+        .collect();
+    assert_eq!(functions.len(), 4);
+    for function in &functions {
+        for metric in ["Errors", "Throttles"] {
+            assert_eq!(
+                alarms_on(&template, function, metric).len(),
+                1,
+                "{function}: one alarm on {metric}"
+            );
+        }
+    }
+    let api_5xx = properties(&template, "ApiServerErrorAlarm");
+    assert_eq!(api_5xx["Namespace"].as_str(), Some("AWS/ApiGateway"));
+    assert_eq!(api_5xx["MetricName"].as_str(), Some("5xx"));
+    assert_eq!(
+        reference(&api_5xx["Dimensions"][0]["Value"]),
+        Some("HttpApi")
+    );
+}
+
+#[test]
+fn the_http_functions_roll_out_gradually_and_roll_back_on_their_alarms() {
+    let template = template();
+    for function in ["LikeFunction", "PointsFunction"] {
+        let p = properties(&template, function);
+        assert_eq!(p["AutoPublishAlias"].as_str(), Some("live"), "{function}");
+        let preference = &p["DeploymentPreference"];
+        assert_eq!(reference(&preference["Type"]), Some("DeploymentType"));
+        let rollback: BTreeSet<&str> = preference["Alarms"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(reference)
+            .collect();
+        let errors = alarms_on(&template, function, "Errors");
+        assert_eq!(
+            rollback,
+            BTreeSet::from([errors[0].as_str(), "ApiServerErrorAlarm"]),
+            "{function}"
+        );
+    }
+    assert_eq!(
+        template.parameter_default("DeploymentType").as_deref(),
+        Some("Canary10Percent5Minutes")
+    );
+}
+
+#[test]
+fn production_settings_are_the_defaults_and_a_trial_can_leave_nothing_behind() {
+    let template = template();
+    let api = properties(&template, "HttpApi");
+    let destination = &api["AccessLogSettings"]["DestinationArn"];
+    let Value::Tagged(get_att) = destination else {
+        panic!("access logs go to a log group: {destination:?}")
+    };
+    assert_eq!(get_att.value.as_str(), Some("ApiAccessLogs.Arn"));
+    let format = api["AccessLogSettings"]["Format"].as_str().unwrap();
+    let line: serde_json::Value = serde_json::from_str(format).expect("access log lines are JSON");
+    for field in [
+        "requestId",
+        "routeKey",
+        "status",
+        "authorizerError",
+        "integrationError",
+    ] {
+        assert!(line.get(field).is_some(), "access logs carry {field}");
+    }
+    // Resource attributes and globals, read from the document itself.
+    let document: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        reference(&document["Globals"]["Function"]["Tracing"]),
+        Some("Tracing")
+    );
+    assert_eq!(
+        template.parameter_default("Tracing").as_deref(),
+        Some("Active")
+    );
+    // The table's fate follows a parameter whose default keeps it; a trial's
+    // parameter file deletes it.
+    assert_eq!(
+        reference(&document["Resources"]["Table"]["DeletionPolicy"]),
+        Some("TableRetention")
+    );
+    assert_eq!(
+        template.parameter_default("TableRetention").as_deref(),
+        Some("Retain")
+    );
+    assert_eq!(
+        template
+            .parameter_default("TableDeletionProtection")
+            .as_deref(),
+        Some("true")
+    );
+    let trial = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/trial.params"
+    ))
+    .unwrap();
+    for setting in ["TableRetention=Delete", "TableDeletionProtection=false"] {
+        assert!(
+            trial.lines().any(|l| l == setting),
+            "trial.params sets {setting}"
+        );
+    }
+}
