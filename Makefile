@@ -32,7 +32,7 @@ simulate:
 	cargo build --workspace --all-targets
 	scripts/with-emulator.sh target/debug/simulate $(if $(SEED),--seed $(SEED),--seeds $(SEEDS)) --ops $(OPS)
 
-# The simulator's CI budget: every fault kind injected at least 50 times (~2.5 min).
+# The simulator's CI budget: every fault kind injected at least 50 times (~100 s once built).
 test-simulate:
 	cargo build --workspace --all-targets
 	scripts/with-emulator.sh target/debug/simulate --seeds 5 --ops 240 --min-faults 50

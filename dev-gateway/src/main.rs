@@ -31,6 +31,8 @@ const LOCAL_POLLERS: u32 = 2;
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // Colours for a terminal only: a log redirected to a file stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
         return Err(
@@ -78,6 +80,9 @@ async fn main() -> Result<(), Error> {
                     Err(err) => Problem::unavailable(&err).into_response(),
                 }
             }
+        })
+        .fallback(|| async {
+            Problem::method_not_allowed("POST /_dev/reconcile runs reconcile once").into_response()
         }),
     );
 
