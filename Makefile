@@ -76,9 +76,7 @@ sam-build:
 PARAMS ?= deploy/my.params
 STACK ?= tally
 deploy: sam-build
-	@test -f "$(PARAMS)" || { echo "deploy: $(PARAMS) is missing: copy deploy/production.params (or deploy/trial.params) there and fill it in" >&2; exit 2; }
-	sam deploy --stack-name "$(STACK)" --no-confirm-changeset \
-	  --parameter-overrides $$(grep -Ev '^[[:space:]]*(#|$$)' "$(PARAMS)" | tr '\n' ' ')
+	scripts/deploy.sh "$(PARAMS)" "$(STACK)"
 
 # Delete a stack. A production stack keeps its table (Retain, deletion
 # protection on); a trial stack deployed with deploy/trial.params leaves nothing.

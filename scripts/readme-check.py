@@ -158,8 +158,11 @@ def run(command, url):
         "curl() { command curl --noproxy '*' -sS -w '\\n%{http_code}' \"$@\"; }\n"
         f"export TALLY_DEV_URL={url}\n"
     )
+    # As typed into a shell, not as a step of `make test`: a sub-make would
+    # otherwise print "make[1]: Entering directory" around the answer.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     done = subprocess.run(
-        ["bash", "-c", prelude + command], capture_output=True, text=True, cwd=ROOT, timeout=120
+        ["bash", "-c", prelude + command], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env
     )
     output = done.stdout.rstrip("\n")
     if done.returncode != 0:

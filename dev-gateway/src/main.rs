@@ -43,6 +43,19 @@ async fn main() -> Result<(), Error> {
     }
     let prefix = env_or("TALLY_STACK_NAME", "tally");
     let addr: SocketAddr = env_or("TALLY_DEV_ADDR", "127.0.0.1:3000").parse()?;
+    // It trusts X-Dev-User and unchecked bearer tokens: it stays on this
+    // machine, in front of the emulator, unless told otherwise.
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    if std::env::var_os("TALLY_DEV_ALLOW_REMOTE").is_none()
+        && (!is_loopback_url(&endpoint) || !addr.ip().is_loopback())
+    {
+        return Err(format!(
+            "the dev gateway trusts any caller's identity, so it serves on 127.0.0.1 \
+             in front of a local emulator only (AWS_ENDPOINT_URL={endpoint}, \
+             TALLY_DEV_ADDR={addr}); set TALLY_DEV_ALLOW_REMOTE=1 to override"
+        )
+        .into());
+    }
 
     let operator = shared::config::aws(dev_gateway::OPERATOR_TIMEOUTS).await;
     let stack = LocalStack::provision(&operator, &StackOptions::deployed(&prefix)?).await?;
@@ -97,6 +110,20 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether a URL names this machine (`http://127.0.0.1:…`, `localhost`, `[::1]`).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Plays the EventBridge schedule: one run per interval, the report in the log.
 async fn reconcile_every(reconciler: reconcile::Reconciler, every: Duration) {
     let mut ticks = tokio::time::interval(every);
@@ -110,4 +137,25 @@ async fn reconcile_every(reconciler: reconcile::Reconciler, every: Duration) {
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_this_machine_is_a_local_endpoint() {
+        for local in [
+            "http://127.0.0.1:5000",
+            "http://localhost:1",
+            "http://[::1]:80/x",
+        ] {
+            assert!(super::is_loopback_url(local), "{local}");
+        }
+        for remote in [
+            "https://dynamodb.eu-west-1.amazonaws.com",
+            "http://10.0.0.5:5000",
+            "",
+        ] {
+            assert!(!super::is_loopback_url(remote), "{remote}");
+        }
+    }
 }

@@ -118,9 +118,6 @@ fn the_template_sends_each_function_exactly_the_routes_its_code_serves() {
     );
 }
 
-/// Every route under `/v1/points/` acts on other users' points: API Gateway's
-/// authorizer must require `points:admin` on each (the function checks it too),
-/// and no other route requires a scope.
 /// Every route needs the JWT authorizer but the catch-alls: those reach a
 /// function only to be answered 404 or 405 as problem+json, token or not.
 #[test]
@@ -160,6 +157,9 @@ fn every_route_but_the_catch_alls_needs_a_token() {
     assert_eq!(catch_alls, 4);
 }
 
+/// Every route under `/v1/points/` acts on other users' points: API Gateway's
+/// authorizer must require `points:admin` on each (the function checks it too),
+/// and no other route requires a scope.
 #[test]
 fn the_template_requires_the_admin_scope_on_every_admin_route() {
     for (binary, routes) in template_routes() {
