@@ -313,15 +313,10 @@ impl LikesService {
     }
 
     /// The count and recent likers of one post (eventually consistent, and
-    /// up to one cache window old).
+    /// up to one cache window old): [`counts`](Self::counts) of one post.
     pub async fn count(&self, post: &PostId) -> Result<CounterView, StoreError> {
-        if let Some(cached) = self.count_cache.get(post) {
-            return Ok(cached.view);
-        }
-        let read_at = Instant::now();
-        let view = self.store.like_counter(post).await?;
-        self.count_cache.insert(post.clone(), &view, read_at);
-        Ok(view)
+        let mut counts = self.counts(std::slice::from_ref(post)).await?;
+        Ok(counts.remove(post).unwrap_or_default())
     }
 
     /// The counts and recent likers of up to 100 posts; a post never liked

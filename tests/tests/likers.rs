@@ -256,7 +256,7 @@ async fn a_well_formed_cursor_from_elsewhere_only_starts_a_page_of_this_posts_li
     let first = app.store().likers(&post("p2"), 1, None).await.unwrap();
     assert_eq!(first.items[0].user_id, user("carol"));
     // p2's boundary is newer than both of p1's likers: the page is p1's, whole.
-    let (_, carol_at) = ("carol", &first.items[0].liked_at);
+    let carol_at = &first.items[0].liked_at;
     use base64::Engine as _;
     let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(format!(r#"{{"t":"{carol_at}#carol"}}"#));

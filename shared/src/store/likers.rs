@@ -57,12 +57,11 @@ fn parse_likers_sk(sort_key: &str) -> Option<(String, UserId)> {
 /// to go on if there is more.
 type PartitionPage = (Vec<String>, Option<Item>);
 
-/// One partition's reading so far.
-struct Partition {
+/// Where the next query of one partition starts, and how much it asks for.
+struct NextQuery {
     number: u32,
-    read: PartitionRead<String>,
     start: Option<Item>,
-    next_limit: usize,
+    limit: usize,
 }
 
 impl Store {
@@ -73,10 +72,9 @@ impl Store {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<LikersPage, PageError> {
-        let before = match cursor {
-            None => None,
-            Some(text) => Some(LikersCursor::parse(text).ok_or(PageError::InvalidCursor)?),
-        };
+        let before = cursor
+            .map(|text| LikersCursor::parse(text).ok_or(PageError::InvalidCursor))
+            .transpose()?;
         let Some(numbers) = self.liker_partitions(post).await? else {
             return Ok(LikersPage {
                 items: Vec::new(),
@@ -89,56 +87,54 @@ impl Store {
         // few pages need a second read of any (a query of a few keys costs
         // the same half read unit as a query of one).
         let first = ((2 * wanted).div_ceil(numbers.len().max(1)) + 1).min(wanted);
-        let mut partitions: Vec<Partition> = numbers
-            .into_iter()
-            .map(|number| Partition {
+        // What each partition gave so far (the merge's input), and where each
+        // goes on from: one entry per partition, in the same order.
+        let mut reads: Vec<PartitionRead<String>> = Vec::with_capacity(numbers.len());
+        let mut next: Vec<NextQuery> = Vec::with_capacity(numbers.len());
+        for number in numbers {
+            reads.push(PartitionRead {
+                fetched: Vec::new(),
+                more: true,
+            });
+            next.push(NextQuery {
                 number,
-                read: PartitionRead {
-                    fetched: Vec::new(),
-                    more: true,
-                },
                 start: None,
-                next_limit: first,
-            })
-            .collect();
-        let mut further: Vec<usize> = (0..partitions.len()).collect();
+                limit: first,
+            });
+        }
+        let mut further: Vec<usize> = (0..reads.len()).collect();
         while !further.is_empty() {
             let asks: Vec<(usize, u32, Option<Item>, usize)> = further
                 .into_iter()
                 .filter_map(|i| {
-                    let p = partitions.get(i)?;
-                    Some((i, p.number, p.start.clone(), p.next_limit))
+                    let q = next.get(i)?;
+                    Some((i, q.number, q.start.clone(), q.limit))
                 })
                 .collect();
-            let reads: Vec<(usize, Result<PartitionPage, StoreError>)> =
+            let pages: Vec<(usize, Result<PartitionPage, StoreError>)> =
                 futures::stream::iter(asks)
                     .map(|(i, number, start, limit)| {
                         let before = before.as_deref();
                         async move {
-                            let read = self.likers_in(post, number, before, start, limit).await;
-                            (i, read)
+                            let page = self.likers_in(post, number, before, start, limit).await;
+                            (i, page)
                         }
                     })
                     .buffer_unordered(PARTITIONS_AT_ONCE)
                     .collect()
                     .await;
-            for (i, read) in reads {
-                let (sort_keys, last) = read?;
-                if let Some(partition) = partitions.get_mut(i) {
-                    partition.read.fetched.extend(sort_keys);
-                    partition.read.more = last.is_some();
-                    partition.start = last;
-                    partition.next_limit = (partition.next_limit * 2).min(wanted);
+            for (i, page) in pages {
+                let (sort_keys, last) = page?;
+                if let (Some(read), Some(query)) = (reads.get_mut(i), next.get_mut(i)) {
+                    read.fetched.extend(sort_keys);
+                    read.more = last.is_some();
+                    query.start = last;
+                    query.limit = (query.limit * 2).min(wanted);
                 }
             }
-            let reads: Vec<PartitionRead<String>> =
-                partitions.iter().map(|p| p.read.clone()).collect();
             further = partitions_to_read_further(&reads, wanted);
         }
-        let mut merged: Vec<String> = partitions
-            .into_iter()
-            .flat_map(|p| p.read.fetched)
-            .collect();
+        let mut merged: Vec<String> = reads.into_iter().flat_map(|r| r.fetched).collect();
         merged.sort_unstable_by(|a, b| b.cmp(a));
         merged.truncate(wanted);
         let more = merged.len() > limit as usize;
