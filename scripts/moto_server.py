@@ -49,6 +49,10 @@ is still evaluated by moto; 5 and 6 add the IAM checks AWS makes.
    table (TransactGetItems: `GetItem`; BatchGetItem and BatchWriteItem: the
    batch action on each table named). moto evaluates actions and resources, not
    condition keys: a condition on `dynamodb:LeadingKeys` is not checked here.
+
+7. EventBridge `PutEvents` is authorized per event bus, as AWS does: each
+   entry's bus (`EventBusName`, a name or an ARN; `default` when absent) is
+   the resource `events:PutEvents` is checked on. moto checks `*` only.
 """
 
 import argparse
@@ -69,6 +73,7 @@ import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
+from moto.events.responses import EventsHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Queue, SQSBackend
 
@@ -238,6 +243,22 @@ def _authorize_dynamodb(self, resource="*"):
 
 
 DynamoHandler._authenticate_and_authorize_normal_action = _authorize_dynamodb
+
+def _authorize_events(self, resource="*"):
+    action = self._get_action()
+    if action != "PutEvents":
+        return ActionAuthenticatorMixin._authenticate_and_authorize_normal_action(self, resource)
+    try:
+        body = json.loads(self.raw_body or b"{}")
+    except ValueError:
+        body = {}
+    buses = {entry.get("EventBusName") or "default" for entry in body.get("Entries") or []}
+    for bus in sorted(buses) or ["default"]:
+        arn = bus if bus.startswith("arn:") else f"arn:aws:events:{self.region}:{self.current_account}:event-bus/{bus}"
+        ActionAuthenticatorMixin._authenticate_and_authorize_normal_action(self, arn)
+
+
+EventsHandler._authenticate_and_authorize_normal_action = _authorize_events
 
 OPERATOR = "tally-operator"
 

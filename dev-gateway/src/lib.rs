@@ -10,23 +10,29 @@
 //!   router in-process, as `lambda_http` would.
 //! - [`EventSourceMapping`] pumps the queue into the worker in batches shaped as
 //!   Lambda delivers them, and deletes only what the worker did not report failed.
+//! - [`StreamMapping`] reads the table's stream into the events function, which
+//!   publishes to the emulator's event bus, checkpointing past what it did not
+//!   report failed.
 
 mod gateway;
 mod pump;
 pub mod stack;
+mod stream;
 pub mod template;
 
 pub use gateway::Gateway;
 pub use pump::{EventSourceMapping, Fault, MappingSettings, PollResult};
 pub use stack::{LocalFunction, Provisioned, QueueTiming};
+pub use stream::{StreamFault, StreamMapping, StreamPoll, StreamSettings};
 pub use template::Template;
 
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
+use shared::bus::EventBus;
 use shared::config::{
-    COUNT_CACHE_SECONDS, LIKES_QUEUE_URL, POINTS_DEAD_LETTER_QUEUE_URL, POINTS_QUEUE_URL,
-    TABLE_NAME, Timeouts,
+    COUNT_CACHE_SECONDS, EVENT_BUS_NAME, EVENTS_DEAD_LETTER_QUEUE_URL, LIKES_QUEUE_URL,
+    POINTS_DEAD_LETTER_QUEUE_URL, POINTS_QUEUE_URL, TABLE_NAME, Timeouts,
 };
 use shared::queue::{OperationQueue, QueuePair};
 use shared::store::Store;
@@ -81,6 +87,20 @@ impl ClientTuning {
         }
         aws_sdk_sqs::Client::from_conf(config.build())
     }
+
+    fn eventbridge(&self, aws: &aws_config::SdkConfig) -> aws_sdk_eventbridge::Client {
+        let mut config = aws_sdk_eventbridge::config::Builder::from(aws);
+        if let Some(interceptor) = &self.interceptor {
+            config.push_interceptor(interceptor.clone());
+        }
+        if let Some(retry) = &self.retry {
+            config.set_retry_config(Some(retry.clone()));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            config.set_endpoint_url(Some(endpoint.clone()));
+        }
+        aws_sdk_eventbridge::Client::from_conf(config.build())
+    }
 }
 
 /// How to build one local Tally.
@@ -120,6 +140,7 @@ pub fn function_timeouts(binary: &str) -> Option<Timeouts> {
         "points" => Some(points::TIMEOUTS),
         "sqs-worker" => Some(sqs_worker::TIMEOUTS),
         "reconcile" => Some(reconcile::TIMEOUTS),
+        "events" => Some(events::TIMEOUTS),
         _ => None,
     }
 }
@@ -135,6 +156,11 @@ pub struct LocalStack {
     pub likes: QueuePair,
     /// The points FIFO queue and its dead-letter queue.
     pub points: QueuePair,
+    /// Where stream records the events function cannot read are set aside,
+    /// as the operator sees it.
+    pub events_dead_letters: OperationQueue,
+    /// The event bus's name.
+    pub event_bus: String,
     /// The functions' clock (the system clock but under the fault simulator).
     pub clock: shared::clock::Clock,
     /// How long the like function caches count reads: `None` takes the
@@ -142,6 +168,9 @@ pub struct LocalStack {
     pub count_cache: Option<Duration>,
     pub deployed: Provisioned,
     tuning: ClientTuning,
+    /// The operator's AWS settings (the stream mapping reads with them, as
+    /// Lambda's poller does outside the function).
+    operator: aws_config::SdkConfig,
 }
 
 impl LocalStack {
@@ -171,6 +200,7 @@ impl LocalStack {
         let points = deployed.function("points")?;
         let likes_url = like.env(LIKES_QUEUE_URL)?;
         let points_url = points.env(POINTS_QUEUE_URL)?;
+        let publisher = deployed.function("events")?;
         let pair = |queue: &str, dead_letters: &str| QueuePair {
             queue: OperationQueue::new(sqs.clone(), queue),
             dead_letters: OperationQueue::new(sqs.clone(), dead_letters),
@@ -179,10 +209,16 @@ impl LocalStack {
             store: Store::new(dynamodb, like.env(TABLE_NAME)?),
             likes: pair(likes_url, &dead_letter_url(&deployed, likes_url)?),
             points: pair(points_url, &dead_letter_url(&deployed, points_url)?),
+            events_dead_letters: OperationQueue::new(
+                sqs.clone(),
+                publisher.env(EVENTS_DEAD_LETTER_QUEUE_URL)?,
+            ),
+            event_bus: publisher.env(EVENT_BUS_NAME)?.to_owned(),
             clock: shared::clock::Clock::system(),
             count_cache: None,
             tuning,
             deployed,
+            operator: operator.clone(),
         })
     }
 
@@ -266,6 +302,67 @@ impl LocalStack {
         Ok(reconcile::Reconciler::new(
             Store::new(dynamodb, function.env(TABLE_NAME)?),
             OperationQueue::new(sqs, function.env(POINTS_QUEUE_URL)?),
+        ))
+    }
+
+    /// The events function, as deployed: its role, its bus.
+    pub fn publisher(&self) -> Result<events::Publisher, BoxError> {
+        let (function, _, sqs) = self.clients("events")?;
+        Ok(events::Publisher::new(
+            EventBus::new(
+                self.tuning.eventbridge(&function.aws),
+                function.env(EVENT_BUS_NAME)?,
+            ),
+            OperationQueue::new(sqs, function.env(EVENTS_DEAD_LETTER_QUEUE_URL)?),
+        ))
+    }
+
+    /// The events function's stream mapping as the template sets it up.
+    pub fn stream_mapping(&self) -> Result<StreamMapping, BoxError> {
+        let function = self.deployed.function("events")?;
+        let mapping = function
+            .spec
+            .events
+            .iter()
+            .find_map(|event| match event {
+                template::Event::Stream(stream) => Some(stream),
+                _ => None,
+            })
+            .ok_or("the events function has no stream event source mapping")?;
+        if mapping.starting_position != "TRIM_HORIZON" {
+            return Err("only StartingPosition TRIM_HORIZON is played locally".into());
+        }
+        let resource = |id: &str| {
+            self.deployed
+                .resources
+                .get(id)
+                .ok_or_else(|| format!("{id} is not in the stack"))
+        };
+        let stream_arn = resource(&mapping.table)?
+            .attributes
+            .get("StreamArn")
+            .ok_or_else(|| format!("{} has no stream", mapping.table))?;
+        let on_failure = match &mapping.on_failure {
+            Some(queue) => Some(OperationQueue::new(
+                ClientTuning {
+                    endpoint: None,
+                    ..self.tuning.clone()
+                }
+                .sqs(&self.operator),
+                resource(queue)?.reference.clone(),
+            )),
+            None => None,
+        };
+        let streams = aws_sdk_dynamodbstreams::Client::new(&self.operator);
+        Ok(StreamMapping::new(
+            streams,
+            stream_arn,
+            StreamSettings {
+                batch_size: mapping.batch_size,
+                maximum_retry_attempts: mapping.maximum_retry_attempts,
+                function_timeout: Duration::from_secs(function.spec.timeout_secs),
+            },
+            on_failure,
         ))
     }
 

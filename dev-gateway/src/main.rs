@@ -1,6 +1,7 @@
 //! `make dev`: the whole of Tally on one machine, against the emulator at
 //! `AWS_ENDPOINT_URL`. Serves the HTTP API on `TALLY_DEV_ADDR` (default
-//! 127.0.0.1:3000), pumps the queues into the worker, and runs reconcile every
+//! 127.0.0.1:3000), pumps the queues into the worker and the table's stream
+//! into the events function (publishing to the bus `tally`), and runs reconcile every
 //! `TALLY_RECONCILE_INTERVAL_SECS` (default 60) until Ctrl-C.
 //! `POST /_dev/reconcile` (what `make reconcile` calls) runs it once and
 //! answers the report.
@@ -79,6 +80,9 @@ async fn main() -> Result<(), Error> {
             tokio::spawn(mapping.clone().run(worker.clone()));
         }
     }
+
+    // Lambda reads each shard with one poller (ParallelizationFactor 1).
+    tokio::spawn(stack.stream_mapping()?.run(stack.publisher()?));
 
     let reconciler = stack.reconciler()?;
     let every = Duration::from_secs(env_or("TALLY_RECONCILE_INTERVAL_SECS", "60").parse()?);

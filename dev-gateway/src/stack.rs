@@ -1,6 +1,7 @@
 //! Creates `template.yaml`'s resources on the emulator, as CloudFormation would
 //! on AWS: the table (keys, indexes, projections, TTL, streams), the queues
-//! (FIFO, visibility, retention, redrive to their dead-letter queues), and for
+//! (FIFO, visibility, retention, redrive to their dead-letter queues), the
+//! event bus and its archive, and for
 //! each function an IAM role holding exactly its template policy, which its
 //! SDK clients assume through STS, as Lambda does.
 //!
@@ -126,13 +127,22 @@ pub async fn provision(
     let region = operator
         .region()
         .map_or("us-east-1".to_owned(), ToString::to_string);
-    let mut resolver = Resolver::new(template, &region, account);
+    let mut resolver = Resolver::new(template, &region, account, prefix);
 
     for (id, resource) in template.of_type("AWS::DynamoDB::Table") {
         let created = create_table(operator, &resolver, prefix, id, resource).await?;
         resolver.insert(id, created);
     }
     create_queues(operator, template, &mut resolver, prefix, timing).await?;
+    let events = aws_sdk_eventbridge::Client::new(operator);
+    for (id, resource) in template.of_type("AWS::Events::EventBus") {
+        let created = create_event_bus(&events, &resolver, id, resource).await?;
+        resolver.insert(id, created);
+    }
+    for (id, resource) in template.of_type("AWS::Events::Archive") {
+        let created = create_archive(&events, &resolver, prefix, id, resource).await?;
+        resolver.insert(id, created);
+    }
 
     let mut functions = BTreeMap::new();
     for (id, spec) in template.functions()? {
@@ -187,6 +197,8 @@ pub async fn provision(
 const CREATED: &[&str] = &[
     "AWS::DynamoDB::Table",
     "AWS::SQS::Queue",
+    "AWS::Events::EventBus",
+    "AWS::Events::Archive",
     "AWS::Serverless::Function",
 ];
 const DEPLOYED_ONLY: &[&str] = &[
@@ -221,6 +233,7 @@ fn check_names(template: &Template, prefix: &str) -> Result<(), TemplateError> {
             "AWS::Serverless::Function" => 64,
             "AWS::SQS::Queue" => 80 - ".fifo".len(),
             "AWS::DynamoDB::Table" => 255,
+            "AWS::Events::Archive" => 48,
             _ => continue,
         };
         if name.len() > limit {
@@ -501,6 +514,75 @@ async fn create_queue(
     Ok(LocalResource {
         reference: url,
         attributes,
+    })
+}
+
+/// `AWS::Events::EventBus`: its `Name` (the stack's name in Tally's template).
+async fn create_event_bus(
+    client: &aws_sdk_eventbridge::Client,
+    resolver: &Resolver<'_>,
+    id: &str,
+    resource: &crate::template::Resource,
+) -> Result<LocalResource, ProvisionError> {
+    let properties = resolver.resolve(&Value::Mapping(resource.properties.clone()))?;
+    let name = properties
+        .get("Name")
+        .and_then(scalar)
+        .ok_or_else(|| TemplateError::Shape(format!("{id} has no Name")))?;
+    let arn = match client.create_event_bus().name(&name).send().await {
+        Ok(created) => created.event_bus_arn.unwrap_or_default(),
+        Err(err) if err.code() == Some("ResourceAlreadyExistsException") => client
+            .describe_event_bus()
+            .name(&name)
+            .send()
+            .await
+            .map_err(creating(&name))?
+            .arn
+            .unwrap_or_default(),
+        Err(err) => return Err(creating(&name)(err)),
+    };
+    Ok(LocalResource {
+        reference: name.clone(),
+        attributes: BTreeMap::from([("Arn".to_owned(), arn), ("Name".to_owned(), name)]),
+    })
+}
+
+/// `AWS::Events::Archive`: named `{prefix}-{LogicalId}`, of its `SourceArn`.
+async fn create_archive(
+    client: &aws_sdk_eventbridge::Client,
+    resolver: &Resolver<'_>,
+    prefix: &str,
+    id: &str,
+    resource: &crate::template::Resource,
+) -> Result<LocalResource, ProvisionError> {
+    let properties = resolver.resolve(&Value::Mapping(resource.properties.clone()))?;
+    let text = |key: &str| properties.get(key).and_then(scalar);
+    let name = format!("{prefix}-{id}");
+    let source =
+        text("SourceArn").ok_or_else(|| TemplateError::Shape(format!("{id} has no SourceArn")))?;
+    let mut request = client
+        .create_archive()
+        .archive_name(&name)
+        .event_source_arn(source)
+        .set_description(text("Description"));
+    if let Some(days) = text("RetentionDays").and_then(|days| days.parse().ok()) {
+        request = request.retention_days(days);
+    }
+    let arn = match request.send().await {
+        Ok(created) => created.archive_arn.unwrap_or_default(),
+        Err(err) if err.code() == Some("ResourceAlreadyExistsException") => client
+            .describe_archive()
+            .archive_name(&name)
+            .send()
+            .await
+            .map_err(creating(&name))?
+            .archive_arn
+            .unwrap_or_default(),
+        Err(err) => return Err(creating(&name)(err)),
+    };
+    Ok(LocalResource {
+        reference: name,
+        attributes: BTreeMap::from([("Arn".to_owned(), arn)]),
     })
 }
 

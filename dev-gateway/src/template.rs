@@ -76,6 +76,8 @@ pub enum Event {
     },
     /// An SQS event source mapping.
     Sqs(SqsMapping),
+    /// A DynamoDB stream event source mapping.
+    Stream(StreamMapping),
     /// A schedule (reconcile's); played locally by the dev gateway's timer.
     Schedule { expression: Value },
 }
@@ -89,6 +91,25 @@ pub struct SqsMapping {
     pub batching_window_secs: u64,
     pub maximum_concurrency: Option<u32>,
     pub report_batch_item_failures: bool,
+}
+
+/// A DynamoDB stream event source mapping's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamMapping {
+    /// The logical id of the table whose stream it reads.
+    pub table: String,
+    pub batch_size: usize,
+    pub batching_window_secs: u64,
+    /// `TRIM_HORIZON` or `LATEST`.
+    pub starting_position: String,
+    pub report_batch_item_failures: bool,
+    pub bisect_on_error: bool,
+    /// -1: until the record reaches its maximum age.
+    pub maximum_retry_attempts: i64,
+    /// -1: as long as the stream keeps it.
+    pub maximum_record_age_secs: i64,
+    /// The logical id of the queue a batch given up on is reported to.
+    pub on_failure: Option<String>,
 }
 
 impl Template {
@@ -275,20 +296,42 @@ fn event_of(function: &str, name: &Value, event: &Value) -> Result<Event, Templa
                 .and_then(|scaling| scaling.get("MaximumConcurrency"))
                 .and_then(Value::as_u64)
                 .and_then(|n| u32::try_from(n).ok());
-            let report_batch_item_failures = properties
-                .get("FunctionResponseTypes")
-                .and_then(Value::as_sequence)
-                .is_some_and(|types| {
-                    types
-                        .iter()
-                        .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
-                });
+            let report_batch_item_failures = reports_batch_item_failures(properties);
             Ok(Event::Sqs(SqsMapping {
                 queue,
                 batch_size: usize::try_from(batch_size).map_err(|_| what("BatchSize"))?,
                 batching_window_secs,
                 maximum_concurrency,
                 report_batch_item_failures,
+            }))
+        }
+        "DynamoDB" => {
+            let table = properties
+                .get("Stream")
+                .and_then(get_att_target)
+                .ok_or_else(|| what("Stream is not a !GetAtt <table>.StreamArn"))?;
+            let number = |key: &str| properties.get(key).and_then(Value::as_i64);
+            Ok(Event::Stream(StreamMapping {
+                table,
+                batch_size: usize::try_from(number("BatchSize").unwrap_or(100))
+                    .map_err(|_| what("BatchSize"))?,
+                batching_window_secs: number("MaximumBatchingWindowInSeconds")
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                starting_position: text("StartingPosition")
+                    .ok_or_else(|| what("no StartingPosition"))?,
+                report_batch_item_failures: reports_batch_item_failures(properties),
+                bisect_on_error: properties
+                    .get("BisectBatchOnFunctionError")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                maximum_retry_attempts: number("MaximumRetryAttempts").unwrap_or(-1),
+                maximum_record_age_secs: number("MaximumRecordAgeInSeconds").unwrap_or(-1),
+                on_failure: properties
+                    .get("DestinationConfig")
+                    .and_then(|config| config.get("OnFailure"))
+                    .and_then(|on_failure| on_failure.get("Destination"))
+                    .and_then(get_att_target),
             }))
         }
         "ScheduleV2" | "Schedule" => Ok(Event::Schedule {
@@ -299,6 +342,17 @@ fn event_of(function: &str, name: &Value, event: &Value) -> Result<Event, Templa
         }),
         other => Err(what(&format!("event type {other} is not played locally"))),
     }
+}
+
+fn reports_batch_item_failures(properties: &Value) -> bool {
+    properties
+        .get("FunctionResponseTypes")
+        .and_then(Value::as_sequence)
+        .is_some_and(|types| {
+            types
+                .iter()
+                .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+        })
 }
 
 /// The logical id `!GetAtt X.Arn` (or `Fn::GetAtt: [X, Arn]`) names.
@@ -339,15 +393,18 @@ pub struct Resolver<'a> {
     template: &'a Template,
     region: String,
     account: String,
+    /// What `AWS::StackName` names: the local prefix.
+    stack_name: String,
     resources: BTreeMap<String, LocalResource>,
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(template: &'a Template, region: &str, account: &str) -> Self {
+    pub fn new(template: &'a Template, region: &str, account: &str, stack_name: &str) -> Self {
         Self {
             template,
             region: region.to_owned(),
             account: account.to_owned(),
+            stack_name: stack_name.to_owned(),
             resources: BTreeMap::new(),
         }
     }
@@ -437,6 +494,7 @@ impl<'a> Resolver<'a> {
         match target {
             "AWS::Region" => return Ok(self.region.clone()),
             "AWS::AccountId" => return Ok(self.account.clone()),
+            "AWS::StackName" => return Ok(self.stack_name.clone()),
             "AWS::Partition" => return Ok("aws".to_owned()),
             "AWS::URLSuffix" => return Ok("amazonaws.com".to_owned()),
             _ => {}
@@ -511,7 +569,7 @@ Resources:
     fn resolved(name: &str) -> Result<String, TemplateError> {
         let template = Template::parse(TEMPLATE)?;
         let function = template.function("Fn")?;
-        let mut resolver = Resolver::new(&template, "eu-west-1", "111122223333");
+        let mut resolver = Resolver::new(&template, "eu-west-1", "111122223333", "tally");
         resolver.insert(
             "Queue",
             LocalResource {
@@ -549,7 +607,7 @@ Resources:
     #[test]
     fn what_cannot_be_resolved_is_an_error_naming_it() {
         let template = Template::parse(TEMPLATE).unwrap();
-        let resolver = Resolver::new(&template, "eu-west-1", "111122223333");
+        let resolver = Resolver::new(&template, "eu-west-1", "111122223333", "tally");
         let unknown = resolver.resolve_text(&Value::Tagged(Box::new(
             serde_yaml_ng::value::TaggedValue {
                 tag: serde_yaml_ng::value::Tag::new("Ref"),

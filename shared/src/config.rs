@@ -13,6 +13,8 @@ pub const LIKES_QUEUE_URL: &str = "TALLY_LIKES_QUEUE_URL";
 pub const POINTS_QUEUE_URL: &str = "TALLY_POINTS_QUEUE_URL";
 pub const POINTS_DEAD_LETTER_QUEUE_URL: &str = "TALLY_POINTS_DEAD_LETTER_QUEUE_URL";
 pub const COUNT_CACHE_SECONDS: &str = "TALLY_COUNT_CACHE_SECONDS";
+pub const EVENT_BUS_NAME: &str = "TALLY_EVENT_BUS_NAME";
+pub const EVENTS_DEAD_LETTER_QUEUE_URL: &str = "TALLY_EVENTS_DEAD_LETTER_QUEUE_URL";
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name} must be set: {why}")]
@@ -54,6 +56,20 @@ pub fn points_dead_letter_queue_url() -> Result<String, ConfigError> {
     required(
         POINTS_DEAD_LETTER_QUEUE_URL,
         "the points dead-letter queue, where the worker sets aside messages that can never be applied",
+    )
+}
+
+pub fn event_bus_name() -> Result<String, ConfigError> {
+    required(
+        EVENT_BUS_NAME,
+        "the EventBridge bus the events function publishes to",
+    )
+}
+
+pub fn events_dead_letter_queue_url() -> Result<String, ConfigError> {
+    required(
+        EVENTS_DEAD_LETTER_QUEUE_URL,
+        "the queue where the events function sets aside stream records it cannot read",
     )
 }
 

@@ -4,10 +4,12 @@
 //! - [`message`]: the versioned queue envelope (the documented contract of SPEC section 4).
 //! - [`likes_service`] and [`points_service`]: the flows (accept, apply, read)
 //!   that the handlers, the worker and reconcile call.
-//! - [`store`] and [`queue`]: adapters that own every DynamoDB and SQS call.
+//! - [`store`], [`queue`] and [`bus`]: adapters that own every DynamoDB, SQS
+//!   and EventBridge call.
 //! - [`http`]: what the HTTP functions share: caller identity, problem+json errors.
 //! - [`config`]: environment configuration, read once per cold start.
 
+pub mod bus;
 pub mod capacity;
 pub mod clock;
 pub mod config;

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_eventbridge::operation::put_events::PutEventsOutput;
+use aws_sdk_eventbridge::types::PutEventsResultEntry;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -39,6 +41,11 @@ pub enum Fault {
     /// A BatchGetItem answers none of its keys: every one comes back in
     /// `UnprocessedKeys`, as DynamoDB does under load.
     Unprocessed,
+    /// A PutEvents takes every entry but the one at this position (if there is
+    /// one): that entry is cut from the request, so it is never published,
+    /// and the answer marks it failed (`FailedEntryCount` 1), as EventBridge
+    /// does for an entry it could not take.
+    FailEntry(usize),
 }
 
 /// Answers DynamoDB gives that the emulator never does.
@@ -207,6 +214,14 @@ fn unprocessed(
     Ok(tables)
 }
 
+/// The position of the PutEvents entry cut from this attempt's request.
+#[derive(Debug, Clone)]
+struct CutEntry(usize);
+
+impl aws_smithy_types::config_bag::Storable for CutEntry {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
 /// The fault this attempt carries, from transmit to deserialization.
 #[derive(Debug, Clone)]
 struct Injected(Option<Fault>);
@@ -251,6 +266,24 @@ impl Intercept for Interceptor {
                 cfg.interceptor_state().store_put(Asked(asked));
             }
         }
+        if cfg.load::<Metadata>().map(Metadata::name) == Some("PutEvents")
+            && let Some(Fault::FailEntry(position)) =
+                self.0.take(cfg, |f| matches!(f, Fault::FailEntry(_)))
+            && let Some(bytes) = context.request().body().bytes()
+        {
+            let mut asked: serde_json::Value = serde_json::from_slice(bytes)?;
+            let entries = asked["Entries"].as_array_mut().ok_or("no Entries")?;
+            if position < entries.len() {
+                entries.remove(position);
+                let body = asked.to_string();
+                let request = context.request_mut();
+                request
+                    .headers_mut()
+                    .insert("content-length", body.len().to_string());
+                *request.body_mut() = SdkBody::from(body);
+                cfg.interceptor_state().store_put(CutEntry(position));
+            }
+        }
         if let Some(Fault::Refuse(_)) = fault {
             // An empty request: the emulator answers a validation error and
             // changes nothing.
@@ -289,6 +322,18 @@ impl Intercept for Interceptor {
         let Some(Ok(output)) = context.output_or_error_mut() else {
             return Ok(());
         };
+        if let Some(put) = output.downcast_mut::<PutEventsOutput>() {
+            if let Some(CutEntry(position)) = cfg.load::<CutEntry>().cloned() {
+                let entries = put.entries.get_or_insert_with(Vec::new);
+                let failed = PutEventsResultEntry::builder()
+                    .error_code("InternalFailure")
+                    .error_message("injected: this entry was not taken")
+                    .build();
+                entries.insert(position.min(entries.len()), failed);
+                put.failed_entry_count += 1;
+            }
+            return Ok(());
+        }
         if let Some(batch) = output.downcast_mut::<BatchGetItemOutput>() {
             let asked = cfg.load::<Asked>().map(|a| a.0.clone());
             if let Some(asked) = asked

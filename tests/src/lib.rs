@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
 
 pub mod faults;
+pub mod published;
 pub mod simulation;
 pub mod stall;
 
@@ -14,7 +15,9 @@ use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use dev_gateway::{ClientTuning, EventSourceMapping, LocalStack, QueueTiming, StackOptions};
+use dev_gateway::{
+    ClientTuning, EventSourceMapping, LocalStack, QueueTiming, StackOptions, StreamMapping,
+};
 use http_body_util::BodyExt as _;
 
 use crate::faults::FaultInjector;
@@ -48,7 +51,8 @@ pub fn test_options() -> StackOptions {
     StackOptions {
         timing: Some(TEST_QUEUES),
         timeouts: emulator_timeouts,
-        ..StackOptions::deployed(&format!("tally-test-{id}")).expect("template.yaml parses")
+        // Short: an event archive's name (`{stack}-EventArchive`) is at most 48 characters.
+        ..StackOptions::deployed(&format!("t-{id}")).expect("template.yaml parses")
     }
 }
 
@@ -90,6 +94,10 @@ pub struct TestApp {
     pub mapping: EventSourceMapping,
     /// Plays the event source mapping of the points FIFO queue.
     pub points_mapping: EventSourceMapping,
+    /// Plays the events function's stream mapping.
+    pub stream: StreamMapping,
+    /// The events function, as deployed.
+    pub publisher: events::Publisher,
 }
 
 impl TestApp {
@@ -155,13 +163,35 @@ impl TestApp {
         let [mapping, points_mapping] = stack
             .mappings(Some(Duration::from_millis(200)))
             .expect("the worker's event source mappings");
+        let stream = stack
+            .stream_mapping()
+            .expect("the events function's stream mapping");
+        let publisher = stack.publisher().expect("the events function");
         Self {
             stack,
             worker,
             gateway,
             mapping,
             points_mapping,
+            stream,
+            publisher,
         }
+    }
+
+    /// Reads the table's stream into the events function until it has
+    /// published everything written so far (a failed batch is delivered again).
+    pub async fn publish_events(&self) {
+        for _ in 0..1000 {
+            let poll = self
+                .stream
+                .poll_once(&self.publisher)
+                .await
+                .expect("read the stream");
+            if poll.received == 0 {
+                return;
+            }
+        }
+        panic!("the stream did not drain");
     }
 
     /// Reconcile, as deployed (its own role).

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use dev_gateway::template::{Event, Function, SqsMapping, Template, Value};
+use dev_gateway::template::{Event, Function, SqsMapping, StreamMapping, Template, Value};
 use shared::config;
 use shared::queue::mapping;
 use shared::store::keys;
@@ -269,6 +269,7 @@ fn each_function_is_given_exactly_the_environment_its_code_reads() {
         ("points", points::ENVIRONMENT),
         ("sqs-worker", sqs_worker::ENVIRONMENT),
         ("reconcile", reconcile::ENVIRONMENT),
+        ("events", events::ENVIRONMENT),
     ] {
         let given: BTreeSet<String> = function(&template, binary)
             .environment
@@ -470,7 +471,7 @@ fn every_function_is_alarmed_on_errors_and_throttles_and_the_api_on_5xx() {
         .of_type("AWS::Serverless::Function")
         .map(|(id, _)| id.to_owned())
         .collect();
-    assert_eq!(functions.len(), 4);
+    assert_eq!(functions.len(), 5);
     for function in &functions {
         for metric in ["Errors", "Throttles"] {
             assert_eq!(
@@ -573,4 +574,74 @@ fn production_settings_are_the_defaults_and_a_trial_can_leave_nothing_behind() {
             "trial.params sets {setting}"
         );
     }
+}
+
+/// The events function reads the table's stream the way its guarantees need
+/// (docs/events.md): every change with both images, in order per item, a
+/// failed event delivered again from its record, retried for as long as the
+/// stream keeps records, and a batch given up on reported, not dropped.
+#[test]
+fn the_events_function_reads_the_stream_as_its_guarantees_need() {
+    let template = template();
+    let table = properties(&template, "Table");
+    assert_eq!(
+        table["StreamSpecification"]["StreamViewType"].as_str(),
+        Some("NEW_AND_OLD_IMAGES")
+    );
+    let publisher = function(&template, "events");
+    let streams: Vec<&StreamMapping> = publisher
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Stream(stream) => Some(stream),
+            _ => None,
+        })
+        .collect();
+    let [stream] = streams.as_slice() else {
+        panic!("one stream mapping: {streams:?}");
+    };
+    assert_eq!(stream.table, "Table");
+    assert_eq!(
+        stream.starting_position, "TRIM_HORIZON",
+        "nothing missed at deploy"
+    );
+    assert!(stream.report_batch_item_failures && stream.bisect_on_error);
+    assert_eq!(
+        stream.maximum_retry_attempts, -1,
+        "a bus outage costs delay only"
+    );
+    // DynamoDB Streams keeps records 24 hours: the age bound must hand a
+    // batch to the dead-letter queue while the stream still holds it.
+    assert!((1..24 * 3600).contains(&stream.maximum_record_age_secs));
+    assert_eq!(stream.on_failure.as_deref(), Some("EventsDeadLetterQueue"));
+    let resource = properties(&template, "EventsFunction");
+    let settings = &resource["Events"]["Stream"]["Properties"];
+    assert_eq!(
+        settings["ParallelizationFactor"].as_u64(),
+        Some(1),
+        "in order per item"
+    );
+    // It may publish to its own bus only.
+    let statements = &publisher.statements;
+    let put_events: Vec<&Value> = statements
+        .iter()
+        .filter(|s| s["Action"].as_str() == Some("events:PutEvents"))
+        .collect();
+    assert_eq!(put_events.len(), 1);
+    assert_eq!(target(&put_events[0]["Resource"]), "EventBus");
+    assert_eq!(
+        target(&publisher.environment[config::EVENT_BUS_NAME]),
+        "EventBus"
+    );
+    // Falling behind alarms long before the stream's 24 hours run out.
+    let age = properties(&template, "EventsIteratorAgeAlarm");
+    assert_eq!(age["MetricName"].as_str(), Some("IteratorAge"));
+    let threshold_ms = age["Threshold"].as_u64().unwrap();
+    let periods = age["EvaluationPeriods"].as_u64().unwrap() * age["Period"].as_u64().unwrap();
+    assert!(
+        threshold_ms / 1000 + periods <= 3600,
+        "alarmed within the hour"
+    );
+    let archive = properties(&template, "EventArchive");
+    assert_eq!(target(&archive["SourceArn"]), "EventBus");
 }

@@ -28,12 +28,17 @@
 //! not reach stays marked (or due, or pending) for the next run. A malformed
 //! item is logged with its key, counted (`MalformedItems`, alarmed) and skipped:
 //! it never stops the rest of the run.
+//!
+//! Each mismatch and malformed item a run finds is also recorded as a finding
+//! item (at most [`MAX_FINDINGS_PER_RUN`]), which the events function publishes
+//! as `Ledger Mismatch Found` / `Malformed Item Found`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use serde::Serialize;
+use shared::domain::events::{FindingKind, ReconcileFinding};
 use shared::domain::ids::{PostId, UserId};
 use shared::domain::points::{self, EntryKind, Finding, OperationStatus};
 use shared::http::error_chain;
@@ -120,9 +125,23 @@ pub struct Report {
     /// Steps that ran out of their share of the time budget; the next run goes on.
     pub steps_cut_short: u64,
     pub duration_ms: u64,
+    /// What was found wrong, to record as findings: (kind, subject, problem).
+    #[serde(skip)]
+    pub findings: Vec<(FindingKind, String, String)>,
 }
 
+/// Findings recorded per run: a table damaged wholesale is reported by the
+/// counts and the alarm, not by an event per item.
+pub const MAX_FINDINGS_PER_RUN: usize = 100;
+
 impl Report {
+    fn found(&mut self, kind: FindingKind, subject: &str, problem: &str) {
+        if self.findings.len() < MAX_FINDINGS_PER_RUN {
+            self.findings
+                .push((kind, subject.to_owned(), problem.to_owned()));
+        }
+    }
+
     /// Passes a result through, or logs and counts a malformed item and answers
     /// `None`, so the run goes on without it. Other errors stop the run.
     fn skip_malformed<T>(
@@ -133,6 +152,9 @@ impl Report {
             Ok(value) => Ok(Some(value)),
             Err(err @ StoreError::Corrupt { .. }) => {
                 self.malformed_items += 1;
+                if let StoreError::Corrupt { key, problem, .. } = &err {
+                    self.found(FindingKind::MalformedItem, key, problem);
+                }
                 tracing::error!(error = %error_chain(&err), "malformed item skipped");
                 Ok(None)
             }
@@ -280,6 +302,22 @@ impl Reconciler {
             self.store.save_reconcile_state(&state).await
         }
         .await;
+        // What was found before a failure is recorded too.
+        let found_at = shared::domain::timestamp::format(now);
+        let findings: Vec<ReconcileFinding> = report
+            .findings
+            .iter()
+            .map(|(kind, subject, problem)| ReconcileFinding {
+                kind: *kind,
+                subject: subject.clone(),
+                problem: problem.clone(),
+                found_at: found_at.clone(),
+            })
+            .collect();
+        let result = match (result, self.store.record_findings(&findings).await) {
+            (Ok(()), Err(err)) => Err(err),
+            (result, _) => result,
+        };
         report.duration_ms = started.elapsed().as_millis() as u64;
         if let Err(err) = &result {
             tracing::error!(error = %error_chain(err), ?report, "reconcile run failed part way; the next run resumes");
@@ -511,6 +549,11 @@ impl Reconciler {
                 entries: entries.len(),
                 findings: &findings,
             };
+            report.found(
+                FindingKind::LedgerMismatch,
+                user.as_str(),
+                &serde_json::to_string(&mismatch).unwrap_or_default(),
+            );
             tracing::error!(
                 account = %user,
                 mismatch = %serde_json::to_string(&mismatch).unwrap_or_default(),

@@ -27,7 +27,9 @@
 //!   passed; it is written only when an account's soonest expiry changes.
 //! - `gsi1` also lists every operation still pending (the outbox): reconcile
 //!   re-drives those pending too long. Settling the record removes the entry.
-//! - Reconcile keeps its own state in `RECONCILE` / `STATE`.
+//! - Reconcile keeps its own state in `RECONCILE` / `STATE`, and each finding
+//!   (a ledger mismatch, a malformed item) in `FINDINGS` / `{found_at}#{kind}#{subject}`
+//!   for [`FINDING_RETENTION_DAYS`]: the stream publishes it as an event.
 //!
 //! User ids never contain `#` (SPEC section 3), so `#` separates key parts.
 
@@ -138,6 +140,14 @@ pub fn dirty_accounts_partition_gsi1pk(partition: u32) -> String {
 
 pub const RECONCILE_PK: &str = "RECONCILE";
 pub const RECONCILE_SK: &str = "STATE";
+
+pub const FINDINGS_PK: &str = "FINDINGS";
+/// How long a finding's item is kept (the table's TTL removes it).
+pub const FINDING_RETENTION_DAYS: i64 = 30;
+
+pub fn finding_sk(found_at: &str, kind: &str, subject: &str) -> String {
+    format!("{found_at}#{kind}#{subject}")
+}
 
 pub fn pending_gsi1pk(caller: &UserId) -> String {
     pending_partition_gsi1pk(stable_bucket(caller.as_str(), DIRTY_PARTITIONS))

@@ -3,6 +3,7 @@
 //! One table holds everything (see [`keys`] for the item layout). SDK errors stop
 //! here: callers see [`StoreError`], whose variants say what a caller can do about it.
 
+pub mod changes;
 pub mod keys;
 pub mod likers;
 pub mod likes;

@@ -28,7 +28,7 @@ use super::{
 use crate::domain::ids::{OperationId, UserId};
 use crate::domain::points::{
     Account, AccountChange, Entry, Expiry, LinkedUpdate, OperationRecord, OperationStatus, Plan,
-    PointsOperation, Rejection,
+    PointsOperation, Rejection, WrittenEntry,
 };
 use crate::domain::timestamp;
 
@@ -73,11 +73,11 @@ const STILL_PENDING: &str = "attribute_not_exists(pk) OR #status = :pending";
     clippy::expect_used,
     reason = "Tally's own types (strings, numbers, string-keyed maps) always convert"
 )]
-fn to_item<T: Serialize>(value: &T) -> Item {
+pub(super) fn to_item<T: Serialize>(value: &T) -> Item {
     serde_dynamo::to_item(value).expect("Tally's own types always convert to items")
 }
 
-fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+pub(super) fn from_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T, StoreError> {
     serde_dynamo::from_item(item.clone())
         .map_err(|e| corrupt_because(&item, "unreadable attributes", e))
 }
@@ -286,6 +286,11 @@ impl Store {
             status: OperationStatus::Applied,
             entry: plan.own_entry().cloned(),
             refundable: plan.refundable.clone(),
+            entries: plan
+                .changes
+                .iter()
+                .filter_map(|change| Some(WrittenEntry::of(&change.user, change.own_entry()?)))
+                .collect(),
             ..OperationRecord::pending(op)
         };
         let guard = put(pending_guard(self.put(operation_item(&record))));

@@ -14,6 +14,7 @@ use super::{
     Item, Store, StoreError, corrupt, corrupt_because, decode_cursor, encode_cursor, get_i64,
     get_s, n, partition_set, required_s, s,
 };
+use crate::domain::events::{FindingKind, ReconcileFinding};
 use crate::domain::ids::{InvalidIdentifier, PostId, UserId};
 use crate::domain::likers::{self, LikerKey, MAX_RECENT_LIKERS, RecentLikers};
 use crate::domain::points::Entry;
@@ -631,6 +632,37 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Records what a run found, one item each, for the stream to publish as
+    /// events. The key holds the run's time: a finding reported again by the
+    /// next run is a new item, and a retried write rewrites the same one.
+    pub async fn record_findings(&self, findings: &[ReconcileFinding]) -> Result<(), StoreError> {
+        for finding in findings {
+            let kind = match finding.kind {
+                FindingKind::LedgerMismatch => "ledger_mismatch",
+                FindingKind::MalformedItem => "malformed_item",
+            };
+            let mut item = super::points::to_item(finding);
+            item.insert(PK.to_owned(), s(keys::FINDINGS_PK));
+            item.insert(
+                SK.to_owned(),
+                s(keys::finding_sk(&finding.found_at, kind, &finding.subject)),
+            );
+            let expires = timestamp::parse(&finding.found_at).map_or(0, |at| {
+                at.unix_timestamp() + keys::FINDING_RETENTION_DAYS * 86_400
+            });
+            item.insert(keys::EXPIRES_AT.to_owned(), n(expires));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            self.usage.record("dynamodb:PutItem finding", 1.0, 0.0);
+        }
         Ok(())
     }
 }

@@ -64,7 +64,8 @@ impl Sim {
 
     pub(super) async fn final_audit(&mut self) -> Result<(), Violation> {
         self.audit_likes().await?;
-        self.audit_points().await
+        self.audit_points().await?;
+        self.audit_events().await
     }
 
     async fn audit_likes(&mut self) -> Result<(), Violation> {

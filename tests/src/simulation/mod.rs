@@ -17,8 +17,13 @@
 //!   crashes (every call after the k-th fails unsent, and the invocation's
 //!   answer is thrown away: nothing it did is deleted). Data is edited behind
 //!   the service's back (a counter during the run, a balance at the end).
+//! - **Events**: now and then the table's stream is read into the events
+//!   function, which may die before its checkpoint (the records come again) or
+//!   meet a PutEvents that takes all entries but one; a rule on the bus
+//!   delivers every event to the auditor's queue.
 //! - **The auditor** ([`model::Model`]) checks every answer as it comes and the
-//!   whole state once the queues have drained and reconcile has run.
+//!   whole state once the queues have drained and reconcile has run, the
+//!   events published included.
 //!
 //! A seed replays the same schedule of operations, deliveries, faults and clock
 //! steps; the interleaving of one invocation's own concurrent requests is
@@ -43,6 +48,7 @@ macro_rules! check {
 
 mod auditor;
 mod delivery;
+mod events_audit;
 mod workload;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -60,6 +66,7 @@ use time::OffsetDateTime;
 
 use crate::TestApp;
 use crate::faults::{Fault, FaultInjector, Refusal};
+use crate::published::Subscriber;
 use delivery::Pending;
 use model::{Model, WriteKind};
 
@@ -80,6 +87,8 @@ pub const FAULT_KINDS: &[&str] = &[
     "clock_jump",
     "tampered_counter",
     "tampered_balance",
+    "publisher_crash",
+    "put_events_partial",
 ];
 
 const SQS_LOST: (&str, Fault) = ("SendMessage", Fault::LoseAnswer);
@@ -95,6 +104,12 @@ const THROTTLED: (&str, Fault) = ("*", Fault::Refuse(Refusal::Throttled));
 const SERVER_ERROR: (&str, Fault) = ("*", Fault::Refuse(Refusal::ServerError));
 const SHORT_PAGE: (&str, Fault) = ("Query", Fault::ShortPage(1));
 const UNPROCESSED: (&str, Fault) = ("BatchGetItem", Fault::Unprocessed);
+/// A PutEvents that takes every entry but the first, second or third.
+const PUT_EVENTS_PARTIAL: [(&str, Fault); 3] = [
+    ("PutEvents", Fault::FailEntry(0)),
+    ("PutEvents", Fault::FailEntry(1)),
+    ("PutEvents", Fault::FailEntry(2)),
+];
 
 /// The kind an injected SDK fault is reported as.
 fn kind_of(fault: Fault) -> &'static str {
@@ -105,6 +120,7 @@ fn kind_of(fault: Fault) -> &'static str {
         Fault::Refuse(Refusal::TransactionConflict) => "transaction_conflict",
         Fault::Refuse(Refusal::Throttled) => "throttled",
         Fault::Refuse(Refusal::ServerError) => "server_error",
+        Fault::FailEntry(_) => "put_events_partial",
     }
 }
 
@@ -147,6 +163,9 @@ struct Sim {
     arns: [String; 2],
     /// Reads for the final audit, uninstrumented.
     store: Store,
+    /// Every event Tally published, delivered by a rule on its bus.
+    subscriber: Subscriber,
+    events: Vec<serde_json::Value>,
     likes: Vec<Pending>,
     points: BTreeMap<String, VecDeque<Pending>>,
     dead: Vec<Pending>,
@@ -205,8 +224,11 @@ impl Sim {
             app.mapping.source_arn().to_owned(),
             app.points_mapping.source_arn().to_owned(),
         ];
+        let subscriber = Subscriber::all(&app).await;
         Self {
             arns,
+            subscriber,
+            events: Vec::new(),
             likes_queue: OperationQueue::from_config(&aws, app.stack.likes.queue.url()),
             points_queue: OperationQueue::from_config(&aws, app.stack.points.queue.url()),
             store: Store::from_config(&aws, app.stack.store.table_name()),
@@ -270,9 +292,9 @@ impl Sim {
         self.faults.clear();
         let injected_before = self.faults.injected().len();
         let fault_roll: f64 = self.rng.random();
-        let choice: u32 = self.rng.random_range(0..100);
+        let choice: u32 = self.rng.random_range(0..110);
         // A fault for the calls this kind of step makes (counted only if hit).
-        let often = matches!(choice, 26..31 | 59..67 | 69..93);
+        let often = matches!(choice, 26..31 | 59..67 | 69..93 | 100..110);
         if fault_roll < if often { 0.8 } else { 0.5 } {
             self.arm_fault(match choice {
                 0..26 => &[SQS_LOST, SQS_FAILED, THROTTLED],
@@ -290,6 +312,13 @@ impl Sim {
                     SERVER_ERROR,
                 ],
                 93..96 => &[THROTTLED, SERVER_ERROR, UPDATE_LOST, SQS_FAILED],
+                100..110 => &[
+                    PUT_EVENTS_PARTIAL[0],
+                    PUT_EVENTS_PARTIAL[1],
+                    PUT_EVENTS_PARTIAL[2],
+                    THROTTLED,
+                    SERVER_ERROR,
+                ],
                 _ => &[],
             });
         }
@@ -326,7 +355,8 @@ impl Sim {
             69..80 => self.deliver_likes().await?,
             80..93 => self.deliver_points().await?,
             93..96 => self.reconcile().await?,
-            _ => self.tamper_counters().await?,
+            96..100 => self.tamper_counters().await?,
+            _ => self.publish_events().await?,
         }
         for (_, fault) in self.faults.injected().split_off(injected_before) {
             *self.faults_by_kind.entry(kind_of(fault)).or_default() += 1;

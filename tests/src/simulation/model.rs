@@ -92,6 +92,8 @@ pub struct Model {
     pub rejections: HashMap<(String, String), String>,
     /// Posts whose counter was edited by hand (wrong until reconcile repairs it).
     pub tampered_posts: HashSet<String>,
+    /// Each valid like operation seen on the queue: (user, post, is a like, version).
+    pub like_ops: HashMap<String, (String, String, bool, String)>,
 }
 
 impl Model {
@@ -125,6 +127,10 @@ impl Model {
                 .or_default()
                 .insert(user.clone());
         }
+        self.like_ops.insert(
+            id.clone(),
+            (user.clone(), post.clone(), liked, version.clone()),
+        );
         let register = self
             .registers
             .entry((user, post))

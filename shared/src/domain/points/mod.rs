@@ -21,7 +21,7 @@ pub use ledger::{
     Account, AccountChange, Entry, EntryKind, LinkedUpdate, MAX_OPEN_HOLDS, OpenHold, Plan,
     Snapshot, plan, settle_due,
 };
-pub use operation::{OperationRecord, OperationStatus, Rejection};
+pub use operation::{OperationRecord, OperationStatus, Rejection, WrittenEntry};
 pub use request::{
     Adjustment, Capture, Grant, Hold, InvalidRequest, PointsOperation, PointsRequest, Refund,
     Release, RequestBody, Spend, Transfer, parse_body,

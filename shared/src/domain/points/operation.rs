@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ledger::Entry;
+use super::ledger::{Entry, EntryKind};
 use super::{Lots, PointsOperation, PointsRequest};
 use crate::domain::ids::{OperationId, UserId};
 use crate::domain::timestamp;
@@ -94,6 +94,36 @@ pub struct OperationRecord {
     /// A hold once captured or released: the operation that closed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_by: Option<OperationId>,
+    /// Once applied, each account's entry of the operation itself (a
+    /// transfer's two sides), for the `Points Operation Settled` event.
+    /// Absent on records applied before events existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<WrittenEntry>,
+}
+
+/// One account's entry of an applied operation, as its event reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenEntry {
+    pub user_id: UserId,
+    pub seq: u64,
+    pub kind: EntryKind,
+    pub amount: i64,
+    pub balance_after: u64,
+    #[serde(default)]
+    pub held_after: u64,
+}
+
+impl WrittenEntry {
+    pub fn of(user: &UserId, entry: &Entry) -> Self {
+        Self {
+            user_id: user.clone(),
+            seq: entry.seq,
+            kind: entry.kind,
+            amount: entry.amount,
+            balance_after: entry.balance_after,
+            held_after: entry.held_after,
+        }
+    }
 }
 
 impl OperationRecord {
@@ -109,6 +139,7 @@ impl OperationRecord {
             entry: None,
             refundable: None,
             closed_by: None,
+            entries: Vec::new(),
         }
     }
 

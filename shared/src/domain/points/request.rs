@@ -338,6 +338,20 @@ impl PointsRequest {
         }
     }
 
+    /// The caller's own reference for the operation (an order id), if given.
+    pub fn reference(&self) -> Option<&Reference> {
+        match self {
+            PointsRequest::Grant(Grant { reference, .. })
+            | PointsRequest::Spend(Spend { reference, .. })
+            | PointsRequest::Transfer(Transfer { reference, .. })
+            | PointsRequest::Hold(Hold { reference, .. })
+            | PointsRequest::Capture(Capture { reference, .. })
+            | PointsRequest::Release(Release { reference, .. })
+            | PointsRequest::Refund(Refund { reference, .. })
+            | PointsRequest::Adjust(Adjustment { reference, .. }) => reference.as_ref(),
+        }
+    }
+
     /// The kind's name, as the queue's `type` and metrics name it.
     pub fn kind(&self) -> &'static str {
         match self {
