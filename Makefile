@@ -1,6 +1,6 @@
 # The README's two commands are `make dev` and `make test`.
 # Deploying needs AWS SAM CLI, cargo-lambda and ziglang (see README: Deploy).
-.PHONY: smoke destroy bench deploy sam-build dev test test-rust test-schemathesis test-readme test-simulate simulate lint-template lint-openapi lint build reconcile invoke-examples
+.PHONY: events smoke destroy bench deploy sam-build dev test test-rust test-schemathesis test-readme test-simulate simulate lint-template lint-openapi lint build reconcile invoke-examples
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
@@ -60,6 +60,10 @@ build:
 # A deployed stack (or `make dev`) tried end to end: make smoke URL=... TOKEN=...
 smoke:
 	scripts/smoke.sh "$(URL)" "$(TOKEN)"
+
+# Every event the `make dev` stack publishes, as it happens (docs/events.md); Ctrl-C stops it.
+events:
+	scripts/events.sh tail
 
 # One reconcile run now, against the `make dev` stack; prints the report.
 reconcile:

@@ -35,6 +35,8 @@ MARKER = "<!-- readme: run -->"
 DEV_URL = "http://127.0.0.1:3000"
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"
 RETRY_SECONDS = 15
+# The dev gateway's stack (its names, and its event bus), for it and the commands.
+STACK_NAME = f"tally-readme-{secrets.token_hex(4)}"
 
 
 def blocks(text):
@@ -129,7 +131,7 @@ def start_gateway():
     env = dict(os.environ)
     env.update(
         TALLY_DEV_ADDR=f"127.0.0.1:{port}",
-        TALLY_STACK_NAME=f"tally-readme-{secrets.token_hex(4)}",
+        TALLY_STACK_NAME=STACK_NAME,
         RUST_LOG=env.get("RUST_LOG", "warn"),
         # The walkthrough's `make reconcile` is the run it shows; no other runs between.
         TALLY_RECONCILE_INTERVAL_SECS="3600",
@@ -157,6 +159,7 @@ def run(command, url):
     prelude = (
         "curl() { command curl --noproxy '*' -sS -w '\\n%{http_code}' \"$@\"; }\n"
         f"export TALLY_DEV_URL={url}\n"
+        f"export TALLY_STACK_NAME={STACK_NAME}\n"
     )
     # As typed into a shell, not as a step of `make test`: a sub-make would
     # otherwise print "make[1]: Entering directory" around the answer.

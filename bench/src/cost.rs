@@ -18,6 +18,11 @@ pub struct Prices {
     /// arm64, as the template deploys.
     pub lambda_per_gb_second: f64,
     pub http_api_per_million_requests: f64,
+    /// EventBridge custom events: per million entries `PutEvents` takes, each
+    /// entry billed per started 64 KB (aws.amazon.com/eventbridge/pricing).
+    /// Archiving and DynamoDB Streams reads by Lambda are left out: the first
+    /// is per GB (Tally's events are under 1 KB), the second free.
+    pub eventbridge_per_million_events: f64,
 }
 
 pub const PRICES: Prices = Prices {
@@ -30,6 +35,7 @@ pub const PRICES: Prices = Prices {
     lambda_per_million_requests: 0.20,
     lambda_per_gb_second: 0.000_013_333_4,
     http_api_per_million_requests: 1.00,
+    eventbridge_per_million_events: 1.00,
 };
 
 /// Lambda gives a function one vCPU at 1,769 MB and a share in proportion

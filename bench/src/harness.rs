@@ -84,7 +84,7 @@ pub fn functions_cpu() -> Duration {
 impl Harness {
     pub async fn new(aws: &SdkConfig) -> Self {
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let options = StackOptions::deployed(&format!("tally-bench-{id}")).expect("template.yaml");
+        let options = StackOptions::deployed(&format!("b-{id}")).expect("template.yaml");
         let stack = LocalStack::provision(aws, &options)
             .await
             .expect("provision the benchmark's table and queues");

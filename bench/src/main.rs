@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench [--scale 0.2] [--json bench-results.json] [--arm64-dir target/lambda]
-//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|toggling|reads|naive|functions]
+//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|toggling|reads|events|naive|functions]
 //! ```
 //! Needs the emulator at `AWS_ENDPOINT_URL` (`make bench` starts one) and, for
 //! the function figures, the release binaries beside this one (`make bench` builds them).
@@ -15,6 +15,7 @@ mod functions;
 mod harness;
 mod limits;
 mod naive;
+mod published;
 mod reads;
 mod scenarios;
 
@@ -32,6 +33,7 @@ struct Results {
     hot_post: Option<scenarios::HotPost>,
     read_storm: Option<reads::ReadStorm>,
     likers_page: Option<reads::LikersPageCost>,
+    events: Option<published::EventsResult>,
     /// Mean messages per worker invocation while the mixed feed's backlog drained.
     backlogged_batch: Option<f64>,
     functions: Vec<functions::Function>,
@@ -84,7 +86,7 @@ struct Args {
     json: PathBuf,
     arm64_dir: Option<PathBuf>,
     skip_functions: bool,
-    /// Run one part only: hot, mixed, points, expiry, checkout, toggling, naive or functions.
+    /// Run one part only: hot, mixed, points, expiry, checkout, toggling, reads, events, naive or functions.
     only: Option<String>,
 }
 
@@ -111,7 +113,7 @@ fn args() -> Args {
             }
             "--skip-functions" => args.skip_functions = true,
             "--only" => args.only = Some(given.next().expect(
-                "--only takes hot, mixed, points, expiry, checkout, toggling, reads, naive or functions",
+                "--only takes hot, mixed, points, expiry, checkout, toggling, reads, events, naive or functions",
             )),
             other => panic!("unknown argument {other}; see the module docs"),
         }
@@ -182,6 +184,12 @@ async fn main() {
         eprintln!("bench: likers page on a post with 10,000 likers");
         likers_page = Some(reads::likers_page(&aws, 10_000).await);
     }
+    let events = if wanted("events") {
+        eprintln!("bench: events");
+        Some(published::measure(&aws, args.scale).await)
+    } else {
+        None
+    };
     let naive = if wanted("naive") {
         eprintln!("bench: naive designs");
         naive::measure_all(&aws, args.scale).await
@@ -213,6 +221,7 @@ async fn main() {
         hot_post,
         read_storm,
         likers_page,
+        events,
         backlogged_batch,
         functions,
         naive,
@@ -220,6 +229,9 @@ async fn main() {
         cpu_to_sdk_floor,
     };
     print_table(&results);
+    if let Some(events) = &results.events {
+        published::print(events);
+    }
     std::fs::write(
         &args.json,
         serde_json::to_string_pretty(&results).unwrap() + "\n",

@@ -235,6 +235,40 @@ impl Intercept for Interceptor {
         "FaultInjector"
     }
 
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // Before signing: the emulator checks the signature over the body.
+        cfg.interceptor_state().unset::<CutEntry>();
+        if cfg.load::<Metadata>().map(Metadata::name) != Some("PutEvents") {
+            return Ok(());
+        }
+        let Some(bytes) = context.request().body().bytes() else {
+            return Ok(());
+        };
+        let mut asked: serde_json::Value = serde_json::from_slice(bytes)?;
+        let entries = asked["Entries"].as_array_mut().ok_or("no Entries")?;
+        let sent = entries.len();
+        // Only a call with an entry at that position is hit.
+        if let Some(Fault::FailEntry(position)) = self
+            .0
+            .take(cfg, |f| matches!(f, Fault::FailEntry(p) if p < sent))
+        {
+            entries.remove(position);
+            let body = asked.to_string();
+            let request = context.request_mut();
+            request
+                .headers_mut()
+                .insert("content-length", body.len().to_string());
+            *request.body_mut() = SdkBody::from(body);
+            cfg.interceptor_state().store_put(CutEntry(position));
+        }
+        Ok(())
+    }
+
     fn modify_before_transmit(
         &self,
         context: &mut BeforeTransmitInterceptorContextMut<'_>,
@@ -264,24 +298,6 @@ impl Intercept for Interceptor {
             if let Some(bytes) = context.request().body().bytes() {
                 let asked: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
                 cfg.interceptor_state().store_put(Asked(asked));
-            }
-        }
-        if cfg.load::<Metadata>().map(Metadata::name) == Some("PutEvents")
-            && let Some(Fault::FailEntry(position)) =
-                self.0.take(cfg, |f| matches!(f, Fault::FailEntry(_)))
-            && let Some(bytes) = context.request().body().bytes()
-        {
-            let mut asked: serde_json::Value = serde_json::from_slice(bytes)?;
-            let entries = asked["Entries"].as_array_mut().ok_or("no Entries")?;
-            if position < entries.len() {
-                entries.remove(position);
-                let body = asked.to_string();
-                let request = context.request_mut();
-                request
-                    .headers_mut()
-                    .insert("content-length", body.len().to_string());
-                *request.body_mut() = SdkBody::from(body);
-                cfg.interceptor_state().store_put(CutEntry(position));
             }
         }
         if let Some(Fault::Refuse(_)) = fault {

@@ -292,9 +292,9 @@ impl Sim {
         self.faults.clear();
         let injected_before = self.faults.injected().len();
         let fault_roll: f64 = self.rng.random();
-        let choice: u32 = self.rng.random_range(0..110);
+        let choice: u32 = self.rng.random_range(0..100);
         // A fault for the calls this kind of step makes (counted only if hit).
-        let often = matches!(choice, 26..31 | 59..67 | 69..93 | 100..110);
+        let often = matches!(choice, 26..31 | 59..67 | 69..93);
         if fault_roll < if often { 0.8 } else { 0.5 } {
             self.arm_fault(match choice {
                 0..26 => &[SQS_LOST, SQS_FAILED, THROTTLED],
@@ -312,13 +312,6 @@ impl Sim {
                     SERVER_ERROR,
                 ],
                 93..96 => &[THROTTLED, SERVER_ERROR, UPDATE_LOST, SQS_FAILED],
-                100..110 => &[
-                    PUT_EVENTS_PARTIAL[0],
-                    PUT_EVENTS_PARTIAL[1],
-                    PUT_EVENTS_PARTIAL[2],
-                    THROTTLED,
-                    SERVER_ERROR,
-                ],
                 _ => &[],
             });
         }
@@ -355,14 +348,31 @@ impl Sim {
             69..80 => self.deliver_likes().await?,
             80..93 => self.deliver_points().await?,
             93..96 => self.reconcile().await?,
-            96..100 => self.tamper_counters().await?,
-            _ => self.publish_events().await?,
+            _ => self.tamper_counters().await?,
         }
         for (_, fault) in self.faults.injected().split_off(injected_before) {
             *self.faults_by_kind.entry(kind_of(fault)).or_default() += 1;
         }
         self.faults.clear();
         self.faults.restart();
+        // Now and then the stream is read into the events function, under faults of its own.
+        if self.rng.random_bool(0.12) {
+            let before_publish = self.faults.injected().len();
+            if self.rng.random_bool(0.8) {
+                self.arm_fault(&[
+                    PUT_EVENTS_PARTIAL[0],
+                    PUT_EVENTS_PARTIAL[1],
+                    PUT_EVENTS_PARTIAL[2],
+                    THROTTLED,
+                    SERVER_ERROR,
+                ]);
+            }
+            self.publish_events().await?;
+            for (_, fault) in self.faults.injected().split_off(before_publish) {
+                *self.faults_by_kind.entry(kind_of(fault)).or_default() += 1;
+            }
+            self.faults.clear();
+        }
         if self.rng.random_bool(0.08) {
             // Days pass; the queues drained long before.
             self.flush().await?;
