@@ -33,7 +33,12 @@ is still evaluated by moto; 5 and 6 add the IAM checks AWS makes.
    transaction cost grew with the table (a few per second on a benchmark's
    table). moto still applies the transaction and decides its outcome; when it
    fails, this puts back each touched item as it was, which is what restoring
-   the table copy did (a transaction writes only the items it names).
+   the table copy did (a transaction writes only the items it names). A
+   cancelled transaction leaves nothing in the table's stream either: moto
+   records each item as it writes it, so the records of the items written
+   before the failing one (and of the rollback) are taken back out, and a
+   stream is read only between DynamoDB requests (DynamoDB Streams shows a
+   transaction's records once it commits, and never a cancelled one's).
 
 5. IAM is enforced from the first request, as on AWS. Before serving, an
    operator user is created (allowed everything) and its keys are written to
@@ -73,6 +78,7 @@ import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
+from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.events.responses import EventsHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Queue, SQSBackend
@@ -140,6 +146,12 @@ def _touched_items(backend, transact_items):
 
 def _item_snapshot_transact_write_items(self, transact_items):
     touched = _touched_items(self, transact_items)
+    # Each stream's length before: a cancelled transaction writes nothing.
+    streams = {}
+    for table_name, _, _ in touched:
+        shard = getattr(self.tables.get(table_name), "stream_shard", None)
+        if shard is not None:
+            streams[table_name] = (shard, len(shard.items))
     _in_transaction.active = True
     try:
         return _transact_write_items(self, transact_items)
@@ -150,6 +162,10 @@ def _item_snapshot_transact_write_items(self, transact_items):
                 self.delete_item(table_name, key)
             else:
                 self.put_item(table_name, before)
+        # Neither the writes moto made before the failing item nor this
+        # rollback reach the stream, as on DynamoDB.
+        for shard, length in streams.values():
+            del shard.items[length:]
         raise
     finally:
         _in_transaction.active = False
@@ -182,6 +198,18 @@ for _count in (
     setattr(Queue, _count, _not_counted_while_sending(getattr(Queue, _count)))
 
 DynamoHandler.call_action = _serialized_call_action
+
+_streams_call_action = DynamoDBStreamsHandler.call_action
+
+
+def _serialized_streams_call_action(self):
+    # A stream is read between DynamoDB requests, never during one: a reader
+    # never sees a transaction's writes before it commits (or is rolled back).
+    with _dynamodb_lock:
+        return _streams_call_action(self)
+
+
+DynamoDBStreamsHandler.call_action = _serialized_streams_call_action
 SQSBackend.send_message = _send_message_without_counting
 SQSBackend.is_message_valid_based_on_retention_period = _retained
 DynamoDBBackend.transact_write_items = _item_snapshot_transact_write_items

@@ -53,7 +53,13 @@ pub async fn measure(aws: &SdkConfig, scale: f64) -> EventsResult {
         EventBus::from_config(aws, &stack.event_bus).with_usage(usage.clone()),
         stack.events_dead_letters.clone(),
     );
-    let subscriber = subscribe(aws, &stack).await;
+    let subscriber = (
+        aws_sdk_sqs::Client::new(aws),
+        stack
+            .subscribe("subscriber", r#"{"source": [{"prefix": "tally."}]}"#)
+            .await
+            .expect("a rule on the bus"),
+    );
     let worker = stack.worker().unwrap();
     let mut pumps = Vec::new();
     for mapping in stack.mappings(None).unwrap() {
@@ -190,46 +196,6 @@ pub async fn measure(aws: &SdkConfig, scale: f64) -> EventsResult {
         delay_ms_p99: percentile(0.99),
         delay_samples: delays.len(),
     }
-}
-
-/// A queue and a rule on the stack's bus that delivers every Tally event to it.
-async fn subscribe(aws: &SdkConfig, stack: &LocalStack) -> (aws_sdk_sqs::Client, String) {
-    let sqs = aws_sdk_sqs::Client::new(aws);
-    let events = aws_sdk_eventbridge::Client::new(aws);
-    let name = format!("{}-subscriber", stack.event_bus);
-    let url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let arn = stack.likes.queue.arn().await.unwrap();
-    let arn = arn.replace(arn.rsplit(':').next().unwrap(), &name);
-    events
-        .put_rule()
-        .name(&name)
-        .event_bus_name(&stack.event_bus)
-        .event_pattern(r#"{"source": [{"prefix": "tally."}]}"#)
-        .send()
-        .await
-        .unwrap();
-    events
-        .put_targets()
-        .rule(&name)
-        .event_bus_name(&stack.event_bus)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    (sqs, url)
 }
 
 async fn call(

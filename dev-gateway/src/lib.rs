@@ -317,6 +317,53 @@ impl LocalStack {
         ))
     }
 
+    /// A queue `{bus}-{name}` and a rule of that name on the stack's bus that
+    /// delivers the events `pattern` (an EventBridge event pattern) matches to
+    /// it, as a subscriber would set them up. Answers the queue's URL.
+    pub async fn subscribe(&self, name: &str, pattern: &str) -> Result<String, BoxError> {
+        let sqs = aws_sdk_sqs::Client::new(&self.operator);
+        let events = aws_sdk_eventbridge::Client::new(&self.operator);
+        let queue = format!("{}-{name}", self.event_bus);
+        let url = sqs
+            .create_queue()
+            .queue_name(&queue)
+            .send()
+            .await?
+            .queue_url
+            .ok_or("CreateQueue answered no URL")?;
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes
+            .and_then(|mut attributes| {
+                attributes.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            })
+            .ok_or("the queue has no QueueArn")?;
+        events
+            .put_rule()
+            .name(&queue)
+            .event_bus_name(&self.event_bus)
+            .event_pattern(pattern)
+            .send()
+            .await?;
+        events
+            .put_targets()
+            .rule(&queue)
+            .event_bus_name(&self.event_bus)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("queue")
+                    .arn(arn)
+                    .build()?,
+            )
+            .send()
+            .await?;
+        Ok(url)
+    }
+
     /// The events function's stream mapping as the template sets it up.
     pub fn stream_mapping(&self) -> Result<StreamMapping, BoxError> {
         let function = self.deployed.function("events")?;

@@ -15,6 +15,17 @@ use sqs_worker::Worker;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
+/// An invocation's context as Lambda gives it: its deadline, in ms since the
+/// epoch, `timeout` from now.
+pub(crate) fn invocation_context(timeout: Duration) -> Context {
+    let mut context = Context::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    context.deadline = u64::try_from((now + timeout).as_millis()).unwrap_or(u64::MAX);
+    context
+}
+
 /// Long-poll wait for the first message of a batch.
 const LONG_POLL: Duration = Duration::from_secs(1);
 /// Pause between receives while a partial batch waits out its batching window.
@@ -97,14 +108,7 @@ impl EventSourceMapping {
     async fn invoke(&self, worker: &Worker, event: SqsEvent) -> Result<SqsBatchResponse, Error> {
         self.invocations.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        // As Lambda does: the invocation's deadline, in ms since the epoch.
-        let mut context = Context::default();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        context.deadline =
-            u64::try_from((now + self.settings.function_timeout).as_millis()).unwrap_or(u64::MAX);
-        let event = LambdaEvent::new(event, context);
+        let event = LambdaEvent::new(event, invocation_context(self.settings.function_timeout));
         let response = match &self.worker_runtime {
             None => worker.handle(event).await,
             Some(runtime) => {

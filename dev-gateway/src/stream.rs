@@ -17,7 +17,7 @@ use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord, StreamRecor
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use events::Publisher;
-use lambda_runtime::{Context, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use shared::http::error_chain;
 use shared::queue::OperationQueue;
 
@@ -289,12 +289,7 @@ impl StreamMapping {
     ) -> Result<aws_lambda_events::streams::DynamoDbEventResponse, lambda_runtime::Error> {
         self.invocations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut context = Context::default();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        context.deadline =
-            u64::try_from((now + self.settings.function_timeout).as_millis()).unwrap_or(u64::MAX);
+        let context = crate::pump::invocation_context(self.settings.function_timeout);
         publisher.handle(LambdaEvent::new(event, context)).await
     }
 

@@ -29,43 +29,12 @@ impl Subscriber {
 
     /// The events `pattern` matches, as an EventBridge rule named `name` matches them.
     pub async fn with_pattern(app: &TestApp, name: &str, pattern: Value) -> Self {
-        let aws = crate::emulator().await;
-        let sqs = aws_sdk_sqs::Client::new(&aws);
-        let events = aws_sdk_eventbridge::Client::new(&aws);
-        let bus = &app.stack.event_bus;
-        let queue = format!("{bus}-{name}");
-        let url = sqs
-            .create_queue()
-            .queue_name(&queue)
-            .send()
+        let url = app
+            .stack
+            .subscribe(name, &pattern.to_string())
             .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let arn = app.stack.likes.queue.arn().await.unwrap();
-        let arn = arn.replace(arn.rsplit(':').next().unwrap(), &queue);
-        events
-            .put_rule()
-            .name(&queue)
-            .event_bus_name(bus)
-            .event_pattern(pattern.to_string())
-            .send()
-            .await
-            .unwrap();
-        events
-            .put_targets()
-            .rule(&queue)
-            .event_bus_name(bus)
-            .targets(
-                aws_sdk_eventbridge::types::Target::builder()
-                    .id("queue")
-                    .arn(arn)
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
+            .expect("a rule on the bus, to a queue");
+        let sqs = aws_sdk_sqs::Client::new(&crate::emulator().await);
         Self { sqs, url }
     }
 

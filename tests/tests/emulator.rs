@@ -125,6 +125,58 @@ async fn a_cancelled_transaction_leaves_every_item_as_it_was_and_a_successful_on
         value(&client, &table, "updated").await.as_deref(),
         Some("after")
     );
+
+    // The table's stream holds what committed, and nothing of the cancelled
+    // transaction (moto wrote its first items, then rolled them back).
+    let streams = aws_sdk_dynamodbstreams::Client::new(&tests::emulator().await);
+    let stream_arn = app.stack.deployed.resources["Table"].attributes["StreamArn"].clone();
+    let shards = streams
+        .describe_stream()
+        .stream_arn(&stream_arn)
+        .send()
+        .await
+        .unwrap()
+        .stream_description
+        .unwrap()
+        .shards
+        .unwrap();
+    let mut written = Vec::new();
+    for shard in shards {
+        let iterator = streams
+            .get_shard_iterator()
+            .stream_arn(&stream_arn)
+            .shard_id(shard.shard_id.unwrap())
+            .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        let records = streams
+            .get_records()
+            .shard_iterator(iterator)
+            .send()
+            .await
+            .unwrap()
+            .records
+            .unwrap_or_default();
+        for record in records {
+            let image = record.dynamodb.unwrap().new_image.unwrap_or_default();
+            let text = |name: &str| image.get(name).and_then(|v| v.as_s().ok()).cloned();
+            if let (Some(pk), Some(v)) = (text("pk"), text("v")) {
+                written.push(format!("{pk}={v}"));
+            }
+        }
+    }
+    assert_eq!(
+        written,
+        [
+            "existing=before",
+            "updated=before",
+            "new=after",
+            "updated=after"
+        ]
+    );
 }
 
 /// As on AWS, a transaction is authorized item by item (each item's own action
