@@ -127,7 +127,18 @@ pub async fn measure(aws: &SdkConfig, scale: f64) -> EventsResult {
     while arrivals.lock().unwrap().len() < likes && waited.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let like_events = seen.lock().unwrap().len();
+    // What each source published, counted by detail-type.
+    let of_source = |source: &str| {
+        seen.lock()
+            .unwrap()
+            .values()
+            .filter(|detail_type| {
+                shared::domain::events::ALL
+                    .iter()
+                    .any(|(s, t)| *s == source && t == detail_type)
+            })
+            .count()
+    };
 
     // Points: grants, then spends, one account each.
     let points_operations = ((200.0 * scale) as usize).max(20);
@@ -150,12 +161,15 @@ pub async fn measure(aws: &SdkConfig, scale: f64) -> EventsResult {
         assert_eq!(status, 202, "{body}");
     }
     let waited = Instant::now();
-    while seen.lock().unwrap().len() < like_events + points_operations
+    while of_source(shared::domain::events::POINTS_SOURCE) < points_operations
         && waited.elapsed() < Duration::from_secs(120)
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let total_events = seen.lock().unwrap().len();
+    let (like_events, points_events) = (
+        of_source(shared::domain::events::LIKES_SOURCE),
+        of_source(shared::domain::events::POINTS_SOURCE),
+    );
     receiver.abort();
     for pump in pumps {
         pump.abort();
@@ -187,7 +201,7 @@ pub async fn measure(aws: &SdkConfig, scale: f64) -> EventsResult {
         likes,
         points_operations,
         events_per_like: like_events as f64 / likes as f64,
-        events_per_points_operation: (total_events - like_events) as f64 / points_operations as f64,
+        events_per_points_operation: points_events as f64 / points_operations as f64,
         put_events_requests_per_operation: count(&counted, "events:PutEvents") / operations,
         billed_entries_per_operation: billed / operations,
         event_dollars_per_million_operations: billed / operations

@@ -42,5 +42,8 @@ fn every_walkthrough_block_is_one_the_readme_check_runs() {
     // unchecked: each of these sections has exactly its marked blocks.
     let readme = readme();
     let marked = readme.matches("<!-- readme: run -->\n```sh").count();
-    assert_eq!(marked, 4, "Try it, Points, Points for checkout, Reconcile");
+    assert_eq!(
+        marked, 5,
+        "Try it, Points, Points for checkout, Events, Reconcile"
+    );
 }

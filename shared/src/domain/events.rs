@@ -8,7 +8,8 @@
 //!   flips: a duplicate or superseded operation fails the register's condition
 //!   and writes nothing, so it never reaches here.
 //! - A counter gives `Like Count Changed` when its count moves: the worker
-//!   writes a post's counter once per batch, so at most one per post per batch.
+//!   writes a post's counter once per batch, so at most one per post per
+//!   batch; a count reconcile repairs gives one too.
 //! - An operation record gives `Points Operation Settled` when it leaves
 //!   `pending` (or is written settled at once); later edits of a settled record
 //!   (a hold closed, a spend refunded) give nothing.
@@ -290,7 +291,12 @@ pub fn events_of(change: &Change) -> Option<Event> {
                 status: now.status,
                 reason: now.reason.map(|reason| reason.code()),
                 detail: now.detail.as_deref(),
-                reference: now.request.as_ref().and_then(|request| request.reference()),
+                // A capture or release without one carries its hold's (its entry's).
+                reference: now
+                    .request
+                    .as_ref()
+                    .and_then(|request| request.reference())
+                    .or_else(|| now.entry.as_ref()?.reference.as_ref()),
                 accepted_at: &now.accepted_at,
                 entries: &now.entries,
             };
