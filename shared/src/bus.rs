@@ -3,9 +3,9 @@
 //! [`EventBus::publish`] sends events in order, ten per `PutEvents` (its
 //! limit), and retries what EventBridge did not take: a call that failed whole,
 //! or the entries a partial answer (`FailedEntryCount` > 0) marks failed. A
-//! failed entry is sent again with every later entry of the same ordering key
-//! (an account, a post), so a key's events are sent again in their order, not
-//! one overtaking another. What is still unpublished after the last attempt is
+//! failed entry is sent again with every later entry that shares one of its
+//! ordering keys (the accounts whose entries it reports, the post), so each
+//! account's events are sent again in their order, not one overtaking another. What is still unpublished after the last attempt is
 //! answered, never dropped: the caller retries it from there.
 
 use std::sync::Arc;
@@ -24,11 +24,11 @@ pub const PUBLISH_ATTEMPTS: u32 = 4;
 /// EventBridge bills `PutEvents` per entry per started 64 KB.
 pub const BILLED_CHUNK_BYTES: usize = 64 * 1024;
 
-/// An event and the key its order is kept within.
+/// An event and the keys its order is kept within (an account, a post).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outgoing {
     pub event: Event,
-    pub ordering_key: String,
+    pub ordering_keys: Vec<String>,
 }
 
 /// The first event not published, and why.
@@ -73,12 +73,18 @@ impl EventBus {
     }
 
     /// Publishes `events` in order. `Err` names the first that is still
-    /// unpublished after [`PUBLISH_ATTEMPTS`]; some after it may have been
-    /// published (a consumer dedupes them by `event_id`).
-    pub async fn publish(&self, events: &[Outgoing]) -> Result<(), Unpublished> {
+    /// unpublished after [`PUBLISH_ATTEMPTS`], or when `until` comes (the
+    /// caller's deadline); some after it may have been published (a consumer
+    /// dedupes them by `event_id`).
+    pub async fn publish(
+        &self,
+        events: &[Outgoing],
+        until: Option<tokio::time::Instant>,
+    ) -> Result<(), Unpublished> {
         let mut waiting: Vec<usize> = (0..events.len()).collect();
         let mut backoff = self.first_backoff;
         let mut reason = String::new();
+        let out_of_time = || until.is_some_and(|until| tokio::time::Instant::now() >= until);
         for attempt in 0..PUBLISH_ATTEMPTS {
             if waiting.is_empty() {
                 return Ok(());
@@ -89,6 +95,11 @@ impl EventBus {
             }
             let mut failed = Vec::new();
             for chunk in waiting.chunks(PUT_EVENTS_MAX_ENTRIES) {
+                if out_of_time() {
+                    reason = "out of time before the invocation's deadline".to_owned();
+                    failed.extend_from_slice(chunk);
+                    continue;
+                }
                 match self.put(chunk.iter().filter_map(|&i| events.get(i))).await {
                     Ok(rejected) => {
                         failed.extend(rejected.into_iter().filter_map(|(position, why)| {
@@ -164,20 +175,22 @@ impl EventBus {
 }
 
 /// What to send again: each failed event, and every later one (in `waiting`'s
-/// order) whose ordering key a failed event before it has.
+/// order) that shares an ordering key with a failed event before it.
 fn with_later_of_same_key(events: &[Outgoing], waiting: &[usize], failed: &[usize]) -> Vec<usize> {
     let mut keys_failed = std::collections::HashSet::new();
     waiting
         .iter()
         .copied()
         .filter(|i| {
-            let key = events.get(*i).map(|e| e.ordering_key.as_str());
-            if failed.contains(i) {
-                keys_failed.extend(key);
-                true
-            } else {
-                key.is_some_and(|key| keys_failed.contains(key))
+            let keys = events
+                .get(*i)
+                .map_or(&[][..], |e| e.ordering_keys.as_slice());
+            let again =
+                failed.contains(i) || keys.iter().any(|key| keys_failed.contains(key.as_str()));
+            if again {
+                keys_failed.extend(keys.iter().map(String::as_str));
             }
+            again
         })
         .collect()
 }
@@ -186,7 +199,7 @@ fn with_later_of_same_key(events: &[Outgoing], waiting: &[usize], failed: &[usiz
 mod tests {
     use super::*;
 
-    fn outgoing(key: &str) -> Outgoing {
+    fn outgoing(keys: &[&str]) -> Outgoing {
         Outgoing {
             event: Event {
                 source: "tally.points",
@@ -194,7 +207,7 @@ mod tests {
                 event_id: String::new(),
                 detail: serde_json::Value::Null,
             },
-            ordering_key: key.to_owned(),
+            ordering_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
         }
     }
 
@@ -202,7 +215,7 @@ mod tests {
     fn a_failed_event_is_sent_again_with_the_later_events_of_its_key_only() {
         let events: Vec<Outgoing> = ["a", "b", "a", "c", "b", "a"]
             .iter()
-            .map(|k| outgoing(k))
+            .map(|k| outgoing(&[k]))
             .collect();
         let waiting: Vec<usize> = (0..6).collect();
         // Event 2 (key a) failed: 5 (a) goes again with it; 0 (a, before it) does not.
@@ -212,5 +225,23 @@ mod tests {
             vec![1, 3, 4]
         );
         assert!(with_later_of_same_key(&events, &waiting, &[]).is_empty());
+    }
+
+    #[test]
+    fn an_event_of_two_accounts_holds_back_the_later_events_of_both() {
+        // A transfer (a and b) fails: b's later event goes again, and so do
+        // the events after it that share c with that one.
+        let events = vec![
+            outgoing(&["a", "b"]),
+            outgoing(&["c"]),
+            outgoing(&["b", "c"]),
+            outgoing(&["c"]),
+            outgoing(&["d"]),
+        ];
+        let waiting: Vec<usize> = (0..5).collect();
+        assert_eq!(
+            with_later_of_same_key(&events, &waiting, &[0]),
+            vec![0, 2, 3]
+        );
     }
 }

@@ -216,6 +216,7 @@ fn stored_entry() -> impl Strategy<Value = Entry> {
             refund_of: None,
             reference: None,
             description: None,
+            hold_expired: false,
             created_at: String::new(),
         },
     )

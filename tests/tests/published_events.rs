@@ -93,6 +93,17 @@ async fn each_event_is_published_once_through_a_rule_with_the_content_it_reports
         json!({"amount": 20, "expires_in_seconds": 60, "reference": "order-1"}),
     )
     .await;
+    app.write("carol", "/v1/me/points/holds", "h2", json!({"amount": 5}))
+        .await;
+    settle(&app).await;
+    // The shop releases h2 under the hold's own id as its key: a release, not an expiry.
+    app.write(
+        "shop",
+        "/v1/points/holds/release",
+        "h2",
+        json!({"user_id": "carol", "hold_id": "h2"}),
+    )
+    .await;
     settle(&app).await;
     // A day on, the hold has expired; 31 days on, the sign-in points.
     let now = OffsetDateTime::now_utc();
@@ -157,14 +168,24 @@ async fn each_event_is_published_once_through_a_rule_with_the_content_it_reports
         .collect();
     assert_eq!(counts, vec![1, 2, 1], "one per batch that moved the count");
 
-    let settled: BTreeMap<&str, &Value> = of_type(&received, events::POINTS_OPERATION_SETTLED)
-        .into_iter()
-        .map(|e| (e["detail"]["operation_id"].as_str().unwrap(), &e["detail"]))
-        .collect();
+    let settled: BTreeMap<(&str, &str), &Value> =
+        of_type(&received, events::POINTS_OPERATION_SETTLED)
+            .into_iter()
+            .map(|e| {
+                let detail = &e["detail"];
+                let caller = detail["caller"].as_str().unwrap();
+                ((caller, detail["operation_id"].as_str().unwrap()), detail)
+            })
+            .collect();
     assert_eq!(
-        settled.keys().copied().collect::<Vec<_>>(),
-        vec!["g1", "h1", "s1", "t1"]
+        settled.keys().map(|(_, id)| *id).collect::<Vec<_>>(),
+        vec!["g1", "h1", "h2", "t1", "s1", "h2"]
     );
+    let settled: BTreeMap<&str, &Value> = settled
+        .into_iter()
+        .filter(|((caller, _), _)| *caller != "shop")
+        .map(|((_, id), detail)| (id, detail))
+        .collect();
     assert_eq!(settled["g1"]["reference"], "welcome");
     assert_eq!(
         settled["t1"]["entries"],
@@ -187,6 +208,11 @@ async fn each_event_is_published_once_through_a_rule_with_the_content_it_reports
         )
     );
     let hold_expired = of_type(&received, events::HOLD_EXPIRED);
+    assert_eq!(
+        hold_expired.len(),
+        1,
+        "the shop's release of h2 is no expiry"
+    );
     assert_eq!(
         (
             &hold_expired[0]["detail"]["hold_id"],
@@ -295,7 +321,8 @@ async fn a_publisher_that_dies_before_its_checkpoint_repeats_events_with_the_sam
 }
 
 /// PutEvents answers `FailedEntryCount` > 0: the failed entries are sent
-/// again, never dropped, and an account's events are sent again in order.
+/// again, never dropped, and an account's events are sent again in order,
+/// whoever's operations they are (an admin's grant, then the user's spends).
 #[tokio::test]
 async fn entries_put_events_did_not_take_are_sent_again_in_their_accounts_order() {
     let faults = FaultInjector::default();
@@ -306,28 +333,40 @@ async fn entries_put_events_did_not_take_are_sent_again_in_their_accounts_order(
         json!({"source": [events::POINTS_SOURCE], "detail-type": [events::POINTS_OPERATION_SETTLED]}),
     )
     .await;
-    for i in 0..4 {
+    app.write(
+        "admin",
+        "/v1/points/grants",
+        "g0",
+        json!({"user_id": "gus", "amount": 40, "point_type": "bonus"}),
+    )
+    .await;
+    for i in 1..4 {
         app.write(
-            "admin",
-            "/v1/points/grants",
-            &format!("g{i}"),
-            json!({"user_id": "gus", "amount": 10, "point_type": "bonus"}),
+            "gus",
+            "/v1/me/points/spend",
+            &format!("s{i}"),
+            json!({"amount": 10}),
         )
         .await;
     }
     app.drain().await;
-    // The first call takes every entry but the second; so does the retry.
-    faults.arm("PutEvents", Fault::FailEntry(1), 2);
+    // The first call takes every entry but the admin's grant (gus's seq 1);
+    // the retry, every entry but its second.
+    faults.arm("PutEvents", Fault::FailEntry(0), 1);
+    faults.arm("PutEvents", Fault::FailEntry(1), 1);
     app.publish_events().await;
     assert_eq!(
-        faults.hits(Fault::FailEntry(1)),
-        2,
+        (
+            faults.hits(Fault::FailEntry(0)),
+            faults.hits(Fault::FailEntry(1))
+        ),
+        (1, 1),
         "both calls refused one"
     );
     let received = points.received().await;
     let seen = by_id(&received);
-    assert_eq!(seen.len(), 4, "every grant's event, none dropped");
-    // The last copy of each event arrives in the account's order.
+    assert_eq!(seen.len(), 4, "every operation's event, none dropped");
+    // The last copy of each event arrives in gus's order.
     let mut last_at: BTreeMap<String, usize> = BTreeMap::new();
     for (position, event) in received.iter().enumerate() {
         last_at.insert(
@@ -345,6 +384,10 @@ async fn entries_put_events_did_not_take_are_sent_again_in_their_accounts_order(
         })
         .collect();
     by_seq.sort();
+    assert_eq!(
+        by_seq.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
     assert!(
         by_seq.windows(2).all(|pair| pair[0].1 < pair[1].1),
         "sent again in seq order: {by_seq:?}"
@@ -359,14 +402,7 @@ async fn a_record_the_publisher_cannot_read_is_set_aside_and_the_rest_are_publis
     like(&app, "alice", "p1", Method::PUT).await;
     app.drain().await;
     // A register no Tally code would write: `liked` is text.
-    tests::set_attribute(
-        app.store(),
-        "POST#p1#LIKES#0",
-        "USER#mallory",
-        "liked",
-        AttributeValue::S("yes".to_owned()),
-    )
-    .await;
+    write_unreadable_register(&app).await;
     like(&app, "bob", "p2", Method::PUT).await;
     settle(&app).await;
     let received = all.received().await;
@@ -391,6 +427,45 @@ async fn a_record_the_publisher_cannot_read_is_set_aside_and_the_rest_are_publis
         body["problem"].as_str().unwrap().contains("malformed"),
         "{body}"
     );
+}
+
+/// A whole register, as the worker writes one, but for `liked`, which is text.
+async fn write_unreadable_register(app: &TestApp) {
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    aws_sdk_dynamodb::Client::new(&tests::emulator().await)
+        .put_item()
+        .table_name(app.store().table_name())
+        .item("pk", s("POST#p1#LIKES#0"))
+        .item("sk", s("USER#mallory"))
+        .item("liked", s("yes"))
+        .item("like_version", s("00001796374991111737#op-m"))
+        .item("operation_id", s("op-m"))
+        .item("post_id", s("p1"))
+        .item("user_id", s("mallory"))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Setting an unreadable record aside fails: the record is delivered again,
+/// not dropped, and set aside once the queue answers.
+#[tokio::test]
+async fn a_record_that_cannot_be_set_aside_is_delivered_again() {
+    let faults = FaultInjector::default();
+    let app = TestApp::spawn_with_faults(&faults).await;
+    write_unreadable_register(&app).await;
+    faults.arm("SendMessage", Fault::Refuse(Refusal::ServerError), 1000);
+    let poll = app.stream.poll_once(&app.publisher).await.unwrap();
+    assert!(poll.failed > 0, "delivered again: {poll:?}");
+    faults.clear();
+    app.publish_events().await;
+    let set_aside = app
+        .stack
+        .events_dead_letters
+        .receive(10, std::time::Duration::from_secs(1), "", "")
+        .await
+        .unwrap();
+    assert_eq!(set_aside.len(), 1, "set aside once the queue answers");
 }
 
 /// The bus refuses every call for a while: nothing is published, nothing is

@@ -22,11 +22,24 @@ use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::bus::{EventBus, Outgoing};
-use shared::domain::events::events_of;
+use shared::domain::events::{Change, events_of};
 use shared::http::error_chain;
 use shared::queue::OperationQueue;
 use shared::store::changes::change_of;
 use shared::store::{Item, StoreError};
+
+/// Time kept back from the invocation's deadline to answer.
+const DEADLINE_MARGIN_MS: u64 = 5_000;
+/// What a set-aside message may hold (SQS takes 256 KiB).
+const MAX_SET_ASIDE_BYTES: usize = 200 * 1024;
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
 
 /// The SDK timeouts of the events function's clients (`Timeout: 30`).
 pub const TIMEOUTS: shared::config::Timeouts = shared::config::Timeouts::WORKER;
@@ -80,7 +93,15 @@ impl Publisher {
         &self,
         event: LambdaEvent<StreamEvent>,
     ) -> Result<DynamoDbEventResponse, Error> {
-        let outcome = self.publish_batch(&event.payload.records).await;
+        // Stop publishing in time to answer: what is left is delivered again.
+        let deadline = event.context.deadline;
+        let until = (deadline > 0).then(|| {
+            let left = deadline
+                .saturating_sub(now_millis())
+                .saturating_sub(DEADLINE_MARGIN_MS);
+            tokio::time::Instant::now() + std::time::Duration::from_millis(left)
+        });
+        let outcome = self.publish_batch(&event.payload.records, until).await;
         let mut response = DynamoDbEventResponse::default();
         if let Some(sequence_number) = outcome.failed_from {
             let mut failure = DynamoDbBatchItemFailure::default();
@@ -90,7 +111,12 @@ impl Publisher {
         Ok(response)
     }
 
-    pub async fn publish_batch(&self, records: &[EventRecord]) -> BatchOutcome {
+    /// Publishes the records' events; `until` bounds the time spent.
+    pub async fn publish_batch(
+        &self,
+        records: &[EventRecord],
+        until: Option<tokio::time::Instant>,
+    ) -> BatchOutcome {
         let reads: Vec<Read> = records.iter().map(read).collect();
         let mut outgoing = Vec::new();
         // For each event, the record it came from.
@@ -104,7 +130,7 @@ impl Publisher {
         let mut outcome = BatchOutcome::default();
         // Records from this one on are delivered again.
         let mut failed_record = reads.len();
-        match self.bus.publish(&outgoing).await {
+        match self.bus.publish(&outgoing, until).await {
             Ok(()) => outcome.published = outgoing.len(),
             Err(unpublished) => {
                 failed_record = from_record
@@ -122,10 +148,21 @@ impl Publisher {
                 continue;
             };
             let record = records.get(index);
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "problem": problem,
                 "record": record,
             });
+            if body.to_string().len() > MAX_SET_ASIDE_BYTES {
+                // Both images of a large item exceed what SQS takes: keep
+                // where it is (read it again from the table or the stream).
+                body = serde_json::json!({
+                    "problem": problem,
+                    "record_too_large": true,
+                    "keys": record.map(|r| &r.change.keys),
+                    "sequence_number": read.sequence_number,
+                    "event_source_arn": record.and_then(|r| r.event_source_arn.as_ref()),
+                });
+            }
             match self
                 .dead_letters
                 .forward(&body.to_string(), None, &read.sequence_number)
@@ -157,16 +194,25 @@ fn read(record: &EventRecord) -> Read {
     let new: Item = change.new_image.clone().into();
     let result = change_of(&keys, &old, &new)
         .map(|change| {
-            let ordering_key = keys
+            // The item's partition, and every account whose entries it reports.
+            let mut ordering_keys: Vec<String> = keys
                 .get(shared::store::keys::PK)
                 .and_then(|pk| pk.as_s().ok())
                 .cloned()
-                .unwrap_or_default();
+                .into_iter()
+                .collect();
+            if let Change::Operation { now, .. } = &change {
+                ordering_keys.extend(
+                    now.entries
+                        .iter()
+                        .map(|entry| shared::store::keys::account_pk(&entry.user_id)),
+                );
+            }
             events_of(&change)
                 .into_iter()
                 .map(|event| Outgoing {
                     event,
-                    ordering_key: ordering_key.clone(),
+                    ordering_keys: ordering_keys.clone(),
                 })
                 .collect()
         })

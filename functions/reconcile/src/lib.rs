@@ -223,7 +223,8 @@ impl From<RunFailed> for lambda_runtime::Diagnostic {
     }
 }
 
-/// An account whose ledger does not add up, with the numbers.
+/// An account whose ledger does not add up, with the numbers (its first
+/// [`MISMATCH_FINDINGS_SHOWN`] findings, so a finding's event stays small).
 #[derive(Debug, Serialize)]
 struct Mismatch<'a> {
     account: &'a str,
@@ -231,7 +232,10 @@ struct Mismatch<'a> {
     seq: u64,
     entries: usize,
     findings: &'a [Finding],
+    findings_total: usize,
 }
+
+const MISMATCH_FINDINGS_SHOWN: usize = 20;
 
 impl Reconciler {
     pub fn new(store: Store, queue: OperationQueue) -> Self {
@@ -299,25 +303,24 @@ impl Reconciler {
                 state.sweep_cursor = sweep.next_cursor;
             }
             state.last_success_at = Some(shared::domain::timestamp::format(now));
+            // Before the sweep moves on: a run that fails to record what it
+            // found leaves the page (and the marked accounts) to the next run,
+            // which finds it again.
+            let found_at = shared::domain::timestamp::format(now);
+            let findings: Vec<ReconcileFinding> = report
+                .findings
+                .iter()
+                .map(|(kind, subject, problem)| ReconcileFinding {
+                    kind: *kind,
+                    subject: subject.clone(),
+                    problem: problem.clone(),
+                    found_at: found_at.clone(),
+                })
+                .collect();
+            self.store.record_findings(&findings).await?;
             self.store.save_reconcile_state(&state).await
         }
         .await;
-        // What was found before a failure is recorded too.
-        let found_at = shared::domain::timestamp::format(now);
-        let findings: Vec<ReconcileFinding> = report
-            .findings
-            .iter()
-            .map(|(kind, subject, problem)| ReconcileFinding {
-                kind: *kind,
-                subject: subject.clone(),
-                problem: problem.clone(),
-                found_at: found_at.clone(),
-            })
-            .collect();
-        let result = match (result, self.store.record_findings(&findings).await) {
-            (Ok(()), Err(err)) => Err(err),
-            (result, _) => result,
-        };
         report.duration_ms = started.elapsed().as_millis() as u64;
         if let Err(err) = &result {
             tracing::error!(error = %error_chain(err), ?report, "reconcile run failed part way; the next run resumes");
@@ -547,7 +550,8 @@ impl Reconciler {
                 balance: account.balance,
                 seq: account.seq,
                 entries: entries.len(),
-                findings: &findings,
+                findings: findings.get(..MISMATCH_FINDINGS_SHOWN).unwrap_or(&findings),
+                findings_total: findings.len(),
             };
             report.found(
                 FindingKind::LedgerMismatch,

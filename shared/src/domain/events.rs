@@ -14,7 +14,7 @@
 //!   `pending` (or is written settled at once); later edits of a settled record
 //!   (a hold closed, a spend refunded) give nothing.
 //! - A ledger entry gives `Points Expired` (kind `expire`) or `Hold Expired`
-//!   (a `release` the hold's expiry wrote, under the hold's own id).
+//!   (a `release` the hold's expiry wrote, marked `hold_expired`).
 //! - A finding reconcile recorded gives `Ledger Mismatch Found` or
 //!   `Malformed Item Found`.
 
@@ -338,9 +338,9 @@ fn entry_event(user: &UserId, entry: &Entry) -> Option<Event> {
             };
             Some(Event::new(POINTS_SOURCE, POINTS_EXPIRED, &detail))
         }
-        // A release under the hold's own id is the one its expiry wrote; a
-        // caller's release carries the release's id.
-        EntryKind::Release if entry.hold_id.as_ref() == Some(&entry.operation_id) => {
+        // The release the hold's expiry wrote (a caller's release is in its
+        // operation's settlement).
+        EntryKind::Release if entry.hold_expired => {
             let detail = HoldExpiredDetail {
                 event_id: event_id(HOLD_EXPIRED, &[user.as_str(), &seq]),
                 user_id: user,

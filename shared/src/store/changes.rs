@@ -88,7 +88,8 @@ fn register_change(post: PostId, old: &Item, new: &Item) -> Result<Change, Store
         user,
         was_liked: get_bool(old, "liked").unwrap_or(false),
         now: RegisterState {
-            liked: get_bool(new, "liked").ok_or_else(|| corrupt(new, "missing liked"))?,
+            liked: get_bool(new, "liked")
+                .ok_or_else(|| corrupt(new, "liked is missing or not a boolean"))?,
             operation_id,
             at: timestamp::format(at),
         },

@@ -145,7 +145,10 @@ pub const FINDINGS_PK: &str = "FINDINGS";
 /// How long a finding's item is kept (the table's TTL removes it).
 pub const FINDING_RETENTION_DAYS: i64 = 30;
 
+/// A finding's sort key. The subject (a malformed item's key may be long) is
+/// cut to 256 characters: a sort key is at most 1,024 bytes.
 pub fn finding_sk(found_at: &str, kind: &str, subject: &str) -> String {
+    let subject: String = subject.chars().take(256).collect();
     format!("{found_at}#{kind}#{subject}")
 }
 

@@ -354,9 +354,9 @@ impl Sim {
                     entry.held_before
                 );
                 held = entry.held_after;
-                // A hold's release at its expiry carries the hold's own id.
-                let expiry_release = entry.kind == shared::domain::points::EntryKind::Release
-                    && entry.hold_id.as_ref() == Some(&entry.operation_id);
+                // A hold's release at its expiry is marked as such.
+                let expiry_release =
+                    entry.kind == shared::domain::points::EntryKind::Release && entry.hold_expired;
                 if kind != "expire" && !expiry_release {
                     held_moves
                         .entry((entry.operation_id.to_string(), kind.to_owned()))

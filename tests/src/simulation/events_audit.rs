@@ -229,9 +229,7 @@ impl Sim {
             );
             let hold_expiries = ledger
                 .iter()
-                .filter(|e| {
-                    e.kind == EntryKind::Release && e.hold_id.as_ref() == Some(&e.operation_id)
-                })
+                .filter(|e| e.kind == EntryKind::Release && e.hold_expired)
                 .count();
             *self
                 .entries_by_kind

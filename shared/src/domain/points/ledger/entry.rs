@@ -66,5 +66,9 @@ pub struct Entry {
     pub reference: Option<Reference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// On a `release` that the hold's expiry wrote (not a caller's release):
+    /// what the `Hold Expired` event is published from.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_expired: bool,
     pub created_at: String,
 }

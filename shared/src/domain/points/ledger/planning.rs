@@ -47,6 +47,7 @@ struct Draft {
     refund_of: Option<OperationId>,
     reference: Option<Reference>,
     description: Option<String>,
+    hold_expired: bool,
 }
 
 impl Draft {
@@ -61,6 +62,7 @@ impl Draft {
             refund_of: None,
             reference: None,
             description: None,
+            hold_expired: false,
         }
     }
 
@@ -106,6 +108,7 @@ impl Ledger {
                     hold_id: Some(hold_id.clone()),
                     reference: hold.reference,
                     description: Some("hold expired".to_owned()),
+                    hold_expired: true,
                     ..Draft::new(EntryKind::Release, &hold_id, now)
                 },
             );
@@ -159,6 +162,7 @@ impl Ledger {
             refund_of: draft.refund_of,
             reference: draft.reference,
             description: draft.description,
+            hold_expired: draft.hold_expired,
             created_at: timestamp::format(draft.at),
         };
         self.current = Account {
