@@ -57,50 +57,31 @@ pub struct ClientTuning {
     pub endpoint: Option<String>,
 }
 
+/// A client of `$sdk` from the shared config, with the tuning applied.
+macro_rules! tuned_client {
+    ($name:ident, $sdk:ident) => {
+        fn $name(&self, aws: &aws_config::SdkConfig) -> $sdk::Client {
+            let mut config = $sdk::config::Builder::from(aws);
+            if let Some(interceptor) = &self.interceptor {
+                config.push_interceptor(interceptor.clone());
+            }
+            if let Some(retry) = &self.retry {
+                config.set_retry_config(Some(retry.clone()));
+            }
+            // On the service's config: it takes precedence over the shared
+            // config's `AWS_ENDPOINT_URL`.
+            if let Some(endpoint) = &self.endpoint {
+                config.set_endpoint_url(Some(endpoint.clone()));
+            }
+            $sdk::Client::from_conf(config.build())
+        }
+    };
+}
+
 impl ClientTuning {
-    fn dynamodb(&self, aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
-        let mut config = aws_sdk_dynamodb::config::Builder::from(aws);
-        if let Some(interceptor) = &self.interceptor {
-            config.push_interceptor(interceptor.clone());
-        }
-        if let Some(retry) = &self.retry {
-            config.set_retry_config(Some(retry.clone()));
-        }
-        // On the service's config: it takes precedence over the shared
-        // config's `AWS_ENDPOINT_URL`.
-        if let Some(endpoint) = &self.endpoint {
-            config.set_endpoint_url(Some(endpoint.clone()));
-        }
-        aws_sdk_dynamodb::Client::from_conf(config.build())
-    }
-
-    fn sqs(&self, aws: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
-        let mut config = aws_sdk_sqs::config::Builder::from(aws);
-        if let Some(interceptor) = &self.interceptor {
-            config.push_interceptor(interceptor.clone());
-        }
-        if let Some(retry) = &self.retry {
-            config.set_retry_config(Some(retry.clone()));
-        }
-        if let Some(endpoint) = &self.endpoint {
-            config.set_endpoint_url(Some(endpoint.clone()));
-        }
-        aws_sdk_sqs::Client::from_conf(config.build())
-    }
-
-    fn eventbridge(&self, aws: &aws_config::SdkConfig) -> aws_sdk_eventbridge::Client {
-        let mut config = aws_sdk_eventbridge::config::Builder::from(aws);
-        if let Some(interceptor) = &self.interceptor {
-            config.push_interceptor(interceptor.clone());
-        }
-        if let Some(retry) = &self.retry {
-            config.set_retry_config(Some(retry.clone()));
-        }
-        if let Some(endpoint) = &self.endpoint {
-            config.set_endpoint_url(Some(endpoint.clone()));
-        }
-        aws_sdk_eventbridge::Client::from_conf(config.build())
-    }
+    tuned_client!(dynamodb, aws_sdk_dynamodb);
+    tuned_client!(sqs, aws_sdk_sqs);
+    tuned_client!(eventbridge, aws_sdk_eventbridge);
 }
 
 /// How to build one local Tally.

@@ -75,7 +75,6 @@ pub struct StreamMapping {
     settings: StreamSettings,
     on_failure: Option<OperationQueue>,
     shards: Arc<Mutex<BTreeMap<String, ShardState>>>,
-    invocations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StreamMapping {
@@ -99,17 +98,7 @@ impl StreamMapping {
             settings,
             on_failure,
             shards: Arc::default(),
-            invocations: Arc::default(),
         }
-    }
-
-    pub fn settings(&self) -> &StreamSettings {
-        &self.settings
-    }
-
-    /// Invocations of the events function so far.
-    pub fn invocations(&self) -> u64 {
-        self.invocations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One batch from each shard with records waiting.
@@ -188,7 +177,7 @@ impl StreamMapping {
             .first()
             .and_then(|record| record.dynamodb.as_ref()?.sequence_number.clone())
             .unwrap_or_default();
-        let event = self.event_of(&records)?;
+        let event = self.event_of(&records);
         let received = event.records.len();
         let failed_from = match self.invoke(publisher, event).await {
             Ok(response) => response
@@ -287,14 +276,12 @@ impl StreamMapping {
         publisher: &Publisher,
         event: StreamEvent,
     ) -> Result<aws_lambda_events::streams::DynamoDbEventResponse, lambda_runtime::Error> {
-        self.invocations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let context = crate::pump::invocation_context(self.settings.function_timeout);
         publisher.handle(LambdaEvent::new(event, context)).await
     }
 
     /// The records as Lambda hands them to a function.
-    fn event_of(&self, records: &[Record]) -> Result<StreamEvent, BoxError> {
+    fn event_of(&self, records: &[Record]) -> StreamEvent {
         let mut event = StreamEvent::default();
         for record in records {
             let Some(change) = &record.dynamodb else {
@@ -329,7 +316,7 @@ impl StreamMapping {
             event_record.event_source_arn = Some(self.stream_arn.clone());
             event.records.push(event_record);
         }
-        Ok(event)
+        event
     }
 
     /// Polls until the process stops, logging (not dying on) stream errors.

@@ -292,9 +292,7 @@ impl Sim {
         let mut stored_holds: BTreeMap<String, BTreeMap<String, model::Lots>> = BTreeMap::new();
         let mut ledgers: BTreeMap<String, Vec<shared::domain::points::Entry>> = BTreeMap::new();
         let mut stored_lots: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
-        let mut accounts: Vec<String> = USERS.iter().map(|u| (*u).to_owned()).collect();
-        accounts.push("shop".into());
-        accounts.push("admin".into());
+        let accounts = super::workload::accounts();
         for account in &accounts {
             let user = UserId::parse(account).expect("a sim user");
             let mut entries = Vec::new();

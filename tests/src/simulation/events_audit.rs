@@ -22,7 +22,6 @@ use shared::domain::events;
 use shared::domain::ids::{OperationId, PostId, UserId};
 use shared::domain::points::{EntryKind, OperationStatus, WrittenEntry};
 
-use super::workload::USERS;
 use super::{Sim, Violation};
 use crate::published::schema_errors;
 
@@ -191,9 +190,7 @@ impl Sim {
             }
         }
         check!(self, twice.is_empty(), "entries reported twice: {twice:?}");
-        let mut accounts: Vec<String> = USERS.iter().map(|u| (*u).to_owned()).collect();
-        accounts.push("shop".into());
-        accounts.push("admin".into());
+        let accounts = super::workload::accounts();
         for account in accounts {
             let user = UserId::parse(&account).expect("a sim user");
             let ledger = self

@@ -30,6 +30,16 @@ pub(super) const USERS: &[&str] = &[
     "auth0|5f7c8e",
     "google-oauth2|1087",
 ];
+
+/// Every account the workload writes to: the users, the shop and the admin.
+pub(super) fn accounts() -> Vec<String> {
+    USERS
+        .iter()
+        .copied()
+        .chain(["shop", "admin"])
+        .map(str::to_owned)
+        .collect()
+}
 const POSTS: usize = 12;
 /// Users who like: few, so one user's operations on one post often wait in the
 /// queue together and get delivered out of order.
