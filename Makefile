@@ -1,6 +1,6 @@
 # The README's two commands are `make dev` and `make test`.
 # Deploying needs AWS SAM CLI, cargo-lambda and ziglang (see README: Deploy).
-.PHONY: events smoke destroy bench deploy sam-build dev test test-rust test-schemathesis test-readme test-simulate simulate lint-template lint-openapi lint build reconcile invoke-examples
+.PHONY: admin events smoke destroy bench deploy sam-build dev test test-rust test-schemathesis test-readme test-simulate simulate lint-template lint-openapi lint build reconcile invoke-examples
 
 # The whole system on 127.0.0.1:3000: emulator, table, queues, HTTP API, worker. Ctrl-C stops it.
 dev:
@@ -64,6 +64,11 @@ smoke:
 # Every event the `make dev` stack publishes, as it happens (docs/events.md); Ctrl-C stops it.
 events:
 	scripts/events.sh tail
+
+# tally-admin against the `make dev` stack (docs/operations.md): make admin ARGS='status'
+admin:
+	@test -f .tally/operator.env || { echo "no .tally/operator.env: start make dev first" >&2; exit 1; }
+	@set -a; . ./.tally/operator.env; set +a; cargo run -q -p admin -- $(ARGS)
 
 # One reconcile run now, against the `make dev` stack; prints the report.
 reconcile:

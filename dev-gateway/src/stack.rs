@@ -207,6 +207,7 @@ const DEPLOYED_ONLY: &[&str] = &[
     "AWS::SNS::Topic",
     "AWS::SNS::Subscription",
     "AWS::Logs::LogGroup",
+    "AWS::CloudWatch::Dashboard",
 ];
 
 /// Every resource type is known, and every local name is one AWS accepts:
@@ -263,6 +264,9 @@ struct TableProperties {
     deletion_protection_enabled: Option<IgnoredAny>,
     #[allow(dead_code)]
     point_in_time_recovery_specification: Option<IgnoredAny>,
+    // Tags are for cost reports: nothing a request sees.
+    #[allow(dead_code)]
+    tags: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

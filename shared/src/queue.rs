@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsMessage;
-use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
 use crate::message::Envelope;
 use crate::usage::Usage;
+
+mod held;
+pub use aws_sdk_sqs::Client;
+pub use held::{HeldMessage, QueueFigures, queue_url};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 

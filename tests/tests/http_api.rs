@@ -265,3 +265,23 @@ async fn likes_flow_from_http_through_the_queue_and_worker_back_to_http() {
         "unliking what was never liked changes nothing"
     );
 }
+
+/// On AWS the `$default` catch-all takes a browser's CORS preflight to the
+/// function (template.yaml, `CorsConfiguration`): a known route answers it
+/// 204, without a token, and API Gateway adds the configured CORS headers.
+#[tokio::test]
+async fn a_cors_preflight_of_a_known_route_is_answered_204_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    for uri in [
+        "/v1/posts/p1/like",
+        "/v1/me/points/spend",
+        "/v1/points/grants",
+    ] {
+        let (status, _) = app.call(None, Method::OPTIONS, uri).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "OPTIONS {uri}");
+    }
+    let (status, body) = app.call(None, Method::OPTIONS, "/v1/nothing/here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(app.stack.likes.queue.depth().await.unwrap(), 0);
+    assert_eq!(app.stack.points.queue.depth().await.unwrap(), 0);
+}

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a failed check
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use dev_gateway::template::{Event, Function, SqsMapping, StreamMapping, Template, Value};
 use shared::config;
@@ -644,4 +644,601 @@ fn the_events_function_reads_the_stream_as_its_guarantees_need() {
     );
     let archive = properties(&template, "EventArchive");
     assert_eq!(target(&archive["SourceArn"]), "EventBus");
+}
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// template.yaml as a YAML document: its `Globals`, `Conditions` and
+/// parameters as written, which [`Template`] does not keep.
+fn document() -> Value {
+    serde_yaml_ng::from_str(&read("template.yaml")).unwrap()
+}
+
+/// What `!GetAtt X.Attribute` names, as `X.Attribute`.
+fn get_att(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "GetAtt" => tagged.value.as_str(),
+        _ => None,
+    }
+}
+
+/// The `(Key, Value)` pairs of a `Key=Value` parameter file in deploy/.
+fn parameter_file(name: &str) -> BTreeMap<String, String> {
+    read(&format!("deploy/{name}"))
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
+/// The retention periods CloudWatch Logs accepts (`PutRetentionPolicy`).
+const LOG_RETENTION_DAYS: [u64; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+/// Lambda's own log group (`/aws/lambda/<name>`, created on first use) keeps
+/// every line forever and outlives the stack: each function logs JSON to a
+/// log group of the stack's instead, kept as long as a parameter says, and
+/// so does the API's access log.
+#[test]
+fn every_function_logs_json_to_its_own_log_group_kept_as_the_parameter_says() {
+    let template = template();
+    let mut groups = BTreeSet::new();
+    for (id, _) in template.of_type("AWS::Serverless::Function") {
+        let logging = &properties(&template, id)["LoggingConfig"];
+        assert_eq!(logging["LogFormat"].as_str(), Some("JSON"), "{id}");
+        let group = reference(&logging["LogGroup"])
+            .unwrap_or_else(|| panic!("{id} logs to a log group of the stack's"))
+            .to_owned();
+        assert_eq!(
+            template.resources()[&group].kind,
+            "AWS::Logs::LogGroup",
+            "{id}"
+        );
+        assert!(groups.insert(group), "{id} shares its log group");
+    }
+    assert_eq!(groups.len(), 5);
+    let log_groups: Vec<_> = template.of_type("AWS::Logs::LogGroup").collect();
+    assert_eq!(log_groups.len(), groups.len() + 1, "and the access logs");
+    for (id, group) in log_groups {
+        assert_eq!(
+            reference(&group.properties["RetentionInDays"]),
+            Some("LogRetentionDays"),
+            "{id}"
+        );
+    }
+    let parameter = &document()["Parameters"]["LogRetentionDays"];
+    let allowed: Vec<u64> = parameter["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|days| days.as_u64().unwrap())
+        .collect();
+    assert_eq!(allowed, LOG_RETENTION_DAYS);
+    assert_eq!(
+        template.parameter_default("LogRetentionDays").as_deref(),
+        Some("30")
+    );
+    for (file, at_most) in [("production.params", 3653), ("trial.params", 7)] {
+        let days: u64 = parameter_file(file)["LogRetentionDays"].parse().unwrap();
+        assert!(
+            LOG_RETENTION_DAYS.contains(&days) && days <= at_most,
+            "{file}"
+        );
+    }
+}
+
+/// The tags a cost allocation report groups by.
+const TAGS: [&str; 2] = ["app", "tally:stack"];
+
+/// Resource types CloudFormation cannot tag.
+const UNTAGGABLE: &[&str] = &[
+    "AWS::Events::Archive",
+    "AWS::SNS::Subscription",
+    "AWS::CloudWatch::Dashboard",
+];
+
+/// The tags of a resource as `Key → Value`: CloudFormation resources list
+/// `{Key, Value}` pairs, SAM resources take a map on top of `Globals`.
+fn tags(globals: &Value, id: &str, resource: &Value) -> BTreeMap<String, Value> {
+    let kind = resource["Type"].as_str().unwrap();
+    let own = &resource["Properties"]["Tags"];
+    let mut tags = BTreeMap::new();
+    if let Some(sam_kind) = kind.strip_prefix("AWS::Serverless::") {
+        let global = &globals[sam_kind];
+        // PropagateTags: the role, alias and the rest SAM makes carry them too.
+        let propagate = resource["Properties"]["PropagateTags"]
+            .as_bool()
+            .or_else(|| global["PropagateTags"].as_bool());
+        assert_eq!(propagate, Some(true), "{id} propagates its tags");
+        for map in [&global["Tags"], own] {
+            for (key, value) in map.as_mapping().into_iter().flatten() {
+                tags.insert(key.as_str().unwrap().to_owned(), value.clone());
+            }
+        }
+    } else {
+        for tag in own.as_sequence().into_iter().flatten() {
+            tags.insert(
+                tag["Key"].as_str().unwrap().to_owned(),
+                tag["Value"].clone(),
+            );
+        }
+    }
+    tags
+}
+
+#[test]
+fn every_resource_that_takes_tags_carries_the_cost_allocation_tags() {
+    let document = document();
+    let globals = &document["Globals"];
+    let mut tagged = 0;
+    for (id, resource) in document["Resources"].as_mapping().unwrap() {
+        let id = id.as_str().unwrap();
+        let kind = resource["Type"].as_str().unwrap();
+        let tags = tags(globals, id, resource);
+        if UNTAGGABLE.contains(&kind) {
+            assert!(tags.is_empty(), "{id}: {kind} is listed as untagged");
+            continue;
+        }
+        assert_eq!(
+            tags.keys().map(String::as_str).collect::<Vec<_>>(),
+            TAGS,
+            "{id}"
+        );
+        assert_eq!(tags["app"].as_str(), Some("tally"), "{id}");
+        assert_eq!(
+            reference(&tags["tally:stack"]),
+            Some("AWS::StackName"),
+            "{id}"
+        );
+        tagged += 1;
+    }
+    assert!(tagged >= 30, "{tagged}");
+}
+
+/// Every value a parameter name or intrinsic mentions, anywhere in `value`.
+fn references(value: &Value) -> Vec<String> {
+    match value {
+        Value::Tagged(tagged) => {
+            let mut found = references(&tagged.value);
+            if let Some(name) = tagged.value.as_str() {
+                found.push(name.to_owned());
+            }
+            found
+        }
+        Value::Sequence(items) => items.iter().flat_map(references).collect(),
+        Value::Mapping(map) => map.values().flat_map(references).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Header names `openapi.yaml` declares, lower case: the request headers
+/// (`in: header` parameters) or the response headers (`headers` maps).
+fn openapi_headers(value: &Value, requests: bool) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    match value {
+        Value::Mapping(map) => {
+            if requests && value["in"].as_str() == Some("header") {
+                found.insert(value["name"].as_str().unwrap().to_ascii_lowercase());
+            }
+            for (key, item) in map {
+                // A response's headers (a response has a description; the
+                // reusable ones under `components` are named by their $ref).
+                if !requests && key.as_str() == Some("headers") && map.contains_key("description") {
+                    for name in item.as_mapping().into_iter().flatten().map(|(k, _)| k) {
+                        found.insert(name.as_str().unwrap().to_ascii_lowercase());
+                    }
+                }
+                found.extend(openapi_headers(item, requests));
+            }
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                found.extend(openapi_headers(item, requests));
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
+/// Browser apps call the API from the origins a parameter names, sending
+/// their users' bearer tokens: every method the routes take (and OPTIONS)
+/// and every header the API reads may be sent, and every response header a
+/// script needs may be read. No origin (the default) configures no CORS.
+#[test]
+fn browsers_may_call_the_api_from_the_origins_the_parameter_names() {
+    let template = template();
+    let document = document();
+    let cors = &properties(&template, "HttpApi")["CorsConfiguration"];
+    let Value::Tagged(condition) = cors else {
+        panic!("CORS follows a condition: {cors:?}");
+    };
+    assert_eq!(condition.tag, "If");
+    let [name, config, otherwise] = condition.value.as_sequence().unwrap().as_slice() else {
+        panic!("!If [condition, then, else]");
+    };
+    let name = name.as_str().unwrap();
+    assert_eq!(reference(otherwise), Some("AWS::NoValue"));
+    assert!(
+        references(&document["Conditions"][name]).contains(&"CorsAllowedOrigins".to_owned()),
+        "{name} tests the origins"
+    );
+    let parameter = &document["Parameters"]["CorsAllowedOrigins"];
+    assert_eq!(parameter["Type"].as_str(), Some("CommaDelimitedList"));
+    assert_eq!(
+        template.parameter_default("CorsAllowedOrigins").as_deref(),
+        Some(""),
+        "no origin unless one is named"
+    );
+    assert_eq!(
+        reference(&config["AllowOrigins"]),
+        Some("CorsAllowedOrigins")
+    );
+    assert_eq!(
+        config["AllowCredentials"].as_bool(),
+        Some(false),
+        "tokens, not cookies"
+    );
+    assert!(config["MaxAge"].as_u64().is_some_and(|secs| secs > 0));
+    // SAM rewrites an intrinsic CORS configuration by replacing these words
+    // in its JSON text, names included: no name in it may contain one.
+    for word in [
+        "AllowOrigins",
+        "AllowHeaders",
+        "AllowMethods",
+        "ExposeHeaders",
+        "MaxAge",
+        "AllowCredentials",
+    ] {
+        for named in references(cors).iter().chain([&name.to_owned()]) {
+            assert!(!named.contains(word), "{named} contains {word}");
+        }
+    }
+    let list = |key: &str| -> BTreeSet<String> {
+        config[key]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{key} is a list"))
+            .iter()
+            .map(|item| item.as_str().unwrap().to_ascii_lowercase())
+            .collect()
+    };
+    let mut methods: BTreeSet<String> = template
+        .functions()
+        .unwrap()
+        .into_values()
+        .flat_map(|function| function.events)
+        .filter_map(|event| match event {
+            Event::Http { method, .. } if method != "ANY" => Some(method.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    methods.insert("options".to_owned());
+    assert!(list("AllowMethods").is_superset(&methods), "{methods:?}");
+    let openapi: Value = serde_yaml_ng::from_str(&read("openapi.yaml")).unwrap();
+    let mut request_headers = openapi_headers(&openapi, true);
+    assert!(request_headers.contains("idempotency-key"));
+    // The bearer token, and the JSON bodies' type (not a "simple" one).
+    request_headers.extend(["authorization".to_owned(), "content-type".to_owned()]);
+    assert_eq!(list("AllowHeaders"), request_headers);
+    // Response headers a script reads without their being exposed.
+    let safelisted = [
+        "cache-control",
+        "content-language",
+        "content-length",
+        "content-type",
+        "expires",
+        "last-modified",
+        "pragma",
+    ];
+    let response_headers = openapi_headers(&openapi, false);
+    assert!(response_headers.contains("cache-control"));
+    for header in response_headers {
+        assert!(
+            safelisted.contains(&header.as_str()) || list("ExposeHeaders").contains(&header),
+            "{header} is exposed"
+        );
+    }
+}
+
+/// The route key (`METHOD /path`, or `$default`) of each route of the API.
+fn route_keys(template: &Template) -> BTreeSet<String> {
+    template
+        .functions()
+        .unwrap()
+        .into_values()
+        .flat_map(|function| function.events)
+        .filter_map(|event| match event {
+            Event::Http { path, .. } if path == "$default" => Some(path),
+            Event::Http { method, path, .. } => Some(format!("{method} {path}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every route is throttled, all callers together (HTTP APIs have no limits
+/// per caller), so one route cannot spend the account's quota: by default
+/// under it, the catch-alls far under it, the likes up to it.
+#[test]
+fn every_route_is_throttled_below_the_accounts_quota() {
+    const ACCOUNT_RATE: u64 = 10_000;
+    const ACCOUNT_BURST: u64 = 5_000;
+    let template = template();
+    let api = properties(&template, "HttpApi");
+    let default = |name: &str| -> u64 {
+        template
+            .parameter_default(name)
+            .unwrap_or_else(|| panic!("{name} has a default"))
+            .parse()
+            .unwrap()
+    };
+    // A limit: a number, or a parameter's default.
+    let limit = |value: &Value| value.as_u64().or_else(|| reference(value).map(default));
+    let defaults = &api["DefaultRouteSettings"];
+    assert_eq!(
+        reference(&defaults["ThrottlingRateLimit"]),
+        Some("ApiThrottlingRateLimit")
+    );
+    assert_eq!(
+        reference(&defaults["ThrottlingBurstLimit"]),
+        Some("ApiThrottlingBurstLimit")
+    );
+    let rate = limit(&defaults["ThrottlingRateLimit"]).unwrap();
+    assert!(rate < ACCOUNT_RATE, "{rate}");
+    assert!(limit(&defaults["ThrottlingBurstLimit"]).unwrap() < ACCOUNT_BURST);
+    let routes = route_keys(&template);
+    let settings = api["RouteSettings"].as_mapping().unwrap();
+    for (route, setting) in settings {
+        let route = route.as_str().unwrap();
+        assert!(routes.contains(route), "{route} is a route of the API");
+        let rate = limit(&setting["ThrottlingRateLimit"]).unwrap();
+        let burst = limit(&setting["ThrottlingBurstLimit"]).unwrap();
+        assert!(rate <= ACCOUNT_RATE && burst <= ACCOUNT_BURST, "{route}");
+    }
+    // The catch-alls skip the authorizer: capped far lower.
+    for route in routes
+        .iter()
+        .filter(|route| *route == "$default" || route.starts_with("ANY "))
+    {
+        let setting = &settings[route.as_str()];
+        assert!(
+            limit(&setting["ThrottlingRateLimit"]).unwrap() <= 50,
+            "{route}"
+        );
+    }
+    // Likes are the load docs/capacity.md sizes for: all of the account's quota.
+    for route in [
+        "PUT /v1/posts/{post_id}/like",
+        "DELETE /v1/posts/{post_id}/like",
+    ] {
+        let setting = &settings[route];
+        assert_eq!(
+            limit(&setting["ThrottlingRateLimit"]),
+            Some(ACCOUNT_RATE),
+            "{route}"
+        );
+    }
+}
+
+/// A queue whose oldest message waits longer than its retries can explain is
+/// one the worker is not draining: each queue the worker reads alarms on it,
+/// above the longest a retried message waits (every receive, a visibility
+/// timeout apart) and within the hour.
+#[test]
+fn each_queue_alarms_when_its_oldest_message_waits_longer_than_its_retries() {
+    let template = template();
+    let worker = function(&template, "sqs-worker");
+    let queues: Vec<String> = worker
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Sqs(mapping) => Some(mapping.queue.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(queues.len(), 2);
+    for queue in queues {
+        let alarms: Vec<_> = template
+            .of_type("AWS::CloudWatch::Alarm")
+            .filter(|(_, alarm)| {
+                let p = &alarm.properties;
+                p["MetricName"].as_str() == Some("ApproximateAgeOfOldestMessage")
+                    && get_att(&p["Dimensions"][0]["Value"])
+                        == Some(format!("{queue}.QueueName").as_str())
+            })
+            .collect();
+        let [(id, alarm)] = alarms.as_slice() else {
+            panic!("one age alarm on {queue}: {alarms:?}");
+        };
+        let p = &alarm.properties;
+        assert_eq!(p["Namespace"].as_str(), Some("AWS/SQS"), "{id}");
+        assert_eq!(
+            p["Dimensions"][0]["Name"].as_str(),
+            Some("QueueName"),
+            "{id}"
+        );
+        assert_eq!(p["Statistic"].as_str(), Some("Maximum"), "{id}");
+        assert_eq!(
+            p["ComparisonOperator"].as_str(),
+            Some("GreaterThanThreshold")
+        );
+        let declared = properties(&template, &queue);
+        let retried_for = declared["VisibilityTimeout"].as_u64().unwrap()
+            * declared["RedrivePolicy"]["maxReceiveCount"]
+                .as_u64()
+                .unwrap();
+        let threshold = p["Threshold"].as_u64().unwrap();
+        assert!(
+            threshold >= retried_for,
+            "{id}: {threshold} s < {retried_for} s"
+        );
+        let periods = p["EvaluationPeriods"].as_u64().unwrap() * p["Period"].as_u64().unwrap();
+        assert!(threshold + periods <= 3600, "{id}: alarmed within the hour");
+        assert_eq!(reference(&p["AlarmActions"][0]), Some("AlarmTopic"), "{id}");
+    }
+}
+
+/// The dashboard's body, its `${...}` references replaced by `<...>`, parsed.
+fn dashboard_body(template: &Template) -> (serde_json::Value, BTreeSet<String>) {
+    let dashboards: Vec<_> = template.of_type("AWS::CloudWatch::Dashboard").collect();
+    let [(_, dashboard)] = dashboards.as_slice() else {
+        panic!("one dashboard");
+    };
+    let body = &dashboard.properties["DashboardBody"];
+    let Value::Tagged(sub) = body else {
+        panic!("the body is a !Sub: {body:?}");
+    };
+    assert_eq!(sub.tag, "Sub");
+    let mut text = sub.value.as_str().unwrap();
+    let mut named = BTreeSet::new();
+    let mut out = String::new();
+    while let Some((before, after)) = text.split_once("${") {
+        let (name, rest) = after.split_once('}').unwrap();
+        out.push_str(before);
+        out.push_str(&format!("<{name}>"));
+        named.insert(name.to_owned());
+        text = rest;
+    }
+    out.push_str(text);
+    (
+        serde_json::from_str(&out).expect("the dashboard body is JSON"),
+        named,
+    )
+}
+
+/// A metric of a dashboard widget: namespace, name, dimensions, statistic.
+type Shown = (String, String, BTreeMap<String, String>, Option<String>);
+
+#[test]
+fn the_dashboard_shows_the_queues_the_worker_reconcile_events_and_the_api() {
+    let template = template();
+    let (body, named) = dashboard_body(&template);
+    // Every `${...}` names a resource's attribute or a pseudo parameter.
+    for name in &named {
+        let id = name.split('.').next().unwrap();
+        assert!(
+            name.starts_with("AWS::") || template.resources().contains_key(id),
+            "${{{name}}} names nothing"
+        );
+    }
+    let mut shown: Vec<Shown> = Vec::new();
+    let mut searches = Vec::new();
+    let mut alarms = BTreeSet::new();
+    for widget in body["widgets"].as_array().unwrap() {
+        let p = &widget["properties"];
+        if widget["type"] == "alarm" {
+            alarms.extend(
+                p["alarms"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_owned()),
+            );
+            continue;
+        }
+        assert_eq!(p["region"], "<AWS::Region>", "{}", p["title"]);
+        for metric in p["metrics"].as_array().unwrap() {
+            let parts = metric.as_array().unwrap();
+            if let Some(expression) = parts[0]["expression"].as_str() {
+                searches.push(expression.to_owned());
+                continue;
+            }
+            let text: Vec<&str> = parts.iter().filter_map(|part| part.as_str()).collect();
+            let stat = parts
+                .last()
+                .and_then(|options| options["stat"].as_str())
+                .or_else(|| p["stat"].as_str())
+                .map(str::to_owned);
+            let dimensions = text[2..]
+                .chunks(2)
+                .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+                .collect();
+            shown.push((text[0].to_owned(), text[1].to_owned(), dimensions, stat));
+        }
+    }
+    let is_shown = |namespace: &str, metric: &str, dimension: (&str, &str), stat: Option<&str>| {
+        shown.iter().any(|(ns, name, dims, s)| {
+            ns == namespace
+                && name == metric
+                && dims.get(dimension.0).map(String::as_str) == Some(dimension.1)
+                && stat.is_none_or(|stat| s.as_deref() == Some(stat))
+        })
+    };
+    // Every queue's depth; the queues the worker reads, their oldest message.
+    for (queue, resource) in template.of_type("AWS::SQS::Queue") {
+        let name = format!("<{queue}.QueueName>");
+        let dimension = ("QueueName", name.as_str());
+        assert!(
+            is_shown(
+                "AWS/SQS",
+                "ApproximateNumberOfMessagesVisible",
+                dimension,
+                None
+            ),
+            "{queue}"
+        );
+        if resource.properties.contains_key("RedrivePolicy") {
+            assert!(
+                is_shown("AWS/SQS", "ApproximateAgeOfOldestMessage", dimension, None),
+                "{queue}"
+            );
+        }
+    }
+    let worker = ("FunctionName", "<WorkerFunction>");
+    assert!(is_shown("AWS/Lambda", "Errors", worker, None));
+    for stat in ["p50", "p99", "Maximum"] {
+        assert!(
+            is_shown("AWS/Lambda", "Duration", worker, Some(stat)),
+            "{stat}"
+        );
+    }
+    // What the worker applied, by kind (its dimensions: Function, Kind).
+    assert!(
+        searches
+            .iter()
+            .any(|search| search.contains("{Tally,Function,Kind}")
+                && search.contains("\"sqs-worker\"")
+                && search.contains("MetricName=\"Applied\""))
+    );
+    // Reconcile's report: at least every figure an alarm watches.
+    for (id, alarm) in template.of_type("AWS::CloudWatch::Alarm") {
+        let p = &alarm.properties;
+        if p["Namespace"].as_str() == Some(shared::metrics::NAMESPACE) {
+            let dimension = &p["Dimensions"][0];
+            let dimension = (
+                dimension["Name"].as_str().unwrap(),
+                dimension["Value"].as_str().unwrap(),
+            );
+            assert!(
+                is_shown("Tally", p["MetricName"].as_str().unwrap(), dimension, None),
+                "{id}"
+            );
+        }
+        assert!(
+            alarms.contains(&format!("<{id}.Arn>")),
+            "{id}'s state is shown"
+        );
+    }
+    assert!(is_shown(
+        "Tally",
+        "CountersRepaired",
+        ("Function", "reconcile"),
+        None
+    ));
+    assert!(is_shown(
+        "AWS/Lambda",
+        "IteratorAge",
+        ("FunctionName", "<EventsFunction>"),
+        None
+    ));
+    for metric in ["4xx", "5xx", "Latency"] {
+        assert!(
+            is_shown("AWS/ApiGateway", metric, ("ApiId", "<HttpApi>"), None),
+            "{metric}"
+        );
+    }
 }

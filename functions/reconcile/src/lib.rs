@@ -318,6 +318,8 @@ impl Reconciler {
                 })
                 .collect();
             self.store.record_findings(&findings).await?;
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            state.last_report = serde_json::to_value(&report).ok();
             self.store.save_reconcile_state(&state).await
         }
         .await;

@@ -33,7 +33,14 @@ pub async fn unknown_route() -> Problem {
     Problem::not_found("no such route")
 }
 
-/// Answers known routes called with the wrong method.
-pub async fn wrong_method() -> Problem {
-    Problem::method_not_allowed("this route does not take that method")
+/// Answers known routes called with the wrong method, except a browser's
+/// CORS preflight (`OPTIONS`): on AWS the `$default` catch-all route takes
+/// it, so the function answers 204 and API Gateway adds the CORS headers the
+/// template configures (`CorsAllowedOrigins`).
+pub async fn wrong_method(method: axum::http::Method) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if method == axum::http::Method::OPTIONS {
+        return axum::http::StatusCode::NO_CONTENT.into_response();
+    }
+    Problem::method_not_allowed("this route does not take that method").into_response()
 }

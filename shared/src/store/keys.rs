@@ -121,6 +121,7 @@ pub fn entry_sk(seq: u64) -> String {
 }
 
 pub const ENTRY_SK_PREFIX: &str = "ENTRY#";
+pub const OPERATION_SK_PREFIX: &str = "OPERATION#";
 
 pub fn operation_sk(operation_id: &OperationId) -> String {
     format!("OPERATION#{operation_id}")

@@ -9,6 +9,7 @@ pub mod likers;
 pub mod likes;
 pub mod points;
 pub mod reconcile;
+pub mod users;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;

@@ -158,7 +158,7 @@ fn account_item(user: &UserId, account: &Account) -> Item {
     item
 }
 
-fn account_from_item(item: &Item) -> Result<Account, StoreError> {
+pub(super) fn account_from_item(item: &Item) -> Result<Account, StoreError> {
     let number = |name: &str| {
         get_i64(item, name)
             .and_then(|v| u64::try_from(v).ok())

@@ -110,6 +110,9 @@ pub struct ReconcileState {
     pub sweep_cursor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success_at: Option<String>,
+    /// The last successful run's report (its figures, for `tally-admin status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<serde_json::Value>,
 }
 
 /// What one page of the background sweep found.
