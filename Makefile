@@ -65,10 +65,12 @@ smoke:
 events:
 	scripts/events.sh tail
 
-# tally-admin against the `make dev` stack (docs/operations.md): make admin ARGS='status'
+# tally-admin against the `make dev` stack (docs/operations.md): make admin ARGS='status'.
+# Its erasure key is .tally/erasure.key, made on first use (a deployed stack's is a secret of yours).
 admin:
 	@test -f .tally/operator.env || { echo "no .tally/operator.env: start make dev first" >&2; exit 1; }
-	@set -a; . ./.tally/operator.env; set +a; cargo run -q -p admin -- $(ARGS)
+	@test -f .tally/erasure.key || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > .tally/erasure.key)
+	@set -a; . ./.tally/operator.env; set +a; TALLY_ERASURE_KEY_FILE=.tally/erasure.key cargo run -q -p admin -- $(ARGS)
 
 # One reconcile run now, against the `make dev` stack; prints the report.
 reconcile:

@@ -303,7 +303,7 @@ fn write_units(usage: &Usage) -> f64 {
 
 /// Applies one batch whole, trying again while any of its likes failed (the
 /// same likes again: each applies once). Answers (applied, unchanged).
-async fn apply(
+pub(crate) async fn apply(
     likes: &LikesService,
     batch: &[(u64, LikeOperation)],
 ) -> Result<(u64, u64), BoxError> {
@@ -346,6 +346,12 @@ async fn apply(
 }
 
 /// Reconcile runs until every post the import marked is recounted.
+pub(crate) async fn recount_marked(tally: &Tally) -> Result<(u64, u64), BoxError> {
+    let mut report = Imported::default();
+    recount(tally, &mut report).await?;
+    Ok((report.posts_recounted, report.counters_repaired))
+}
+
 async fn recount(tally: &Tally, report: &mut Imported) -> Result<(), BoxError> {
     let reconciler = reconcile::Reconciler::new(tally.store.clone(), tally.points.queue.clone());
     for _ in 0..RECOUNT_RUNS {

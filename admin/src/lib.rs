@@ -7,6 +7,7 @@
 
 pub mod cloudwatch;
 pub mod dead_letters;
+pub mod erase;
 pub mod import;
 pub mod status;
 pub mod user;

@@ -34,7 +34,7 @@ enum Command {
     /// Messages set aside: list, show, put back.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
-    /// A user's data: export.
+    /// A user's data: export, erase.
     #[command(subcommand)]
     User(UserCommand),
     /// Bring in data Tally did not record.
@@ -79,6 +79,14 @@ enum DeadLettersCommand {
 enum UserCommand {
     /// Everything Tally holds on USER, as JSON Lines on standard output.
     Export { user: String },
+    /// Erase USER (SPEC section 9): likes removed as unlikes, the points
+    /// account closed and kept only under a keyed pseudonym. Safe to run again.
+    Erase {
+        user: String,
+        /// A file holding the deployment's erasure key (at least 32 bytes).
+        #[arg(long, env = "TALLY_ERASURE_KEY_FILE")]
+        key_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +240,17 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode, BoxError> {
             let user = user_id(&user)?;
             let lines = user::export(&tally, &user, |value| print_json(&value)).await?;
             eprintln!("{lines} records of {user}");
+        }
+        Command::User(UserCommand::Erase { user, key_file }) => {
+            let key =
+                std::fs::read(&key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
+            let key = shared::domain::erasure::ErasureKey::new(&key)?;
+            let erased = admin::erase::erase(&tally, &user_id(&user)?, &key, now).await?;
+            print(json, &erased)?;
+            let failed = erased.audits_after.iter().any(|a| !a.findings.is_empty());
+            if failed {
+                return Ok(std::process::ExitCode::from(1));
+            }
         }
         Command::Import(ImportCommand::Likes {
             file,

@@ -13,8 +13,10 @@
 //! - An operation record gives `Points Operation Settled` when it leaves
 //!   `pending` (or is written settled at once); later edits of a settled record
 //!   (a hold closed, a spend refunded) give nothing.
-//! - A ledger entry gives `Points Expired` (kind `expire`) or `Hold Expired`
-//!   (a `release` the hold's expiry wrote, marked `hold_expired`).
+//! - A ledger entry gives `Points Expired` (kind `expire`), `Hold Expired`
+//!   (a `release` the hold's expiry wrote, marked `hold_expired`) or
+//!   `Points Erased` (kind `erase`: the account closed by erasure, SPEC
+//!   section 9; subscribers erase what they keep on the user).
 //! - A finding reconcile recorded gives `Ledger Mismatch Found` or
 //!   `Malformed Item Found`.
 
@@ -34,6 +36,7 @@ pub const LIKE_COUNT_CHANGED: &str = "Like Count Changed";
 pub const POINTS_OPERATION_SETTLED: &str = "Points Operation Settled";
 pub const POINTS_EXPIRED: &str = "Points Expired";
 pub const HOLD_EXPIRED: &str = "Hold Expired";
+pub const POINTS_ERASED: &str = "Points Erased";
 pub const LEDGER_MISMATCH_FOUND: &str = "Ledger Mismatch Found";
 pub const MALFORMED_ITEM_FOUND: &str = "Malformed Item Found";
 
@@ -45,6 +48,7 @@ pub const ALL: &[(&str, &str)] = &[
     (POINTS_SOURCE, POINTS_OPERATION_SETTLED),
     (POINTS_SOURCE, POINTS_EXPIRED),
     (POINTS_SOURCE, HOLD_EXPIRED),
+    (POINTS_SOURCE, POINTS_ERASED),
     (RECONCILE_SOURCE, LEDGER_MISMATCH_FOUND),
     (RECONCILE_SOURCE, MALFORMED_ITEM_FOUND),
 ];
@@ -337,6 +341,19 @@ fn entry_event(user: &UserId, entry: &Entry) -> Option<Event> {
                 at: &entry.created_at,
             };
             Some(Event::new(POINTS_SOURCE, POINTS_EXPIRED, &detail))
+        }
+        EntryKind::Erase => {
+            let detail = ExpiredDetail {
+                event_id: event_id(POINTS_ERASED, &[user.as_str(), &seq]),
+                user_id: user,
+                seq: entry.seq,
+                amount: entry.amount,
+                balance_after: entry.balance_after,
+                held_after: entry.held_after,
+                operation_id: &entry.operation_id,
+                at: &entry.created_at,
+            };
+            Some(Event::new(POINTS_SOURCE, POINTS_ERASED, &detail))
         }
         // The release the hold's expiry wrote (a caller's release is in its
         // operation's settlement).

@@ -1,5 +1,6 @@
 //! Pure rules. Nothing here knows about DynamoDB, SQS or Lambda.
 
+pub mod erasure;
 pub mod events;
 pub mod ids;
 pub mod likers;

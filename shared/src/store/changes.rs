@@ -23,6 +23,11 @@ pub fn change_of(keys: &Item, old: &Item, new: &Item) -> Result<Change, StoreErr
     if new.keys().all(|name| name == PK || name == SK) {
         return Ok(Change::Nothing);
     }
+    // A copy erasure made under a pseudonym: its events went out when it was
+    // first written (the erasure itself is told by its `erase` entry).
+    if get_bool(new, super::erasure::PSEUDONYMIZED) == Some(true) {
+        return Ok(Change::Nothing);
+    }
     if let Some((post, _)) = keys::parse_like_partition_pk(pk) {
         return register_change(post, old, new);
     }

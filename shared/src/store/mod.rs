@@ -4,6 +4,7 @@
 //! here: callers see [`StoreError`], whose variants say what a caller can do about it.
 
 pub mod changes;
+pub mod erasure;
 pub mod keys;
 pub mod likers;
 pub mod likes;

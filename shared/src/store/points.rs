@@ -528,12 +528,12 @@ impl Store {
         Ok(found)
     }
 
-    fn put(&self, item: Item) -> aws_sdk_dynamodb::types::builders::PutBuilder {
+    pub(super) fn put(&self, item: Item) -> aws_sdk_dynamodb::types::builders::PutBuilder {
         Put::builder().table_name(&self.table).set_item(Some(item))
     }
 
     /// Runs a transaction; when `guarded`, its first item is the operation's idempotency guard.
-    async fn transact(
+    pub(super) async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
         guarded: bool,
@@ -623,7 +623,7 @@ where
     clippy::expect_used,
     reason = "every caller sets the table and the item"
 )]
-fn put(builder: aws_sdk_dynamodb::types::builders::PutBuilder) -> TransactWriteItem {
+pub(super) fn put(builder: aws_sdk_dynamodb::types::builders::PutBuilder) -> TransactWriteItem {
     TransactWriteItem::builder()
         .put(builder.build().expect("table and item are set"))
         .build()

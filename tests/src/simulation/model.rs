@@ -311,6 +311,12 @@ pub fn replay_lots(
                     }
                 };
                 match entry.kind {
+                    EntryKind::Erase => {
+                        return Err(format!(
+                            "{}: an erase entry, and the simulator erases no one",
+                            context()
+                        ));
+                    }
                     EntryKind::Grant => {
                         let expiry = lot_expiry(
                             parse(&entry.created_at)?,

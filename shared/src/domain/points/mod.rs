@@ -19,7 +19,7 @@ pub mod request;
 pub use audit::{Finding, audit};
 pub use ledger::{
     Account, AccountChange, Entry, EntryKind, LinkedUpdate, MAX_OPEN_HOLDS, OpenHold, Plan,
-    Snapshot, plan, settle_due,
+    Snapshot, close_for_erasure, plan, settle_due,
 };
 pub use operation::{OperationRecord, OperationStatus, Rejection, WrittenEntry};
 pub use request::{

@@ -17,6 +17,8 @@ pub enum EntryKind {
     Capture,
     Release,
     Refund,
+    /// The account closed by erasure (SPEC section 9): its remaining points leave.
+    Erase,
 }
 
 impl EntryKind {
@@ -33,6 +35,7 @@ impl EntryKind {
             EntryKind::Capture => "capture",
             EntryKind::Release => "release",
             EntryKind::Refund => "refund",
+            EntryKind::Erase => "erase",
         }
     }
 }

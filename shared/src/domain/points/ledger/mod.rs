@@ -27,7 +27,9 @@ mod planning;
 
 pub use account::{Account, MAX_OPEN_HOLDS, OpenHold};
 pub use entry::{Entry, EntryKind};
-pub use planning::{AccountChange, LinkedUpdate, Plan, Snapshot, plan, settle_due};
+pub use planning::{
+    AccountChange, LinkedUpdate, Plan, Snapshot, close_for_erasure, plan, settle_due,
+};
 
 #[cfg(test)]
 mod tests;

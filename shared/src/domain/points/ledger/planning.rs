@@ -560,6 +560,33 @@ fn plan_adjustment(
 /// expire), as one change the expiry run commits; `None` when nothing is due.
 /// Each entry's operation id is derived from what it settles, so a rerun that
 /// finds the same state writes the same entries.
+/// Closes an account for erasure at `now`: what time made due is settled,
+/// then every remaining point leaves by one `erase` entry (`operation_id`),
+/// so every number stays explained. `None` when there is nothing to write;
+/// `Err` with the open holds' count while any is open (they are the
+/// checkout's, and erasure waits for them).
+pub fn close_for_erasure(
+    user: &UserId,
+    account: &Account,
+    operation_id: &OperationId,
+    now: OffsetDateTime,
+) -> Result<Option<AccountChange>, usize> {
+    let mut ledger = Ledger::open(user, account.clone(), now);
+    if !ledger.current.holds.is_empty() {
+        return Err(ledger.current.holds.len());
+    }
+    if ledger.current.balance > 0 {
+        let next = Account {
+            balance: 0,
+            lots: Default::default(),
+            ..ledger.current.clone()
+        };
+        ledger.write_own(next, Draft::new(EntryKind::Erase, operation_id, now));
+    }
+    let change = ledger.finish();
+    Ok((!change.entries.is_empty()).then_some(change))
+}
+
 pub fn settle_due(user: &UserId, account: &Account, now: OffsetDateTime) -> Option<AccountChange> {
     let change = Ledger::open(user, account.clone(), now).finish();
     (!change.entries.is_empty()).then_some(change)
