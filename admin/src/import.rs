@@ -354,13 +354,27 @@ pub(crate) async fn recount_marked(tally: &Tally) -> Result<(u64, u64), BoxError
 
 async fn recount(tally: &Tally, report: &mut Imported) -> Result<(), BoxError> {
     let reconciler = reconcile::Reconciler::new(tally.store.clone(), tally.points.queue.clone());
+    let mut last_failure = None;
     for _ in 0..RECOUNT_RUNS {
-        let run = reconciler.run(OffsetDateTime::now_utc()).await?;
-        report.posts_recounted += run.posts_checked;
-        report.counters_repaired += run.counters_repaired;
-        if run.steps_cut_short == 0 {
-            return Ok(());
+        // A run that fails part way is resumed by the next, as on the schedule.
+        match reconciler.run(OffsetDateTime::now_utc()).await {
+            Ok(run) => {
+                report.posts_recounted += run.posts_checked;
+                report.counters_repaired += run.counters_repaired;
+                if run.steps_cut_short == 0 {
+                    return Ok(());
+                }
+            }
+            Err(err) => {
+                last_failure = Some(shared::http::error_chain(&err));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
-    Err("posts are still marked for a recount after 50 reconcile runs: reconcile's schedule finishes them".into())
+    Err(format!(
+        "every row is applied, but posts are still marked for a recount after {RECOUNT_RUNS} reconcile runs{}: \
+         reconcile's schedule finishes them, or run this import again",
+        last_failure.map(|f| format!(" (last failure: {f})")).unwrap_or_default()
+    )
+    .into())
 }

@@ -22,6 +22,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// than a function's single item, as reconcile's do.
 pub const TIMEOUTS: Timeouts = Timeouts::RECONCILE;
 
+/// Against the emulator (`AWS_ENDPOINT_URL` set): ten times longer. The
+/// emulator applies requests one at a time, in Python, and a table of tens
+/// of thousands of items (an import) makes a recount's burst of queries
+/// wait seconds in its queue, where DynamoDB answers in milliseconds.
+pub const EMULATOR_TIMEOUTS: Timeouts = Timeouts {
+    connect: std::time::Duration::from_secs(10),
+    attempt: std::time::Duration::from_secs(50),
+    operation: std::time::Duration::from_secs(150),
+};
+
 /// One Tally's resources, as its operator reaches them.
 #[derive(Debug, Clone)]
 pub struct Tally {
@@ -57,7 +67,8 @@ impl Tally {
     /// (with `AWS_ENDPOINT_URL`, the emulator), each resource from its
     /// variable or, failing that, by its local name in stack `stack`.
     pub async fn from_env(stack: &str) -> Result<Self, BoxError> {
-        let aws = shared::config::aws(TIMEOUTS).await;
+        let local = std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let aws = shared::config::aws(if local { EMULATOR_TIMEOUTS } else { TIMEOUTS }).await;
         let sqs = aws_sdk_sqs_client(&aws);
         let mut names = Vec::new();
         for (variable, logical_id) in RESOURCES {
@@ -78,7 +89,6 @@ impl Tally {
         }
         let queue =
             |i: usize| OperationQueue::new(sqs.clone(), names.get(i).cloned().unwrap_or_default());
-        let local = std::env::var_os("AWS_ENDPOINT_URL").is_some();
         Ok(Self {
             store: Store::from_config(&aws, names.first().cloned().unwrap_or_default()),
             likes: QueuePair {

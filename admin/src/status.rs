@@ -119,6 +119,12 @@ impl std::fmt::Display for Status {
                 q.name, q.figures.visible, q.figures.in_flight, q.figures.delayed, age
             )?;
         }
+        if self.queues.iter().any(|q| q.oldest_age_seconds.is_none()) {
+            writeln!(
+                f,
+                "(oldest: CloudWatch's ApproximateAgeOfOldestMessage; - without a datapoint in 10 minutes, and always on the emulator)"
+            )?;
+        }
         let more = if self.stale_pending_operations >= PENDING_SHOWN {
             "at least "
         } else {
