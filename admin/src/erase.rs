@@ -22,7 +22,7 @@
 use serde::Serialize;
 use shared::domain::erasure::{self, ErasureKey};
 use shared::domain::ids::{OperationId, UserId};
-use shared::domain::likes::{LikeAction, LikeOperation, MAX_PAGE_SIZE};
+use shared::domain::likes::{LikeAction, LikeOperation};
 use shared::domain::points::{self, Account, Entry, Finding, OperationStatus};
 use shared::likes_service::LikesService;
 use shared::store::points::Commit;
@@ -220,20 +220,11 @@ async fn remove_likes(
     pseudonym: &UserId,
     now: OffsetDateTime,
 ) -> Result<u64, BoxError> {
-    let mut posts = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = tally
-            .store
-            .my_likes(user, MAX_PAGE_SIZE, cursor.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
-        posts.extend(page.items.into_iter().map(|liked| liked.post_id));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let posts: Vec<_> = crate::user::liked_posts(tally, user)
+        .await?
+        .into_iter()
+        .map(|liked| liked.post_id)
+        .collect();
     let likes = LikesService::new(tally.store.clone());
     let mut removed = 0;
     for chunk in posts.chunks(BATCH_ROWS) {

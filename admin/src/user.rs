@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use shared::domain::ids::UserId;
 use shared::domain::likes::MAX_PAGE_SIZE;
 use shared::domain::points::{self, audit::Finding};
+use shared::store::likes::LikedPost;
 
 use crate::{BoxError, Tally};
 
@@ -27,23 +28,11 @@ pub async fn export(
     mut line: impl FnMut(Value) -> Result<(), BoxError>,
 ) -> Result<usize, BoxError> {
     let mut lines = 0;
-    let mut cursor = None;
-    loop {
-        let page = tally
-            .store
-            .my_likes(user, MAX_PAGE_SIZE, cursor.as_deref())
-            .await
-            .map_err(|err| err.to_string())?;
-        for like in page.items {
-            line(
-                json!({"record": "like", "user_id": user, "post_id": like.post_id, "liked_at": like.liked_at}),
-            )?;
-            lines += 1;
-        }
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+    for like in liked_posts(tally, user).await? {
+        line(
+            json!({"record": "like", "user_id": user, "post_id": like.post_id, "liked_at": like.liked_at}),
+        )?;
+        lines += 1;
     }
     let records = tally.store.account_records(user).await?;
     if let Some(account) = &records.account {
@@ -83,6 +72,24 @@ pub async fn export(
         lines += 1;
     }
     Ok(lines)
+}
+
+/// Every post `user` likes now, newest first (every page of "my likes").
+pub async fn liked_posts(tally: &Tally, user: &UserId) -> Result<Vec<LikedPost>, BoxError> {
+    let mut posts = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = tally
+            .store
+            .my_likes(user, MAX_PAGE_SIZE, cursor.as_deref())
+            .await
+            .map_err(|err| err.to_string())?;
+        posts.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(posts),
+        }
+    }
 }
 
 fn tagged(record: &str, user: &UserId, value: &impl Serialize) -> Result<Value, BoxError> {

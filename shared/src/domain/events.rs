@@ -326,35 +326,27 @@ pub fn events_of(change: &Change) -> Option<Event> {
     }
 }
 
+/// An entry that takes points from the balance on Tally's own account (an
+/// expiry, an erasure): the entry is the whole story.
+fn balance_entry_event(detail_type: &'static str, user: &UserId, entry: &Entry) -> Event {
+    let detail = ExpiredDetail {
+        event_id: event_id(detail_type, &[user.as_str(), &entry.seq.to_string()]),
+        user_id: user,
+        seq: entry.seq,
+        amount: entry.amount,
+        balance_after: entry.balance_after,
+        held_after: entry.held_after,
+        operation_id: &entry.operation_id,
+        at: &entry.created_at,
+    };
+    Event::new(POINTS_SOURCE, detail_type, &detail)
+}
+
 fn entry_event(user: &UserId, entry: &Entry) -> Option<Event> {
     let seq = entry.seq.to_string();
     match entry.kind {
-        EntryKind::Expire => {
-            let detail = ExpiredDetail {
-                event_id: event_id(POINTS_EXPIRED, &[user.as_str(), &seq]),
-                user_id: user,
-                seq: entry.seq,
-                amount: entry.amount,
-                balance_after: entry.balance_after,
-                held_after: entry.held_after,
-                operation_id: &entry.operation_id,
-                at: &entry.created_at,
-            };
-            Some(Event::new(POINTS_SOURCE, POINTS_EXPIRED, &detail))
-        }
-        EntryKind::Erase => {
-            let detail = ExpiredDetail {
-                event_id: event_id(POINTS_ERASED, &[user.as_str(), &seq]),
-                user_id: user,
-                seq: entry.seq,
-                amount: entry.amount,
-                balance_after: entry.balance_after,
-                held_after: entry.held_after,
-                operation_id: &entry.operation_id,
-                at: &entry.created_at,
-            };
-            Some(Event::new(POINTS_SOURCE, POINTS_ERASED, &detail))
-        }
+        EntryKind::Expire => Some(balance_entry_event(POINTS_EXPIRED, user, entry)),
+        EntryKind::Erase => Some(balance_entry_event(POINTS_ERASED, user, entry)),
         // The release the hold's expiry wrote (a caller's release is in its
         // operation's settlement).
         EntryKind::Release if entry.hold_expired => {

@@ -277,26 +277,6 @@ impl Store {
         }
         Ok(Commit::Done)
     }
-
-    /// The items of `user`'s account partition as stored (strongly consistent).
-    pub async fn account_items(&self, user: &UserId) -> Result<Vec<Item>, StoreError> {
-        let mut found = Vec::new();
-        let mut items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(keys::account_pk(user)))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        while let Some(item) = items.next().await {
-            found.push(item.map_err(StoreError::from_sdk)?);
-        }
-        self.usage.record("dynamodb:Query account_items", 0.0, 1.0);
-        Ok(found)
-    }
 }
 
 #[cfg(test)]

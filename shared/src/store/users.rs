@@ -3,7 +3,7 @@
 
 use super::keys::{self, ACCOUNT_SK, PK, SK};
 use super::points::{account_from_item, from_item};
-use super::{Store, StoreError, corrupt, get_s, s};
+use super::{Item, Store, StoreError, corrupt, get_s, s};
 use crate::domain::ids::UserId;
 use crate::domain::points::{Account, Entry, OperationRecord};
 
@@ -19,10 +19,10 @@ pub struct AccountRecords {
 }
 
 impl Store {
-    /// Reads every item of the user's account partition (strongly consistent,
-    /// page by page). An item of another shape is an error naming its key.
-    pub async fn account_records(&self, user: &UserId) -> Result<AccountRecords, StoreError> {
-        let mut records = AccountRecords::default();
+    /// The items of `user`'s account partition as stored (strongly
+    /// consistent, page by page).
+    pub async fn account_items(&self, user: &UserId) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::new();
         let mut items = self
             .client
             .query()
@@ -34,7 +34,17 @@ impl Store {
             .items()
             .send();
         while let Some(item) = items.next().await {
-            let item = item.map_err(StoreError::from_sdk)?;
+            found.push(item.map_err(StoreError::from_sdk)?);
+        }
+        self.usage.record("dynamodb:Query account_items", 0.0, 1.0);
+        Ok(found)
+    }
+
+    /// [`account_items`](Self::account_items) read into Tally's types. An
+    /// item of another shape is an error naming its key.
+    pub async fn account_records(&self, user: &UserId) -> Result<AccountRecords, StoreError> {
+        let mut records = AccountRecords::default();
+        for item in self.account_items(user).await? {
             let sort_key = get_s(&item, SK).unwrap_or_default().to_owned();
             if sort_key == ACCOUNT_SK {
                 records.account = Some(account_from_item(&item)?);
@@ -49,8 +59,6 @@ impl Store {
                 ));
             }
         }
-        self.usage
-            .record("dynamodb:Query account_records", 0.0, 1.0);
         Ok(records)
     }
 }
