@@ -25,7 +25,9 @@ use shared::domain::ids::{OperationId, UserId};
 use shared::domain::likes::{LikeAction, LikeOperation};
 use shared::domain::points::{self, Account, Entry, Finding, OperationStatus};
 use shared::likes_service::LikesService;
+use shared::store::keys;
 use shared::store::points::Commit;
+use shared::store::users::AccountRecords;
 use time::OffsetDateTime;
 
 use crate::import::{BATCH_ROWS, apply, recount_marked};
@@ -35,9 +37,11 @@ use crate::{BoxError, Tally};
 const PENDING_CHECKED: usize = 10_000;
 /// Tries of a step that lost a race with the worker (the account moved).
 const ATTEMPTS: u32 = 5;
-
-const LIKES_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x3e2a_6c0d_91f4_4b7e_a5d8_0c6b_2f1e_9d47);
+/// Erasures of one user id at most (each after the id was used again).
+const MAX_GENERATIONS: u32 = 100;
+/// How far ahead of this machine's clock the unlikes are stamped: a like
+/// accepted by a function whose clock runs ahead is still overtaken.
+const CLOCK_MARGIN: time::Duration = time::Duration::minutes(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
@@ -114,7 +118,11 @@ pub async fn erase(
     key: &ErasureKey,
     now: OffsetDateTime,
 ) -> Result<Erased, BoxError> {
-    let pseudonym = erasure::pseudonym(key, user);
+    refuse_unless_settled(tally, user, now).await?;
+    // The ledger as a run cut short may have left it: part under the user,
+    // part under the pseudonym, the account item under either.
+    let mine = tally.store.account_records(user).await?;
+    let (pseudonym, moved) = pseudonym_for(tally, user, key, &mine).await?;
     let mut report = Erased {
         pseudonym: pseudonym.clone(),
         likes_removed: 0,
@@ -127,12 +135,6 @@ pub async fn erase(
         posts_recounted: 0,
         counters_repaired: 0,
     };
-    refuse_unless_settled(tally, user, now).await?;
-
-    // The ledger as a run cut short may have left it: part under the user,
-    // part under the pseudonym, the account item under either.
-    let mine = tally.store.account_records(user).await?;
-    let moved = tally.store.account_records(&pseudonym).await?;
     let mut entries: Vec<Entry> = mine.entries.iter().chain(&moved.entries).cloned().collect();
     entries.sort_by_key(|e| e.seq);
     let account = mine
@@ -146,15 +148,19 @@ pub async fn erase(
     }
     if let Some(account) = &mine.account
         && let Err(holds) =
-            points::close_for_erasure(user, account, &erasure::erase_operation_id(&pseudonym), now)
+            points::close_for_erasure(user, account, &erasure::erase_operation_id(), now)
     {
         return Err(Refused::OpenHolds(user.clone(), holds).into());
     }
     report.audits_before.push(before);
 
-    report.likes_removed = remove_likes(tally, user, &pseudonym, now).await?;
-    report.points_erased = close_account(tally, user, &pseudonym, now).await?;
+    report.likes_removed = remove_likes(tally, user, now).await?;
+    report.points_erased = close_account(tally, user, now).await?;
+    let (moved_items, erased_later) = move_partition(tally, user, &pseudonym, now).await?;
+    report.items_moved = moved_items;
+    report.points_erased += erased_later;
 
+    // After the move: what an operation applied before it wrote is found too.
     let mentions = tally.store.items_naming(user).await?;
     for account in &mentions.accounts {
         report.audits_before.push(audit(tally, account).await?);
@@ -170,14 +176,34 @@ pub async fn erase(
     }
     report.accounts_touched = mentions.accounts.clone();
 
-    report.items_moved = move_partition(tally, user, &pseudonym).await?;
-
     report.audits_after.push(audit(tally, &pseudonym).await?);
     for account in &mentions.accounts {
         report.audits_after.push(audit(tally, account).await?);
     }
     (report.posts_recounted, report.counters_repaired) = recount_marked(tally).await?;
     Ok(report)
+}
+
+/// The pseudonym this erasure keeps the ledger under, and what it holds so
+/// far: the first generation's, unless that one holds a closed account (an
+/// erasure finished) while the user has an account again (opened by an
+/// operation after it): then the next generation's, and so on.
+async fn pseudonym_for(
+    tally: &Tally,
+    user: &UserId,
+    key: &ErasureKey,
+    mine: &AccountRecords,
+) -> Result<(UserId, AccountRecords), BoxError> {
+    let has_account_again =
+        mine.account.is_some() || !mine.entries.is_empty() || !mine.operations.is_empty();
+    for generation in 1..=MAX_GENERATIONS {
+        let pseudonym = erasure::pseudonym(key, user, generation);
+        let kept = tally.store.account_records(&pseudonym).await?;
+        if kept.account.is_none() || !has_account_again {
+            return Ok((pseudonym, kept));
+        }
+    }
+    Err(format!("{user} was erased {MAX_GENERATIONS} times already: stop sending operations for an erased user").into())
 }
 
 async fn refuse_unless_settled(
@@ -187,7 +213,15 @@ async fn refuse_unless_settled(
 ) -> Result<(), BoxError> {
     let far = now + time::Duration::days(3650);
     let mut pending = Vec::new();
-    for found in tally.store.pending_operations(far, PENDING_CHECKED).await? {
+    let found = tally.store.pending_operations(far, PENDING_CHECKED).await?;
+    if found.len() >= PENDING_CHECKED {
+        return Err(format!(
+            "over {PENDING_CHECKED} operations are pending: wait for the worker to apply them (tally-admin status), \
+             then run erase again"
+        )
+        .into());
+    }
+    for found in found {
         let Ok((caller, operation_id)) = found else {
             continue;
         };
@@ -213,18 +247,24 @@ async fn refuse_unless_settled(
 
 /// Unlikes every post the user likes, through the worker's path: each
 /// unlike flips its register (the count and recent likers follow) and leaves
-/// the tombstone that keeps an older like from coming back.
-async fn remove_likes(
-    tally: &Tally,
-    user: &UserId,
-    pseudonym: &UserId,
-    now: OffsetDateTime,
-) -> Result<u64, BoxError> {
+/// the tombstone that keeps an older like from coming back. Each post is
+/// first marked for a recount, so a run cut short between a register and its
+/// counter still ends exact: the rerun no longer lists the post (its register
+/// is unliked), but the closing reconcile recounts it and rebuilds its recent
+/// likers.
+async fn remove_likes(tally: &Tally, user: &UserId, now: OffsetDateTime) -> Result<u64, BoxError> {
     let posts: Vec<_> = crate::user::liked_posts(tally, user)
         .await?
         .into_iter()
         .map(|liked| liked.post_id)
         .collect();
+    let partition = std::collections::BTreeSet::from([keys::like_partition(user)]);
+    for post in &posts {
+        tally
+            .store
+            .add_to_like_count(post, 0, &partition, &[])
+            .await?;
+    }
     let likes = LikesService::new(tally.store.clone());
     let mut removed = 0;
     for chunk in posts.chunks(BATCH_ROWS) {
@@ -232,47 +272,37 @@ async fn remove_likes(
             .iter()
             .enumerate()
             .map(|(i, post)| {
-                let id =
-                    uuid::Uuid::new_v5(&LIKES_NAMESPACE, format!("{pseudonym}\n{post}").as_bytes());
-                let operation_id = OperationId::parse(id.to_string()).map_err(|e| e.to_string())?;
-                Ok((
+                (
                     i as u64,
                     LikeOperation {
-                        operation_id,
+                        // A fresh id: one derived from the user or the
+                        // pseudonym would tie the two in `Like Removed`.
+                        operation_id: OperationId::generate(),
                         user: user.clone(),
                         post: post.clone(),
                         action: LikeAction::Unlike,
-                        accepted_at: now,
+                        accepted_at: now + CLOCK_MARGIN,
                     },
-                ))
+                )
             })
-            .collect::<Result<_, String>>()?;
+            .collect();
         removed += apply(&likes, &batch).await?.0;
     }
     Ok(removed)
 }
 
 /// Writes the `erase` entry; answers the points it took.
-async fn close_account(
-    tally: &Tally,
-    user: &UserId,
-    pseudonym: &UserId,
-    now: OffsetDateTime,
-) -> Result<u64, BoxError> {
+async fn close_account(tally: &Tally, user: &UserId, now: OffsetDateTime) -> Result<u64, BoxError> {
     for _ in 0..ATTEMPTS {
         let Some(account) = tally.store.account_records(user).await?.account else {
             return Ok(0); // moved by a run before, or never had points
         };
-        let change = match points::close_for_erasure(
-            user,
-            &account,
-            &erasure::erase_operation_id(pseudonym),
-            now,
-        ) {
-            Err(holds) => return Err(Refused::OpenHolds(user.clone(), holds).into()),
-            Ok(None) => return Ok(0),
-            Ok(Some(change)) => change,
-        };
+        let change =
+            match points::close_for_erasure(user, &account, &erasure::erase_operation_id(), now) {
+                Err(holds) => return Err(Refused::OpenHolds(user.clone(), holds).into()),
+                Ok(None) => return Ok(0),
+                Ok(Some(change)) => change,
+            };
         let taken = change.own_entry().map_or(0, |e| e.amount.unsigned_abs());
         match tally.store.commit_account_change(&change).await? {
             Commit::Done => return Ok(taken),
@@ -282,24 +312,35 @@ async fn close_account(
     Err("the account kept changing while it was being closed: run erase again".into())
 }
 
-/// Moves the partition under the pseudonym, the account item last.
+/// Moves the partition under the pseudonym, the account item last; answers
+/// the items moved and the points of any `erase` entry an operation applied
+/// meanwhile called for. An operation still pending stops it (its record
+/// would be moved from under the worker).
 async fn move_partition(
     tally: &Tally,
     user: &UserId,
     pseudonym: &UserId,
-) -> Result<usize, BoxError> {
-    let mut moved = 0;
+    now: OffsetDateTime,
+) -> Result<(usize, u64), BoxError> {
+    let (mut moved, mut erased) = (0, 0);
     for _ in 0..ATTEMPTS {
         let items = tally.store.account_items(user).await?;
         if items.is_empty() {
-            return Ok(moved);
+            return Ok((moved, erased));
         }
-        let (state, rest): (Vec<_>, Vec<_>) = items.into_iter().partition(|item| {
-            item.get(shared::store::keys::SK)
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-                == Some(shared::store::keys::ACCOUNT_SK)
-        });
+        let text = |item: &shared::store::Item, name: &str| {
+            item.get(name).and_then(|v| v.as_s().ok()).cloned()
+        };
+        if let Some(pending) = items
+            .iter()
+            .find(|item| text(item, "status").as_deref() == Some("pending"))
+        {
+            let id = text(pending, "operation_id").unwrap_or_default();
+            return Err(Refused::Pending(user.clone(), format!("{user}/{id}")).into());
+        }
+        let (state, rest): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .partition(|item| text(item, keys::SK).as_deref() == Some(keys::ACCOUNT_SK));
         if tally
             .store
             .move_under_pseudonym(&rest, user, pseudonym)
@@ -313,17 +354,14 @@ async fn move_partition(
             .store
             .move_under_pseudonym(&state, user, pseudonym)
             .await?
-            != Commit::Done
+            == Commit::Done
         {
-            continue;
+            return Ok((moved + state.len(), erased));
         }
-        moved += state.len();
+        // Points arrived (or a hold) since the account was closed: close it again.
+        erased += close_account(tally, user, now).await?;
     }
-    if tally.store.account_items(user).await?.is_empty() {
-        Ok(moved)
-    } else {
-        Err("the account kept changing while it was being moved: run erase again".into())
-    }
+    Err("the account kept changing while it was being moved: run erase again".into())
 }
 
 impl std::fmt::Display for Erased {

@@ -138,21 +138,25 @@ fn rows(options: &ImportOptions) -> Result<NumberedRows, BoxError> {
         .map_err(|e| format!("{}: {e}", options.file.display()))?;
     Ok(match options.format {
         Format::Csv => {
-            let reader = csv::ReaderBuilder::new()
+            let mut reader = csv::ReaderBuilder::new()
                 .trim(csv::Trim::All)
                 .from_reader(file);
-            Box::new(
-                reader
-                    .into_deserialize::<RawRow>()
-                    .enumerate()
-                    .map(|(i, row)| {
-                        let line = match &row {
-                            Err(err) => err.position().map_or(i as u64 + 2, |p| p.line()),
-                            Ok(_) => i as u64 + 2,
-                        };
-                        (line, row.map_err(|e| e.to_string()))
-                    }),
-            )
+            let headers = reader.headers()?.clone();
+            // Each record's own position: right across quoted line breaks.
+            Box::new(reader.into_records().map(move |record| {
+                match record {
+                    Ok(record) => (
+                        record.position().map_or(0, csv::Position::line),
+                        record
+                            .deserialize::<RawRow>(Some(&headers))
+                            .map_err(|e| e.to_string()),
+                    ),
+                    Err(err) => (
+                        err.position().map_or(0, csv::Position::line),
+                        Err(err.to_string()),
+                    ),
+                }
+            }))
         }
         Format::Jsonl => Box::new(
             std::io::BufReader::new(file)
@@ -203,7 +207,6 @@ pub async fn import_likes(
     options: &ImportOptions,
     progress_bar: &indicatif::ProgressBar,
 ) -> Result<Imported, BoxError> {
-    let started = Instant::now();
     let file_bytes = std::fs::metadata(&options.file)?.len();
     let done = match std::fs::read_to_string(&options.progress_file) {
         Ok(text) => {
@@ -224,7 +227,15 @@ pub async fn import_likes(
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
         Err(err) => return Err(err.into()),
     };
+    if !(options.max_wcu_per_second.is_finite() && options.max_wcu_per_second > 0.0) {
+        return Err(format!(
+            "--max-wcu-per-second must be a positive number, not {}",
+            options.max_wcu_per_second
+        )
+        .into());
+    }
     let total = rows(options)?.count() as u64;
+    let started = Instant::now();
     progress_bar.set_length(total);
     progress_bar.set_position(done);
     let usage = Arc::new(Usage::default());

@@ -42,8 +42,9 @@ enum Command {
     Import(ImportCommand),
     /// One account's ledger audit (exit status 1 on a mismatch).
     Audit { user: String },
-    /// One reconcile run now, with its report. With --full, runs until the
-    /// sweep has passed over the whole table (after a restore).
+    /// One reconcile run now, with its report. With --full, the sweep starts
+    /// over and runs go on until it has passed over the whole table (after a
+    /// restore: every post recounted, every account audited).
     Reconcile {
         #[arg(long)]
         full: bool,
@@ -309,6 +310,12 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode, BoxError> {
         Command::Reconcile { full } => {
             let reconciler =
                 reconcile::Reconciler::new(tally.store.clone(), tally.points.queue.clone());
+            if full {
+                // From the table's start, so the sweep passes over all of it.
+                let mut state = tally.store.reconcile_state().await?;
+                state.sweep_cursor = None;
+                tally.store.save_reconcile_state(&state).await?;
+            }
             loop {
                 let report = reconciler.run(OffsetDateTime::now_utc()).await?;
                 print_json(&report)?;

@@ -16,8 +16,8 @@ pub struct Status {
     /// messages were lost or dead-lettered, and reconcile queues them again.
     pub stale_pending_operations: usize,
     pub redrive_after_seconds: u64,
-    /// The oldest of them, if any: (caller, operation id).
-    pub oldest_stale_pending: Option<(String, String)>,
+    /// One of them, if any (the first listed): (caller, operation id).
+    pub a_stale_pending: Option<(String, String)>,
     pub last_reconcile: Option<LastReconcile>,
 }
 
@@ -34,7 +34,8 @@ pub struct QueueStatus {
 
 #[derive(Debug, Serialize)]
 pub struct LastReconcile {
-    pub finished_at: Option<String>,
+    /// When the last successful run started (reconcile's `last_success_at`).
+    pub started_at: Option<String>,
     pub seconds_ago: Option<i64>,
     pub report: Option<serde_json::Value>,
 }
@@ -84,7 +85,7 @@ pub async fn status(tally: &Tally, now: OffsetDateTime) -> Result<Status, BoxErr
         .and_then(shared::domain::timestamp::parse)
         .map(|at| (now - at).whole_seconds());
     let last_reconcile = (state.last_success_at.is_some()).then(|| LastReconcile {
-        finished_at: state.last_success_at.clone(),
+        started_at: state.last_success_at.clone(),
         seconds_ago,
         report: state.last_report.clone(),
     });
@@ -92,7 +93,7 @@ pub async fn status(tally: &Tally, now: OffsetDateTime) -> Result<Status, BoxErr
         queues,
         stale_pending_operations: pending.len(),
         redrive_after_seconds: bound.as_secs(),
-        oldest_stale_pending: oldest,
+        a_stale_pending: oldest,
         last_reconcile,
     })
 }
@@ -135,7 +136,7 @@ impl std::fmt::Display for Status {
             "\npoints operations pending over {} s: {more}{}",
             self.redrive_after_seconds, self.stale_pending_operations
         )?;
-        match &self.oldest_stale_pending {
+        match &self.a_stale_pending {
             Some((caller, id)) => {
                 writeln!(f, " (oldest: {caller} {id}; reconcile re-drives them)")?
             }
@@ -149,8 +150,8 @@ impl std::fmt::Display for Status {
                     .map_or_else(String::new, |s| format!(" ({s} s ago)"));
                 writeln!(
                     f,
-                    "last reconcile: {}{ago}",
-                    last.finished_at.as_deref().unwrap_or("?")
+                    "last successful reconcile run: started {}{ago}",
+                    last.started_at.as_deref().unwrap_or("?")
                 )?;
                 if let Some(serde_json::Value::Object(report)) = &last.report {
                     let figures: Vec<String> =

@@ -1010,10 +1010,13 @@ fn every_route_is_throttled_below_the_accounts_quota() {
             "{route}"
         );
     }
-    // Likes are the load docs/capacity.md sizes for: all of the account's quota.
+    // Likes, and the count reads of a viral feed, are the load
+    // docs/capacity.md sizes for: all of the account's quota.
     for route in [
         "PUT /v1/posts/{post_id}/like",
         "DELETE /v1/posts/{post_id}/like",
+        "GET /v1/posts/{post_id}/likes",
+        "GET /v1/likes/counts",
     ] {
         let setting = &settings[route];
         assert_eq!(

@@ -40,11 +40,17 @@ impl ErasureKey {
     }
 }
 
-/// `erased-` and the first 128 bits of HMAC-SHA256(key, user id), in hex.
-pub fn pseudonym(key: &ErasureKey, user: &UserId) -> UserId {
+/// `erased-` and the first 128 bits of HMAC-SHA256(key, user id), in hex,
+/// for the user's first erasure; later ones (of an account opened again
+/// under the same id) hash `{user id}#{generation}` (`#` is in no user id),
+/// so each erased ledger is kept apart.
+pub fn pseudonym(key: &ErasureKey, user: &UserId, generation: u32) -> UserId {
     #[allow(clippy::expect_used, reason = "HMAC takes a key of any length")]
     let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).expect("HMAC takes a key of any length");
     mac.update(user.as_str().as_bytes());
+    if generation > 1 {
+        mac.update(format!("#{generation}").as_bytes());
+    }
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     #[allow(
@@ -55,14 +61,12 @@ pub fn pseudonym(key: &ErasureKey, user: &UserId) -> UserId {
         .expect("a prefix and hex digits make a valid id")
 }
 
-/// The id of the `erase` entry that closes the account.
-pub fn erase_operation_id(pseudonym: &UserId) -> OperationId {
-    #[allow(
-        clippy::expect_used,
-        reason = "a pseudonym with a prefix is a valid id"
-    )]
-    OperationId::parse(format!("erase:{pseudonym}"))
-        .expect("a pseudonym with a prefix is a valid id")
+/// The operation id of the `erase` entry that closes an account. The same
+/// for every account: it names neither the user nor the pseudonym, so the
+/// `Points Erased` event (which names the user) does not tie the two.
+pub fn erase_operation_id() -> OperationId {
+    #[allow(clippy::expect_used, reason = "a constant valid id")]
+    OperationId::parse("erase").expect("a constant valid id")
 }
 
 #[cfg(test)]
@@ -79,10 +83,11 @@ mod tests {
         let bob = UserId::parse("bob").unwrap();
         let k1 = key(&"a".repeat(32));
         let k2 = key(&"b".repeat(32));
-        assert_eq!(pseudonym(&k1, &alice), pseudonym(&k1, &alice));
-        assert_ne!(pseudonym(&k1, &alice), pseudonym(&k1, &bob));
-        assert_ne!(pseudonym(&k1, &alice), pseudonym(&k2, &alice));
-        let p = pseudonym(&k1, &alice);
+        assert_eq!(pseudonym(&k1, &alice, 1), pseudonym(&k1, &alice, 1));
+        assert_ne!(pseudonym(&k1, &alice, 1), pseudonym(&k1, &alice, 2));
+        assert_ne!(pseudonym(&k1, &alice, 1), pseudonym(&k1, &bob, 1));
+        assert_ne!(pseudonym(&k1, &alice, 1), pseudonym(&k2, &alice, 1));
+        let p = pseudonym(&k1, &alice, 1);
         assert!(p.as_str().starts_with(PSEUDONYM_PREFIX));
         assert_eq!(p.as_str().len(), PSEUDONYM_PREFIX.len() + 32);
         assert!(!p.as_str().contains("alice"));

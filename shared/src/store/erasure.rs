@@ -237,8 +237,9 @@ impl Store {
     /// Moves items of `user`'s partition under `pseudonym`
     /// ([`pseudonymized`]), each in a transaction with its original's delete.
     /// The account item (`STATE`) is deleted only at the `seq` it was read
-    /// with, so an operation applied meanwhile cancels the move (answered
-    /// [`Commit::Conflict`]: read again and go on).
+    /// with, closed (balance 0, no holds), so an operation applied meanwhile
+    /// cancels the move (answered [`Commit::Conflict`]: close it again, read
+    /// again and go on).
     pub async fn move_under_pseudonym(
         &self,
         originals: &[Item],
@@ -254,16 +255,25 @@ impl Store {
                     copy.insert(GSI1_PK.to_owned(), s(keys::dirty_account_gsi1pk(pseudonym)));
                     copy.insert(GSI1_SK.to_owned(), s(pseudonym.as_str()));
                 }
-                items.push(put(self.put(copy)));
+                // Never over an item already there: a ledger kept under
+                // this pseudonym is never written again.
+                items.push(put(self
+                    .put(copy)
+                    .condition_expression("attribute_not_exists(pk)")));
                 let key = super::key(
                     get_s(original, PK).unwrap_or_default().to_owned(),
                     get_s(original, SK).unwrap_or_default().to_owned(),
                 );
                 let delete = Delete::builder().table_name(&self.table).set_key(Some(key));
                 let delete = match original.get("seq") {
+                    // Closed, and not moved since: an operation applied
+                    // meanwhile cancels the move.
                     Some(seq) if get_s(original, SK) == Some(keys::ACCOUNT_SK) => delete
-                        .condition_expression("seq = :seq")
-                        .expression_attribute_values(":seq", seq.clone()),
+                        .condition_expression(
+                            "seq = :seq AND balance = :zero AND attribute_not_exists(holds)",
+                        )
+                        .expression_attribute_values(":seq", seq.clone())
+                        .expression_attribute_values(":zero", AttributeValue::N("0".into())),
                     _ => delete.condition_expression("attribute_exists(pk)"),
                 };
                 #[allow(clippy::expect_used, reason = "the table and key are set")]
