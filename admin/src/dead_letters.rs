@@ -209,14 +209,23 @@ pub async fn redrive(
         Chosen::All => Vec::new(),
         Chosen::Ids(ids) => ids.clone(),
     };
+    // All: the messages there now, and no more. A message that fails again
+    // comes back as a new one, and is left for the operator to look at.
+    let mut left = match chosen {
+        Chosen::All => dead_letters.figures().await?.visible,
+        Chosen::Ids(ids) => ids.len() as u64,
+    };
     // A FIFO queue shows ten messages of a group at a time: read again after
     // each round's moves free their groups, until a round finds nothing to move.
-    loop {
+    while left > 0 {
         let held = dead_letters.hold(MAX_LISTED, HOLD).await?;
-        let (take, keep): (Vec<_>, Vec<_>) = held.into_iter().partition(|m| match chosen {
+        let (mut take, mut keep): (Vec<_>, Vec<_>) = held.into_iter().partition(|m| match chosen {
             Chosen::All => true,
             Chosen::Ids(_) => wanted.contains(&m.message_id),
         });
+        if take.len() as u64 > left {
+            keep.extend(take.split_off(left as usize));
+        }
         let mut failure = None;
         for message in &take {
             if let Err(err) = dead_letters.move_back(message, source).await {
@@ -225,12 +234,13 @@ pub async fn redrive(
             }
             report.moved.push(message.message_id.clone());
             wanted.retain(|id| id != &message.message_id);
+            left -= 1;
         }
         dead_letters.let_go(&keep).await?;
         if let Some(err) = failure {
             return Err(err.into());
         }
-        if take.is_empty() || (matches!(chosen, Chosen::Ids(_)) && wanted.is_empty()) {
+        if take.is_empty() {
             break;
         }
     }

@@ -207,7 +207,9 @@ pub async fn import_likes(
     options: &ImportOptions,
     progress_bar: &indicatif::ProgressBar,
 ) -> Result<Imported, BoxError> {
-    let file_bytes = std::fs::metadata(&options.file)?.len();
+    let file_bytes = std::fs::metadata(&options.file)
+        .map_err(|e| format!("{}: {e}", options.file.display()))?
+        .len();
     let done = match std::fs::read_to_string(&options.progress_file) {
         Ok(text) => {
             let progress: Progress = serde_json::from_str(&text)

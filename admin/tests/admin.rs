@@ -196,6 +196,21 @@ async fn a_redriven_points_message_applies_at_most_once_and_an_unreadable_one_sa
     assert_eq!(app.audited_ledger("carol").await.len(), 2);
     assert_eq!(app.stack.points.dead_letters.depth().await.unwrap(), 1);
 
+    // The unreadable one, redriven while the worker runs: set aside again at
+    // once, it is a new dead letter, and the redrive moves it once and stops.
+    let worker = async {
+        for _ in 0..20 {
+            app.points_mapping.poll_once(&app.worker).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let (again, ()) = tokio::join!(
+        dead_letters::redrive(&tally, DeadLetterQueue::Points, &Chosen::All),
+        worker
+    );
+    assert_eq!(again.unwrap().moved.len(), 1);
+    assert_eq!(app.stack.points.dead_letters.depth().await.unwrap(), 1);
+
     // Stream records have no queue to go back to.
     let refused = dead_letters::redrive(&tally, DeadLetterQueue::Events, &Chosen::All).await;
     assert!(refused.unwrap_err().to_string().contains("stream records"));
