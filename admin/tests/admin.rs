@@ -14,13 +14,20 @@ use tests::TestApp;
 use tests::faults::{Fault, FaultInjector, Refusal};
 use time::OffsetDateTime;
 
+mod common;
+
 fn tally(app: &TestApp) -> Tally {
-    Tally {
-        store: app.stack.store.clone(),
-        likes: app.stack.likes.clone(),
-        points: app.stack.points.clone(),
-        events_dead_letters: app.stack.events_dead_letters.clone(),
-        metrics: None,
+    common::tally_with(app, app.stack.store.clone())
+}
+
+/// Every post of `counts` has exactly its count.
+async fn assert_counts(app: &TestApp, counts: &std::collections::BTreeMap<String, u64>) {
+    for (p, count) in counts {
+        assert_eq!(
+            app.store().like_count(&post(p)).await.unwrap(),
+            *count,
+            "{p}"
+        );
     }
 }
 
@@ -385,13 +392,7 @@ async fn an_import_stopped_half_way_resumes_to_exact_counts_and_a_rerun_changes_
     assert!(resumed.bad_rows_listed[0].problem.contains("post_id"));
     assert!(resumed.bad_rows_listed[3].problem.contains("future"));
     assert!(!options.progress_file.exists());
-    for (p, count) in &counts {
-        assert_eq!(
-            app.store().like_count(&post(p)).await.unwrap(),
-            *count,
-            "{p}"
-        );
-    }
+    assert_counts(&app, &counts).await;
     let liked = app.get("u5", "/v1/me/likes").await;
     assert!(
         liked["items"][0]["liked_at"]
@@ -405,13 +406,7 @@ async fn an_import_stopped_half_way_resumes_to_exact_counts_and_a_rerun_changes_
     assert_eq!(again.applied, 0);
     assert_eq!(again.unchanged as usize, rows);
     assert_eq!(again.counters_repaired, 0);
-    for (p, count) in &counts {
-        assert_eq!(
-            app.store().like_count(&post(p)).await.unwrap(),
-            *count,
-            "{p}"
-        );
-    }
+    assert_counts(&app, &counts).await;
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -483,13 +478,7 @@ async fn an_import_killed_mid_batch_resumes_to_exact_counts() {
     assert!(output.status.success());
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["resumed_after"], done, "{report}");
-    for (p, count) in &counts {
-        assert_eq!(
-            app.store().like_count(&post(p)).await.unwrap(),
-            *count,
-            "{p}"
-        );
-    }
+    assert_counts(&app, &counts).await;
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -15,14 +15,10 @@ use tests::faults::FaultInjector;
 use tests::published::Subscriber;
 use time::OffsetDateTime;
 
+mod common;
+
 fn tally(app: &TestApp, store: Store) -> Tally {
-    Tally {
-        store,
-        likes: app.stack.likes.clone(),
-        points: app.stack.points.clone(),
-        events_dead_letters: app.stack.events_dead_letters.clone(),
-        metrics: None,
-    }
+    common::tally_with(app, store)
 }
 
 fn user(id: &str) -> UserId {
