@@ -47,6 +47,24 @@ where
     }
 }
 
+/// A batch request's entries, one per receipt handle, each with its index
+/// as its id (unique within the batch, as SQS asks).
+fn batch_entries<'a, T>(
+    action: &'static str,
+    receipt_handles: impl Iterator<Item = &'a str>,
+    entry: impl Fn(String, &'a str) -> Result<T, aws_sdk_sqs::error::BuildError>,
+) -> Result<Vec<T>, QueueError> {
+    receipt_handles
+        .enumerate()
+        .map(|(i, handle)| {
+            entry(i.to_string(), handle).map_err(|err| QueueError {
+                action,
+                source: Box::new(err),
+            })
+        })
+        .collect()
+}
+
 /// A queue of operation envelopes.
 #[derive(Debug, Clone)]
 pub struct OperationQueue {
@@ -219,20 +237,16 @@ impl OperationQueue {
     /// Deletes received messages by receipt handle, 10 per request.
     pub async fn delete(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
         for chunk in receipt_handles.chunks(SQS_MAX_BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, handle)| {
+            let entries = batch_entries(
+                "DeleteMessageBatch",
+                chunk.iter().map(String::as_str),
+                |id, handle| {
                     DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
+                        .id(id)
                         .receipt_handle(handle)
                         .build()
-                        .map_err(|err| QueueError {
-                            action: "DeleteMessageBatch",
-                            source: Box::new(err),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+                },
+            )?;
             let output = self
                 .client
                 .delete_message_batch()

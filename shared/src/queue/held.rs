@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
-use super::{OperationQueue, QueueError, SQS_MAX_BATCH, failed};
+use super::{OperationQueue, QueueError, SQS_MAX_BATCH, batch_entries, failed};
 
 /// What `GetQueueAttributes` says of a queue (approximate on SQS).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -105,21 +105,17 @@ impl OperationQueue {
     /// Makes held messages visible again at once.
     pub async fn let_go(&self, held: &[HeldMessage]) -> Result<(), QueueError> {
         for chunk in held.chunks(SQS_MAX_BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, message)| {
+            let entries = batch_entries(
+                "ChangeMessageVisibilityBatch",
+                chunk.iter().map(|message| message.receipt_handle.as_str()),
+                |id, handle| {
                     ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(&message.receipt_handle)
+                        .id(id)
+                        .receipt_handle(handle)
                         .visibility_timeout(0)
                         .build()
-                        .map_err(|err| QueueError {
-                            action: "ChangeMessageVisibilityBatch",
-                            source: Box::new(err),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+                },
+            )?;
             let output = self
                 .client
                 .change_message_visibility_batch()
