@@ -71,6 +71,15 @@ pub async fn export(
         line(tagged("operation", user, operation)?)?;
         lines += 1;
     }
+    for board_line in &records.board_lines {
+        line(json!({
+            "record": "leaderboard",
+            "user_id": user,
+            "board": board_line.board,
+            "earned": board_line.earned,
+        }))?;
+        lines += 1;
+    }
     Ok(lines)
 }
 

@@ -174,6 +174,7 @@ fn stored_account() -> impl Strategy<Value = Account> {
             seq,
             lots,
             holds,
+            booked_at: None,
         })
 }
 
@@ -217,6 +218,7 @@ fn stored_entry() -> impl Strategy<Value = Entry> {
             reference: None,
             description: None,
             hold_expired: false,
+            booked_at: None,
             created_at: String::new(),
         },
     )

@@ -4,20 +4,25 @@
 //! domain's rules, hands the request to [`PointsService::accept`] (which records
 //! it under the caller's `Idempotency-Key` and queues it for the worker) and maps
 //! the answer: a status is 202, a broken rule 400, a reused key 422, and only a
-//! record write Tally could not confirm 503. Reads go straight to DynamoDB.
+//! record write Tally could not confirm 503. Reads go straight to DynamoDB;
+//! the insight routes (the balance at an instant, statements, leaderboards)
+//! through [`shared::points_insight`].
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shared::domain::ids::{OperationId, UserId};
 use shared::domain::likes::parse_page_size;
+use shared::domain::points::insight::{self, InvalidInsight, Standing};
 use shared::domain::points::request::{OwnCapture, OwnRelease};
 use shared::domain::points::{
     Entry, InvalidRequest, OperationStatus, PointsRequest, Rejection, RequestBody, lots_total,
     parse_body,
 };
 use shared::http::{ApiQuery, Caller, Problem, Routes};
+use shared::points_insight::{self, StatementError};
 use shared::points_service::{AcceptError, PointsService};
 use shared::queue::OperationQueue;
 use shared::store::Store;
@@ -82,6 +87,9 @@ pub fn routes() -> Routes<PointsApi> {
         .route(Method::POST, "/v1/points/adjustments", adjust)
         .route(Method::GET, "/v1/me/points", balance)
         .route(Method::GET, "/v1/me/points/history", history)
+        .route(Method::GET, "/v1/me/points/statement", statement)
+        .route(Method::GET, "/v1/me/points/rank", rank)
+        .route(Method::GET, "/v1/points/leaderboard", leaderboard)
         .route(
             Method::GET,
             "/v1/me/points/operations/{operation_id}",
@@ -322,7 +330,33 @@ struct Expiring {
     expires_at: String,
 }
 
-async fn balance(State(api): State<PointsApi>, caller: Caller) -> Result<Json<Balance>, Problem> {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BalanceQuery {
+    at: Option<String>,
+}
+
+/// The balance at an instant, from the entries: the fields of [`Balance`]
+/// that entries record (which lot each point came from, and so `expiring`,
+/// they do not), the instant, and the entry it is after.
+#[derive(Debug, Serialize)]
+struct BalanceAt {
+    #[serde(flatten)]
+    standing: Standing,
+    #[serde(with = "shared::domain::timestamp::serde_fixed")]
+    at: time::OffsetDateTime,
+}
+
+async fn balance(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<BalanceQuery>,
+) -> Result<Response, Problem> {
+    if let Some(at) = query.at {
+        let at = insight::past_instant("at", &at, api.service.clock.now()).map_err(refused)?;
+        let standing = points_insight::balance_at(&api.service.store, &caller.user, at).await?;
+        return Ok(Json(BalanceAt { standing, at }).into_response());
+    }
     let account = api.service.account(&caller.user).await?;
     Ok(Json(Balance {
         balance: account.balance,
@@ -335,7 +369,80 @@ async fn balance(State(api): State<PointsApi>, caller: Caller) -> Result<Json<Ba
                 expires_at: shared::domain::timestamp::format(at),
             })
             .collect(),
-    }))
+    })
+    .into_response())
+}
+
+fn refused(invalid: InvalidInsight) -> Problem {
+    Problem::bad_request(invalid.code(), invalid.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementQuery {
+    from: String,
+    to: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn statement(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<StatementQuery>,
+) -> Result<Json<points_insight::Statement>, Problem> {
+    let window = insight::Window::parse(&query.from, query.to.as_deref(), api.service.clock.now())
+        .map_err(refused)?;
+    let limit = parse_page_size(query.limit.as_deref())?;
+    let statement = points_insight::statement(
+        &api.service.store,
+        &caller.user,
+        window,
+        limit,
+        query.cursor.as_deref(),
+    )
+    .await
+    .map_err(|err| match err {
+        StatementError::InvalidCursor => Problem::bad_request("invalid_cursor", err.to_string()),
+        StatementError::Store(err) => err.into(),
+    })?;
+    Ok(Json(statement))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaderboardQuery {
+    period: String,
+    limit: Option<String>,
+}
+
+async fn leaderboard(
+    State(api): State<PointsApi>,
+    _caller: Caller,
+    ApiQuery(query): ApiQuery<LeaderboardQuery>,
+) -> Result<Json<points_insight::Leaderboard>, Problem> {
+    let period = insight::Period::parse(&query.period).map_err(refused)?;
+    let limit = insight::leaderboard_limit(query.limit.as_deref()).map_err(refused)?;
+    Ok(Json(
+        points_insight::leaderboard(&api.service.store, period, limit).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RankQuery {
+    period: String,
+}
+
+async fn rank(
+    State(api): State<PointsApi>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<RankQuery>,
+) -> Result<Json<points_insight::Rank>, Problem> {
+    let period = insight::Period::parse(&query.period).map_err(refused)?;
+    Ok(Json(
+        points_insight::rank(&api.service.store, &caller.user, period).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

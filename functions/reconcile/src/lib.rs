@@ -114,6 +114,8 @@ pub struct Report {
     pub posts_busy: u64,
     pub accounts_audited: u64,
     pub mismatches: u64,
+    /// Leaderboard lines written (an account that earned more in a period).
+    pub leaderboard_lines_written: u64,
     pub accounts_expired: u64,
     pub points_expired: u64,
     /// Holds past their expiry released.
@@ -296,8 +298,13 @@ impl Reconciler {
             let cut_short = report.steps_cut_short;
             self.reconcile_likes(&sweep, deadlines.step(0.8), &mut report)
                 .await?;
-            self.audit_ledgers(&sweep.accounts, deadlines.step(1.0), &mut report)
+            let ledgers_cut_short = report.steps_cut_short;
+            self.audit_ledgers(&sweep.accounts, now, deadlines.step(1.0), &mut report)
                 .await?;
+            // Every account changed before `now` was read: the boards are exact as of it.
+            if report.steps_cut_short == ledgers_cut_short {
+                state.leaderboard_as_of = Some(shared::domain::timestamp::format(now));
+            }
             // The sweep moves on only once its page was fully checked.
             if report.steps_cut_short == cut_short {
                 state.sweep_cursor = sweep.next_cursor;
@@ -334,6 +341,7 @@ impl Reconciler {
             total_drift = report.total_drift,
             posts_busy = report.posts_busy,
             accounts_audited = report.accounts_audited,
+            leaderboard_lines_written = report.leaderboard_lines_written,
             mismatches = report.mismatches,
             accounts_expired = report.accounts_expired,
             points_expired = report.points_expired,
@@ -351,6 +359,10 @@ impl Reconciler {
                 ("CountersRepaired", report.counters_repaired as f64),
                 ("LikeDrift", report.total_drift as f64),
                 ("AccountsAudited", report.accounts_audited as f64),
+                (
+                    "LeaderboardLinesWritten",
+                    report.leaderboard_lines_written as f64,
+                ),
                 ("LedgerMismatches", report.mismatches as f64),
                 ("PointsExpired", report.points_expired as f64),
                 ("HoldsReleased", report.holds_released as f64),
@@ -512,9 +524,11 @@ impl Reconciler {
 
     /// Audits each changed or swept account until `until`; clears its mark only
     /// when clean. An account with a malformed item stays marked and is reported.
+    /// The ledger it reads also puts the account on the leaderboards of `now`.
     pub async fn audit_ledgers(
         &self,
         swept: &[UserId],
+        now: OffsetDateTime,
         until: Instant,
         report: &mut Report,
     ) -> Result<(), StoreError> {
@@ -533,6 +547,8 @@ impl Reconciler {
                 continue;
             };
             report.accounts_audited += 1;
+            report.leaderboard_lines_written +=
+                shared::points_insight::update_boards(&self.store, user, &entries, now).await?;
             let findings = points::audit(&account, &entries);
             if findings.is_empty() {
                 if marked {

@@ -92,6 +92,19 @@ pub mod serde_fixed {
     }
 }
 
+/// [`serde_fixed`] for an optional time (`null` when absent); serialize only.
+pub mod serde_fixed_option {
+    use serde::Serializer;
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_str(&super::format(*at)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

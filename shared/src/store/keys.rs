@@ -6,6 +6,7 @@
 //! | like counter of a post (count, revision, partitions in use, recent likers) | `POST#{post}` | `COUNT` | `DIRTY#POSTS#{m}` / `{post}` until reconciled |
 //! | points account (balance, seq, lots) | `ACCOUNT#{user}` | `STATE` | `DIRTY#ACCOUNTS#{m}` / `{user}` until audited; `gsi2`: `EXPIRY#{m}` / `{soonest expiry}#{user}` |
 //! | ledger entry | `ACCOUNT#{user}` | `ENTRY#{seq:020}` | |
+//! | leaderboard line (points earned in a period) | `ACCOUNT#{user}` | `BOARD#{board}` | `BOARD#{board}` / `{u64::MAX - earned:020}#{user}` |
 //! | points operation (status, request) | `ACCOUNT#{caller}` | `OPERATION#{operation_id}` | `PENDING#{m}` / `{accepted_at}#{caller}#{operation_id}` while pending |
 //!
 //! - A post's like registers are spread over [`LIKE_PARTITIONS`] partition keys
@@ -25,6 +26,10 @@
 //!   merges the partitions the counter lists.
 //! - `gsi2` (keys only, sparse) finds accounts whose soonest lot expiry has
 //!   passed; it is written only when an account's soonest expiry changes.
+//! - `gsi1` also lists each leaderboard (`day#2026-12-04`, `week#2026-11-30`,
+//!   `month#2026-12`, `all`), most earned first. Only reconcile writes its
+//!   lines, one per account that earned in the period, so no points operation
+//!   writes a key other operations share.
 //! - `gsi1` also lists every operation still pending (the outbox): reconcile
 //!   re-drives those pending too long. Settling the record removes the entry.
 //! - Reconcile keeps its own state in `RECONCILE` / `STATE`, and each finding
@@ -121,6 +126,35 @@ pub fn entry_sk(seq: u64) -> String {
 }
 
 pub const ENTRY_SK_PREFIX: &str = "ENTRY#";
+pub const BOARD_SK_PREFIX: &str = "BOARD#";
+
+/// An account's line on one leaderboard (`day#2026-12-04`, `all`, ...).
+pub fn board_sk(board: &str) -> String {
+    format!("{BOARD_SK_PREFIX}{board}")
+}
+
+/// The index partition that lists one leaderboard, most earned first.
+pub fn board_gsi1pk(board: &str) -> String {
+    format!("{BOARD_SK_PREFIX}{board}")
+}
+
+/// A leaderboard line's index sort key: points earned, inverted and fixed
+/// width so the most earned sorts first, then the user (ties by user id).
+pub fn board_gsi1sk(earned: u64, user: &UserId) -> String {
+    format!("{}#{user}", board_rank_key(earned))
+}
+
+/// Every line with more points earned than `earned` sorts before this.
+pub fn board_rank_key(earned: u64) -> String {
+    format!("{:020}", u64::MAX - earned)
+}
+
+/// The points earned and the user of a leaderboard line's index sort key.
+pub fn parse_board_gsi1sk(text: &str) -> Option<(u64, UserId)> {
+    let (inverted, user) = text.split_once('#')?;
+    let earned = u64::MAX.checked_sub(inverted.parse().ok()?)?;
+    Some((earned, UserId::parse(user).ok()?))
+}
 pub const OPERATION_SK_PREFIX: &str = "OPERATION#";
 
 pub fn operation_sk(operation_id: &OperationId) -> String {
@@ -193,6 +227,34 @@ mod tests {
         let pk = like_register_pk(&post, &user);
         assert_eq!(pk, like_register_pk(&post, &user));
         assert!((0..LIKE_PARTITIONS).any(|n| like_partition_pk(&post, n) == pk));
+    }
+
+    #[test]
+    fn leaderboard_lines_sort_most_earned_first_and_read_back() {
+        let user = |name: &str| UserId::parse(name).unwrap();
+        let mut keys = [
+            board_gsi1sk(5, &user("b")),
+            board_gsi1sk(40, &user("a")),
+            board_gsi1sk(5, &user("a")),
+            board_gsi1sk(u64::MAX, &user("z")),
+            board_gsi1sk(0, &user("c")),
+        ];
+        keys.sort();
+        let read: Vec<(u64, UserId)> = keys.iter().filter_map(|k| parse_board_gsi1sk(k)).collect();
+        assert_eq!(
+            read,
+            [
+                (u64::MAX, user("z")),
+                (40, user("a")),
+                (5, user("a")),
+                (5, user("b")),
+                (0, user("c"))
+            ]
+        );
+        assert!(board_gsi1sk(6, &user("zz")) < board_rank_key(5));
+        assert!(board_gsi1sk(5, &user("a")) > board_rank_key(5));
+        assert_eq!(parse_board_gsi1sk("12#a#b"), None);
+        assert_eq!(parse_board_gsi1sk("x#a"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod changes;
 pub mod erasure;
+pub mod insight;
 pub mod keys;
 pub mod likers;
 pub mod likes;
@@ -312,13 +313,13 @@ pub struct Page<T> {
     clippy::expect_used,
     reason = "cursors are Tally's own small structs of strings"
 )]
-fn encode_cursor<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn encode_cursor<T: serde::Serialize>(value: &T) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(serde_json::to_vec(value).expect("cursor serializes"))
 }
 
-fn decode_cursor<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+pub(crate) fn decode_cursor<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)

@@ -140,6 +140,9 @@ fn account_item(user: &UserId, account: &Account) -> Item {
         (GSI1_PK.to_owned(), s(keys::dirty_account_gsi1pk(user))),
         (GSI1_SK.to_owned(), s(user.as_str())),
     ]);
+    if let Some(booked_at) = account.booked_at {
+        item.insert("booked_at".to_owned(), s(timestamp::format(booked_at)));
+    }
     if !account.holds.is_empty() {
         item.insert(
             "holds".to_owned(),
@@ -182,11 +185,18 @@ pub(super) fn account_from_item(item: &Item) -> Result<Account, StoreError> {
             .map_err(|e| corrupt_because(item, "bad holds", e))?,
         None => Default::default(),
     };
+    let booked_at = match get_s(item, "booked_at") {
+        Some(text) => {
+            Some(timestamp::parse(text).ok_or_else(|| corrupt(item, "booked_at is not a time"))?)
+        }
+        None => None,
+    };
     Ok(Account {
         balance: number("balance")?,
         seq: number("seq")?,
         lots,
         holds,
+        booked_at,
     })
 }
 

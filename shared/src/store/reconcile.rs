@@ -113,6 +113,10 @@ pub struct ReconcileState {
     /// The last successful run's report (its figures, for `tally-admin status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_report: Option<serde_json::Value>,
+    /// The start of the last run that brought every leaderboard up to date
+    /// (its ledger step reached every changed account): the boards' `as_of`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaderboard_as_of: Option<String>,
 }
 
 /// What one page of the background sweep found.

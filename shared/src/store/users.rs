@@ -16,6 +16,8 @@ pub struct AccountRecords {
     pub entries: Vec<Entry>,
     /// The operations the user asked for (as caller), oldest key first.
     pub operations: Vec<OperationRecord>,
+    /// The user's lines on the leaderboards (what reconcile last counted).
+    pub board_lines: Vec<super::insight::BoardLine>,
 }
 
 impl Store {
@@ -52,6 +54,8 @@ impl Store {
                 records.entries.push(from_item(item)?);
             } else if sort_key.starts_with(keys::OPERATION_SK_PREFIX) {
                 records.operations.push(from_item(item)?);
+            } else if sort_key.starts_with(keys::BOARD_SK_PREFIX) {
+                records.board_lines.push(super::insight::board_line(&item)?);
             } else {
                 return Err(corrupt(
                     &item,

@@ -41,6 +41,13 @@ pub enum Finding {
     },
     /// The points in open holds are not the newest entry's `held_after`.
     HeldMismatch { held: u64, newest_held_after: u64 },
+    /// An entry's `booked_at` is not a time, or is before its `created_at`
+    /// or the previous entry's `booked_at` (only entries that carry one are checked).
+    BookedOutOfOrder {
+        seq: u64,
+        booked_at: String,
+        previous_booked_at: String,
+    },
 }
 
 /// Checks an account against its entries (oldest first): `seq` gapless from 1,
@@ -53,7 +60,26 @@ pub fn audit(account: &Account, entries: &[Entry]) -> Vec<Finding> {
     let mut previous_held_after = 0u64;
     // Stored numbers may be anything a hand edit made them: sums are taken wide.
     let mut sum = 0i128;
+    let mut previous_booked: Option<(time::OffsetDateTime, &str)> = None;
     for (i, entry) in entries.iter().enumerate() {
+        if let Some(booked_at) = &entry.booked_at {
+            let booked = entry.booked_time();
+            let created = crate::domain::timestamp::parse(&entry.created_at);
+            let ordered = match (booked, previous_booked) {
+                (Some(booked), Some((previous, _))) => booked >= previous,
+                (Some(_), None) => true,
+                (None, _) => false,
+            } && created.is_none_or(|created| booked.is_some_and(|b| b >= created));
+            if !ordered {
+                findings.push(Finding::BookedOutOfOrder {
+                    seq: entry.seq,
+                    booked_at: booked_at.clone(),
+                    previous_booked_at: previous_booked
+                        .map_or_else(String::new, |(_, text)| text.to_owned()),
+                });
+            }
+            previous_booked = booked.map(|b| (b, booked_at.as_str()));
+        }
         let expected = i as u64 + 1; // a ledger never holds 2^64 entries
         if entry.seq != expected {
             findings.push(Finding::SeqGap {

@@ -12,6 +12,7 @@
 //! in the account item.
 
 pub mod audit;
+pub mod insight;
 pub mod ledger;
 pub mod operation;
 pub mod request;

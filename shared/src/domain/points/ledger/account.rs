@@ -41,6 +41,9 @@ pub struct Account {
     pub lots: Lots,
     /// Open holds by id (the id of the operation that placed each).
     pub holds: BTreeMap<OperationId, OpenHold>,
+    /// The newest entry's `booked_at` (`None` before the first, or on an
+    /// account last written before entries had one).
+    pub booked_at: Option<OffsetDateTime>,
 }
 
 impl Account {

@@ -74,4 +74,24 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hold_expired: bool,
     pub created_at: String,
+    /// When the entry counts in the balance (`?at=`, statements, leaderboards):
+    /// its `created_at`, or the previous entry's `booked_at` if that is later.
+    /// An operation accepted earlier may apply after a later one (an expiry
+    /// written first, a transfer from a busy account); booked times never go
+    /// back along a ledger, so a balance at an instant is one the ledger held.
+    /// Absent on entries written before it existed: read [`Entry::booked`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booked_at: Option<String>,
+}
+
+impl Entry {
+    /// When the entry counts: `booked_at`, or `created_at` on an older entry.
+    pub fn booked(&self) -> &str {
+        self.booked_at.as_deref().unwrap_or(&self.created_at)
+    }
+
+    /// [`booked`](Self::booked) as a time (`None` if the stored text is not one).
+    pub fn booked_time(&self) -> Option<time::OffsetDateTime> {
+        crate::domain::timestamp::parse(self.booked())
+    }
 }

@@ -141,6 +141,8 @@ impl Ledger {
     /// Appends the entry that takes the account from its current state to `next`.
     fn write(&mut self, next: Account, draft: Draft) {
         let before = &self.current;
+        // Booked times never go back along a ledger (see `Entry::booked_at`).
+        let booked = before.booked_at.map_or(draft.at, |last| last.max(draft.at));
         let difference = i128::from(next.balance) - i128::from(before.balance);
         let entry = Entry {
             seq: before.seq.saturating_add(1),
@@ -164,9 +166,11 @@ impl Ledger {
             description: draft.description,
             hold_expired: draft.hold_expired,
             created_at: timestamp::format(draft.at),
+            booked_at: Some(timestamp::format(booked)),
         };
         self.current = Account {
             seq: entry.seq,
+            booked_at: Some(booked),
             ..next
         };
         self.entries.push(entry);

@@ -260,6 +260,53 @@ fn due_lots_expire_as_one_entry_and_later_lots_stay() {
 }
 
 #[test]
+fn booked_times_never_go_back_along_a_ledger() {
+    let t = datetime!(2026-11-21 05:30 UTC);
+    let mut accounts = HashMap::new();
+    let mut entries = Vec::new();
+    let mut run = |op: PointsOperation, now: OffsetDateTime| {
+        let plan = apply_at(&mut accounts, &op, None, now).unwrap();
+        entries.extend(plan.changes[0].entries.clone());
+    };
+    run(op("admin", grant("alice", 30, "sign_in"), t), t);
+    run(op("admin", grant("alice", 50, "bonus"), t), t);
+    // Accepted just before the sign-in lot expired, applied a day later: the
+    // expiry is written (at the worker's time) before the spend's entry.
+    let due = datetime!(2026-12-22 00:00 UTC);
+    let late = due + Duration::days(1);
+    run(op("alice", spend(10), due - Duration::seconds(1)), late);
+    // A grant accepted before all of it, applied last.
+    run(op("admin", grant("alice", 5, "bonus"), t), late);
+    let kinds: Vec<_> = entries.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EntryKind::Grant,
+            EntryKind::Grant,
+            EntryKind::Expire,
+            EntryKind::Spend,
+            EntryKind::Grant
+        ]
+    );
+    let booked: Vec<&str> = entries.iter().map(Entry::booked).collect();
+    let late_text = crate::domain::timestamp::format(late);
+    assert_eq!(booked[2..], [late_text.as_str(); 3]);
+    assert_eq!(
+        entries[3].created_at,
+        crate::domain::timestamp::format(due - Duration::seconds(1))
+    );
+    let alice = &accounts[&user("alice")];
+    assert_eq!(alice.booked_at, Some(late));
+    assert_eq!(audit(alice, &entries), vec![]);
+    let mut edited = entries.clone();
+    edited[3].booked_at = Some(crate::domain::timestamp::format(t));
+    assert!(matches!(
+        audit(alice, &edited)[..],
+        [Finding::BookedOutOfOrder { seq: 4, .. }]
+    ));
+}
+
+#[test]
 fn the_audit_accepts_a_consistent_ledger_and_names_each_inconsistency() {
     let t = datetime!(2026-11-21 05:30 UTC);
     let mut accounts = HashMap::new();
@@ -936,6 +983,7 @@ fn a_capture_on_a_hand_edited_account_never_underflows() {
                 reference: None,
             },
         )]),
+        booked_at: None,
     };
     let mut accounts = HashMap::from([(user("alice"), edited)]);
     let plan = apply_at(
