@@ -475,6 +475,7 @@ impl Sim {
                 }
             }
         }
+        self.audit_insight(&ledgers).await?;
         // Conservation: what came in (grants, refunds, credits) is owned or
         // went out (spends, captures, expiry, debits); transfers only move it.
         let net: i64 = by_kind

@@ -49,6 +49,7 @@ macro_rules! check {
 mod auditor;
 mod delivery;
 mod events_audit;
+mod insight_audit;
 mod workload;
 
 use std::collections::{BTreeMap, VecDeque};
