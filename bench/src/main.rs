@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench [--scale 0.2] [--json bench-results.json] [--arm64-dir target/lambda]
-//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|toggling|reads|events|naive|functions]
+//!       [--skip-functions] [--only hot|mixed|points|expiry|checkout|leaderboard|toggling|reads|events|naive|functions]
 //! ```
 //! Needs the emulator at `AWS_ENDPOINT_URL` (`make bench` starts one) and, for
 //! the function figures, the release binaries beside this one (`make bench` builds them).
@@ -113,7 +113,7 @@ fn args() -> Args {
             }
             "--skip-functions" => args.skip_functions = true,
             "--only" => args.only = Some(given.next().expect(
-                "--only takes hot, mixed, points, expiry, checkout, toggling, reads, events, naive or functions",
+                "--only takes hot, mixed, points, expiry, checkout, leaderboard, toggling, reads, events, naive or functions",
             )),
             other => panic!("unknown argument {other}; see the module docs"),
         }
@@ -172,6 +172,10 @@ async fn main() {
     if wanted("checkout") {
         eprintln!("bench: checkout");
         rows.extend(scenarios::checkout(&aws, args.scale).await);
+    }
+    if wanted("leaderboard") {
+        eprintln!("bench: leaderboard");
+        rows.extend(scenarios::leaderboard(&aws, args.scale).await);
     }
     if wanted("toggling") {
         eprintln!("bench: toggling");

@@ -927,6 +927,157 @@ pub async fn expiry(aws: &SdkConfig, scale: f64) -> Row {
     )
 }
 
+/// A row of `calls` reads.
+fn read_row(
+    kind: &'static str,
+    calls: usize,
+    measured: &Measured,
+    latencies: &mut [Duration],
+) -> Row {
+    row(
+        measured,
+        latencies,
+        Spec {
+            scenario: "leaderboard",
+            kind,
+            ops: calls as u64,
+            dynamodb: measured.sum(is_dynamodb),
+            sqs: measured.sum(is_sqs),
+            cpu_ops: calls as u64,
+            limit: None,
+            billing: Billing::READS,
+        },
+    )
+}
+
+/// Scenario 7, leaderboards: accounts that earned today, put on the boards
+/// by reconcile's ledger step; the same accounts changed again without
+/// earning; then reads of the top 100 and of a rank deep in the board.
+pub async fn leaderboard(aws: &SdkConfig, scale: f64) -> Vec<Row> {
+    use shared::domain::points::insight::Period;
+    let h = Harness::new(aws).await;
+    let accounts = ((2000.0 * scale).round() as usize).max(50);
+    let now = time::OffsetDateTime::now_utc();
+    let at = (now - time::Duration::minutes(1)).max(Period::Day.start(now).unwrap());
+    let apply = async |request: &dyn Fn(usize) -> serde_json::Value| {
+        let ids: Vec<usize> = (0..accounts).collect();
+        for chunk in ids.chunks(100) {
+            let records = chunk
+                .iter()
+                .map(|i| {
+                    let mut message = aws_lambda_events::sqs::SqsMessage::default();
+                    message.message_id = Some(format!("m{i}"));
+                    message.body = Some(request(*i).to_string());
+                    message
+                })
+                .collect();
+            let report = h.worker.apply_batch_at(records, at).await;
+            assert_eq!(report.applied, chunk.len(), "the operations apply");
+        }
+    };
+    let accepted_at = shared::domain::timestamp::format(at);
+    // Distinct amounts, so every rank is distinct.
+    apply(&|i| {
+        serde_json::json!({
+            "version": 1, "operation_id": format!("g{i}"), "caller": "admin", "accepted_at": accepted_at,
+            "operation": {"type": "grant", "user_id": format!("r{i}"), "amount": i + 1, "point_type": "bonus"},
+        })
+    })
+    .await;
+    let reconciler =
+        reconcile::Reconciler::new(h.worker.likes.store.clone(), h.points_queue.clone());
+    let build = async |kind: &'static str, lines: u64| {
+        let meter = Meter::start(&h);
+        let reconciler = reconciler.clone();
+        let report = crate::harness::functions()
+            .spawn(async move {
+                let mut report = reconcile::Report::default();
+                let until = std::time::Instant::now() + Duration::from_secs(3600);
+                reconciler
+                    .audit_ledgers(&[], now, until, &mut report)
+                    .await
+                    .expect("the ledger step runs");
+                report
+            })
+            .await
+            .expect("the ledger step does not panic");
+        let measured = meter.finish(&h);
+        assert_eq!(report.accounts_audited, accounts as u64, "{report:?}");
+        assert_eq!(report.leaderboard_lines_written, lines, "{report:?}");
+        row(
+            &measured,
+            &mut [],
+            Spec {
+                scenario: "leaderboard",
+                kind,
+                ops: accounts as u64,
+                dynamodb: measured.sum(is_dynamodb),
+                sqs: measured.sum(is_sqs),
+                cpu_ops: accounts as u64,
+                limit: None,
+                billing: Billing::RECONCILE,
+            },
+        )
+    };
+    let mut rows = vec![build("audit + lines, earned", 4 * accounts as u64).await];
+    // Changed again without earning: the audit reads the lines and writes none.
+    apply(&|i| {
+        serde_json::json!({
+            "version": 1, "operation_id": format!("s{i}"), "caller": format!("r{i}"), "accepted_at": accepted_at,
+            "operation": {"type": "spend", "amount": 1},
+        })
+    })
+    .await;
+    rows.push(build("audit + lines, not earned", 0).await);
+    h.checks
+        .save_reconcile_state(&shared::store::reconcile::ReconcileState {
+            leaderboard_as_of: Some(shared::domain::timestamp::format(now)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let store = &h.metered;
+    let calls = 20;
+    let meter = Meter::start(&h);
+    let mut latencies = Vec::new();
+    for _ in 0..calls {
+        let started = Instant::now();
+        let board = shared::points_insight::leaderboard(store, Period::All, 100)
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        assert_eq!(board.items.len(), 100.min(accounts));
+        assert_eq!(board.items[0].earned, accounts as u64);
+    }
+    rows.push(read_row(
+        "top 100",
+        calls,
+        &meter.finish(&h),
+        &mut latencies,
+    ));
+    // The least earning account: every other line is above it.
+    let last = shared::domain::ids::UserId::parse("r0").unwrap();
+    let meter = Meter::start(&h);
+    let mut latencies = Vec::new();
+    for _ in 0..calls {
+        let started = Instant::now();
+        let rank = shared::points_insight::rank(store, &last, Period::All)
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        let exact =
+            (accounts as u64 <= shared::points_insight::MAX_EXACT_RANK).then_some(accounts as u64);
+        assert_eq!(rank.rank, exact, "{rank:?}");
+    }
+    rows.push(read_row(
+        "rank, last of the board",
+        calls,
+        &meter.finish(&h),
+        &mut latencies,
+    ));
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

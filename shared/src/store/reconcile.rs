@@ -509,7 +509,14 @@ impl Store {
                 .send()
                 .await
                 .map_err(StoreError::from_sdk)?;
-            for item in output.items.unwrap_or_default() {
+            let items = output.items.unwrap_or_default();
+            // Ledger entries are about 300 bytes.
+            self.usage.record(
+                "dynamodb:Query ledger",
+                0.0,
+                crate::usage::read_units(items.len(), 300, true),
+            );
+            for item in items {
                 entries.push(
                     serde_dynamo::from_item(item.clone())
                         .map_err(|e| corrupt_because(&item, "not a ledger entry", e))?,
