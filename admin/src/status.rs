@@ -38,6 +38,8 @@ pub struct LastReconcile {
     pub started_at: Option<String>,
     pub seconds_ago: Option<i64>,
     pub report: Option<serde_json::Value>,
+    /// The leaderboards' `as_of`: the last run that reached every changed account.
+    pub leaderboards_as_of: Option<String>,
 }
 
 impl Tally {
@@ -88,6 +90,7 @@ pub async fn status(tally: &Tally, now: OffsetDateTime) -> Result<Status, BoxErr
         started_at: state.last_success_at.clone(),
         seconds_ago,
         report: state.last_report.clone(),
+        leaderboards_as_of: state.leaderboard_as_of.clone(),
     });
     Ok(Status {
         queues,
@@ -152,6 +155,13 @@ impl std::fmt::Display for Status {
                     f,
                     "last successful reconcile run: started {}{ago}",
                     last.started_at.as_deref().unwrap_or("?")
+                )?;
+                writeln!(
+                    f,
+                    "  leaderboards as of {}",
+                    last.leaderboards_as_of
+                        .as_deref()
+                        .unwrap_or("never (no run has reached every changed account yet)")
                 )?;
                 if let Some(serde_json::Value::Object(report)) = &last.report {
                     let figures: Vec<String> =

@@ -107,6 +107,18 @@ async fn gus_world(app: &TestApp, gus: &str, hold_open: bool) {
 /// Every item of the table with a field whose whole value is `who`, or a key
 /// ending `#who`. (Free text others wrote, "lunch from gus", is theirs:
 /// erasure leaves it, SPEC section 9.)
+/// `tally-admin user export`'s lines.
+async fn export(tally: &Tally, who: &str) -> Vec<serde_json::Value> {
+    let mut exported = Vec::new();
+    admin::user::export(tally, &user(who), |line| {
+        exported.push(line);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    exported
+}
+
 async fn items_naming(app: &TestApp, who: &str) -> Vec<String> {
     let client = aws_sdk_dynamodb::Client::new(&tests::emulator().await);
     let items: Vec<_> = client
@@ -162,6 +174,24 @@ async fn erasure_unlikes_closes_and_pseudonymizes_and_a_second_run_changes_nothi
     app.drain().await;
     let hal_before = app.audited_ledger("hal").await;
     let gus_before = app.audited_ledger("gus").await;
+    // gus is on the boards, and his export lists his lines.
+    app.reconciler()
+        .run(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let on_board =
+        |board: Vec<(UserId, u64)>, who: &str| board.iter().any(|(u, _)| u.as_str() == who);
+    assert!(on_board(
+        app.store().board_top("all", 100).await.unwrap(),
+        "gus"
+    ));
+    let exported = export(&tally, "gus").await;
+    assert!(
+        exported.iter().any(|l| l["record"] == "leaderboard"
+            && l["board"] == "all"
+            && l["earned"].as_u64() > Some(0)),
+        "{exported:#?}"
+    );
 
     let erased = erase::erase(&tally, &user("gus"), &key(), now)
         .await
@@ -234,13 +264,7 @@ async fn erasure_unlikes_closes_and_pseudonymizes_and_a_second_run_changes_nothi
             && item.contains("expires_at")),
         "{left:#?}"
     );
-    let mut exported = Vec::new();
-    admin::user::export(&tally, &user("gus"), |line| {
-        exported.push(line);
-        Ok(())
-    })
-    .await
-    .unwrap();
+    let exported = export(&tally, "gus").await;
     assert_eq!(exported, Vec::<serde_json::Value>::new());
 
     // The stream: one Points Erased naming gus, and nothing for the moved copies.
@@ -268,6 +292,13 @@ async fn erasure_unlikes_closes_and_pseudonymizes_and_a_second_run_changes_nothi
         .await
         .unwrap();
     assert_eq!(report.mismatches, 0);
+    // gus left every board, and his pseudonym is on none.
+    let all = app.store().board_top("all", 100).await.unwrap();
+    assert!(
+        all.iter()
+            .all(|(u, _)| u.as_str() != "gus" && !u.as_str().starts_with("erased-")),
+        "{all:?}"
+    );
     let again = erase::erase(&tally, &user("gus"), &key(), OffsetDateTime::now_utc())
         .await
         .unwrap();
@@ -304,6 +335,17 @@ async fn erasure_unlikes_closes_and_pseudonymizes_and_a_second_run_changes_nothi
     assert_eq!(second.points_erased, 7);
     assert_eq!(app.audited_ledger(pseudonym.as_str()).await, ledger);
     assert_eq!(app.audited_ledger(second.pseudonym.as_str()).await.len(), 2);
+    // The second ledger never had a board line to move: reconcile, which
+    // audits it, puts no pseudonym on a board.
+    app.reconciler()
+        .run(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let all = app.store().board_top("all", 100).await.unwrap();
+    assert!(
+        all.iter().all(|(u, _)| !u.as_str().starts_with("erased-")),
+        "{all:?}"
+    );
 }
 
 #[tokio::test]

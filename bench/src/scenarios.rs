@@ -950,7 +950,7 @@ fn read_row(
     )
 }
 
-/// Scenario 7, leaderboards: accounts that earned today, put on the boards
+/// Scenario 10, leaderboards: accounts that earned today, put on the boards
 /// by reconcile's ledger step; the same accounts changed again without
 /// earning; then reads of the top 100 and of a rank deep in the board.
 pub async fn leaderboard(aws: &SdkConfig, scale: f64) -> Vec<Row> {

@@ -213,6 +213,13 @@ pub async fn update_boards(
     entries: &[Entry],
     now: OffsetDateTime,
 ) -> Result<u64, StoreError> {
+    // An erased user's ledger, kept under its pseudonym, is on no board.
+    if user
+        .as_str()
+        .starts_with(crate::domain::erasure::PSEUDONYM_PREFIX)
+    {
+        return Ok(0);
+    }
     let wanted = lines_at(entries, now);
     if wanted.is_empty() {
         return Ok(0);
@@ -225,13 +232,15 @@ pub async fn update_boards(
         .collect();
     let mut written = 0;
     for (board, (line, expires)) in wanted {
-        if stored
-            .get(&board)
-            .is_some_and(|earned| *earned >= line.earned)
-        {
-            continue;
-        }
-        written += u64::from(store.put_board_line(user, &line, expires).await?);
+        let replacing = match stored.get(&board) {
+            Some(earned) if *earned >= line.earned => continue,
+            Some(_) => true,
+            None => false,
+        };
+        let wrote = store
+            .put_board_line(user, &line, expires, replacing)
+            .await?;
+        written += u64::from(wrote);
     }
     Ok(written)
 }

@@ -575,7 +575,12 @@ async fn a_rank_counts_the_lines_above_it_and_stops_at_its_bound() {
             board: board.to_owned(),
             earned,
         };
-        assert!(store.put_board_line(&user(who), &line, None).await.unwrap());
+        assert!(
+            store
+                .put_board_line(&user(who), &line, None, false)
+                .await
+                .unwrap()
+        );
     }
     // A line only grows: a smaller count from a slower run is not written.
     let smaller = BoardLine {
@@ -584,7 +589,7 @@ async fn a_rank_counts_the_lines_above_it_and_stops_at_its_bound() {
     };
     assert!(
         !store
-            .put_board_line(&user("a"), &smaller, None)
+            .put_board_line(&user("a"), &smaller, None, true)
             .await
             .unwrap()
     );

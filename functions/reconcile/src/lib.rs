@@ -18,7 +18,10 @@
 //! 4. **Ledgers**: audits every account written since its last clean audit
 //!    (gapless `seq`, linked balances, balance = Σ entries, lots = balance). A
 //!    mismatch is reported, never rewritten, and reported again each run until
-//!    someone fixes it.
+//!    someone fixes it. The ledger it reads also puts the account on the
+//!    leaderboards of the run's day, week, month and all time
+//!    ([`shared::points_insight::update_boards`]); a run that reaches every
+//!    changed account records its start as the boards' `as_of`.
 //!
 //! Likes and ledgers also take the posts and accounts of one bounded page of a
 //! **background sweep** of the whole table, which over many runs visits

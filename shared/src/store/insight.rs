@@ -96,74 +96,55 @@ impl Store {
         if through <= after {
             return Ok(Vec::new());
         }
-        let mut pages = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :first AND :last")
             .expression_attribute_values(":pk", s(keys::account_pk(user)))
             .expression_attribute_values(":first", s(keys::entry_sk(after + 1)))
-            .expression_attribute_values(":last", s(keys::entry_sk(through)))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        let mut entries = Vec::new();
-        while let Some(page) = pages.next().await {
-            let items = page
-                .map_err(StoreError::from_sdk)?
-                .items
-                .unwrap_or_default();
-            // Ledger entries are about 300 bytes.
-            self.usage.record(
-                "dynamodb:Query entries_between",
-                0.0,
-                crate::usage::read_units(items.len(), 300, true),
-            );
-            for item in items {
-                entries.push(from_item(item)?);
-            }
-        }
+            .expression_attribute_values(":last", s(keys::entry_sk(through)));
+        // Ledger entries are about 300 bytes.
+        let items = self
+            .query_all("dynamodb:Query entries_between", query, 300, true)
+            .await?;
+        let entries = items
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<Vec<Entry>, _>>()?;
         Ok(entries)
     }
 
     /// An account's leaderboard lines (every board it is on).
     pub async fn board_lines(&self, user: &UserId) -> Result<Vec<BoardLine>, StoreError> {
-        let mut pages = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :boards)")
             .expression_attribute_values(":pk", s(keys::account_pk(user)))
-            .expression_attribute_values(":boards", s(keys::BOARD_SK_PREFIX))
-            .into_paginator()
-            .send();
-        let mut lines = Vec::new();
-        while let Some(page) = pages.next().await {
-            let items = page
-                .map_err(StoreError::from_sdk)?
-                .items
-                .unwrap_or_default();
-            self.usage.record(
-                "dynamodb:Query board_lines",
-                0.0,
-                crate::usage::read_units(items.len(), 150, false),
-            );
-            for item in items {
-                lines.push(board_line(&item)?);
-            }
-        }
+            .expression_attribute_values(":boards", s(keys::BOARD_SK_PREFIX));
+        let items = self
+            .query_all("dynamodb:Query board_lines", query, 150, false)
+            .await?;
+        let lines = items
+            .iter()
+            .map(board_line)
+            .collect::<Result<Vec<BoardLine>, _>>()?;
         Ok(lines)
     }
 
     /// Writes an account's line on a board, kept until `expires` (the table's
     /// TTL). Points earned in a period only grow, so a line is written only
     /// over a smaller one: a slower run that read the ledger earlier never
-    /// lowers it. Answers whether it wrote.
+    /// lowers it. `replacing`: a line was stored (its index entry moves).
+    /// Answers whether it wrote.
     pub async fn put_board_line(
         &self,
         user: &UserId,
         line: &BoardLine,
         expires: Option<OffsetDateTime>,
+        replacing: bool,
     ) -> Result<bool, StoreError> {
         let mut item = Item::from([
             (PK.to_owned(), s(keys::account_pk(user))),
@@ -184,12 +165,18 @@ impl Store {
             .expression_attribute_values(":earned", n(line.earned))
             .send()
             .await;
-        // The line, and its index entry moved (a delete and a put).
-        self.usage.record("dynamodb:PutItem board_line", 3.0, 0.0);
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                // The line, and its index entry: put, or moved (a delete and a put).
+                let units = if replacing { 3.0 } else { 2.0 };
+                self.usage.record("dynamodb:PutItem board_line", units, 0.0);
+                Ok(true)
+            }
             Err(err) => match err.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(_)) => Ok(false),
+                Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                    self.usage.record("dynamodb:PutItem board_line", 1.0, 0.0);
+                    Ok(false)
+                }
                 _ => Err(StoreError::from_sdk(err)),
             },
         }

@@ -205,6 +205,32 @@ impl Store {
         rows.truncate(wanted);
         Ok(rows)
     }
+
+    /// Every item a query finds, page by page, each page counted as `call`
+    /// (items of about `item_bytes`).
+    async fn query_all(
+        &self,
+        call: &'static str,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        item_bytes: usize,
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut pages = query.consistent_read(consistent).into_paginator().send();
+        let mut rows = Vec::new();
+        while let Some(page) = pages.next().await {
+            let found = page
+                .map_err(StoreError::from_sdk)?
+                .items
+                .unwrap_or_default();
+            self.usage.record(
+                call,
+                0.0,
+                crate::usage::read_units(found.len(), item_bytes, consistent),
+            );
+            rows.extend(found);
+        }
+        Ok(rows)
+    }
 }
 
 /// An item's size as DynamoDB bills it, close enough to count write units:

@@ -494,39 +494,24 @@ impl Store {
 
     /// An account's whole ledger, oldest first (strongly consistent).
     pub async fn ledger(&self, user: &UserId) -> Result<Vec<Entry>, StoreError> {
-        let mut entries = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :entries)")
-                .expression_attribute_values(":pk", s(keys::account_pk(user)))
-                .expression_attribute_values(":entries", s(keys::ENTRY_SK_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
-            let items = output.items.unwrap_or_default();
-            // Ledger entries are about 300 bytes.
-            self.usage.record(
-                "dynamodb:Query ledger",
-                0.0,
-                crate::usage::read_units(items.len(), 300, true),
-            );
-            for item in items {
-                entries.push(
-                    serde_dynamo::from_item(item.clone())
-                        .map_err(|e| corrupt_because(&item, "not a ledger entry", e))?,
-                );
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(entries);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :entries)")
+            .expression_attribute_values(":pk", s(keys::account_pk(user)))
+            .expression_attribute_values(":entries", s(keys::ENTRY_SK_PREFIX));
+        // Ledger entries are about 300 bytes.
+        let items = self
+            .query_all("dynamodb:Query ledger", query, 300, true)
+            .await?;
+        items
+            .into_iter()
+            .map(|item| {
+                serde_dynamo::from_item(item.clone())
+                    .map_err(|e| corrupt_because(&item, "not a ledger entry", e))
+            })
+            .collect()
     }
 
     /// Clears an account's "changed" mark after a clean audit, only if it is
@@ -624,6 +609,8 @@ impl Store {
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
+        self.usage
+            .record("dynamodb:GetItem reconcile_state", 0.0, 1.0);
         match output.item {
             None => Ok(ReconcileState::default()),
             Some(item) => serde_dynamo::from_item(item.clone())
