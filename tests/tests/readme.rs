@@ -43,7 +43,7 @@ fn every_walkthrough_block_is_one_the_readme_check_runs() {
     let readme = readme();
     let marked = readme.matches("<!-- readme: run -->\n```sh").count();
     assert_eq!(
-        marked, 5,
-        "Try it, Points, Points for checkout, Events, Reconcile"
+        marked, 6,
+        "Try it, Points, Points for checkout, Events, Reconcile, Points insight"
     );
 }
