@@ -13,7 +13,9 @@ use time::OffsetDateTime;
 
 use crate::domain::ids::UserId;
 use crate::domain::points::Entry;
-use crate::domain::points::insight::{Period, Ranked, Standing, Window, rank as ranked};
+use crate::domain::points::insight::{
+    InvalidInsight, Period, Ranked, Standing, Window, rank as ranked,
+};
 use crate::domain::timestamp;
 use crate::store::insight::lines_at;
 use crate::store::{Store, StoreError, decode_cursor, encode_cursor};
@@ -58,22 +60,50 @@ pub struct Statement {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatementError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInsight),
     #[error("cursor is not one this statement returned")]
     InvalidCursor,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// A statement of `user`'s account over `window`, `limit` entries a page.
+/// Where the next page starts, and the window's end the first page fixed
+/// (`to` defaults to the first page's now: the pages after it keep it).
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct StatementCursor {
+    after: u64,
+    to: String,
+}
+
+/// What a caller asked for: the query's `from`, `to` and `cursor`, as text.
+#[derive(Debug, Clone, Copy)]
+pub struct StatementQuery<'a> {
+    pub from: &'a str,
+    pub to: Option<&'a str>,
+    pub cursor: Option<&'a str>,
+}
+
+/// A statement of `user`'s account, `limit` entries a page, read at `now`.
 /// Each page reads the whole window again (its totals need every entry): a
 /// window of `w` entries costs about `w × 300` bytes of reads per page.
 pub async fn statement(
     store: &Store,
     user: &UserId,
-    window: Window,
+    query: StatementQuery<'_>,
     limit: u32,
-    cursor: Option<&str>,
+    now: OffsetDateTime,
 ) -> Result<Statement, StatementError> {
+    let cursor = match query.cursor {
+        None => None,
+        Some(text) => {
+            Some(decode_cursor::<StatementCursor>(text).ok_or(StatementError::InvalidCursor)?)
+        }
+    };
+    let window = match (&cursor, query.to) {
+        (Some(cursor), None) => Window::parse(query.from, Some(&cursor.to), now)?,
+        (_, to) => Window::parse(query.from, to, now)?,
+    };
     let account = store.account(user).await?;
     let closing = store.entry_booked_by(user, account.seq, window.to).await?;
     let closing = Standing::after(closing.as_ref());
@@ -81,11 +111,15 @@ pub async fn statement(
         .entry_booked_by(user, closing.seq, window.from)
         .await?;
     let opening = Standing::after(opening.as_ref());
+    let to = timestamp::format(window.to);
     let after = match cursor {
         None => opening.seq,
-        Some(text) => decode_cursor::<u64>(text)
-            .filter(|seq| (opening.seq..closing.seq).contains(seq))
-            .ok_or(StatementError::InvalidCursor)?,
+        Some(cursor) => {
+            Some(cursor)
+                .filter(|c| c.to == to && (opening.seq..closing.seq).contains(&c.after))
+                .ok_or(StatementError::InvalidCursor)?
+                .after
+        }
     };
     let entries = store
         .entries_between(user, opening.seq, closing.seq)
@@ -100,7 +134,12 @@ pub async fn statement(
     let next_cursor = items
         .last()
         .filter(|last| last.seq < closing.seq)
-        .map(|last| encode_cursor(&last.seq));
+        .map(|last| {
+            encode_cursor(&StatementCursor {
+                after: last.seq,
+                to: to.clone(),
+            })
+        });
     Ok(Statement {
         from: window.from,
         to: window.to,
@@ -131,10 +170,12 @@ pub struct Leaderboard {
 /// Where the boards stand: reconcile's `leaderboard_as_of`.
 async fn boards_as_of(store: &Store) -> Result<Option<OffsetDateTime>, StoreError> {
     let state = store.reconcile_state().await?;
+    // Read back from the table: a time no period can hold is no `as_of`.
     Ok(state
         .leaderboard_as_of
         .as_deref()
-        .and_then(timestamp::parse))
+        .and_then(timestamp::parse)
+        .filter(|at| Period::Day.start(*at).is_some()))
 }
 
 /// The first `limit` lines of `period`'s board as of the last full build.

@@ -32,13 +32,13 @@ fn grant(to: &str, amount: u64) -> PointsRequest {
 }
 
 /// Applies one operation accepted at `accepted_at` through the worker, as a
-/// message another service queued.
+/// message another service queued, the worker's clock reading `applied_at`.
 async fn apply(
     app: &TestApp,
     id: &str,
     caller: &str,
     request: PointsRequest,
-    accepted_at: OffsetDateTime,
+    (accepted_at, applied_at): (OffsetDateTime, OffsetDateTime),
 ) {
     let op = PointsOperation {
         operation_id: OperationId::parse(id).unwrap(),
@@ -48,13 +48,21 @@ async fn apply(
     };
     let report = app
         .worker
-        .apply_batch(vec![sqs_record(id, &Envelope::for_points(&op).encode())])
+        .apply_batch_at(
+            vec![sqs_record(id, &Envelope::for_points(&op).encode())],
+            applied_at,
+        )
         .await;
     assert_eq!(
         (report.applied, report.failed.len()),
         (1, 0),
         "{id}: {report:?}"
     );
+}
+
+/// Accepted and applied at `at`.
+fn then(at: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+    (at, at)
 }
 
 fn at(instant: OffsetDateTime) -> String {
@@ -189,14 +197,19 @@ async fn the_balance_at_any_instant_and_statements_add_up() {
             "{field}: at now is the live answer {live}"
         );
     }
-    // An instant equal to an entry's booked time includes it.
+    // An instant equal to an entry's booked time includes it (and every
+    // entry the same worker batch booked with it); a microsecond before, not.
     let ledger = app.audited_ledger("ann").await;
-    let booked_2 = timestamp::parse(ledger[1].booked()).unwrap();
-    assert_eq!(balance_at(booked_2).await["seq"], 2);
-    assert_eq!(
-        balance_at(booked_2 - Duration::microseconds(1)).await["seq"],
-        1
-    );
+    let booked: Vec<OffsetDateTime> = ledger.iter().map(|e| e.booked_time().unwrap()).collect();
+    for &b in &booked {
+        let through = booked.iter().filter(|x| **x <= b).count();
+        let before_it = booked.iter().filter(|x| **x < b).count();
+        assert_eq!(balance_at(b).await["seq"], through);
+        assert_eq!(
+            balance_at(b - Duration::microseconds(1)).await["seq"],
+            before_it
+        );
+    }
 
     // The whole ledger, two entries a page.
     let (whole, items) =
@@ -235,54 +248,100 @@ async fn the_balance_at_any_instant_and_statements_add_up() {
         let point = balance_at(booked).await;
         assert_eq!(window["closing"]["balance"], point["balance"]);
         assert_eq!(window["closing"]["held"], point["held"]);
-        assert_eq!(window["closing"]["seq"], entry.seq);
+        assert_eq!(window["closing"]["seq"], point["seq"]);
+        assert!(point["seq"].as_u64() >= Some(entry.seq));
     }
     // bob's ledger starts with the transfer.
     let (bobs, _) = statement(&app, "bob", &format!("from={}", at(before))).await;
     assert_eq!(bobs["totals"], json!({"transfer_in": 10}));
+
+    // `to` left out is the first page's now: a grant landing between pages
+    // changes none of the statement's numbers.
+    let first_page = app
+        .get(
+            "ann",
+            &format!("/v1/me/points/statement?from={}&limit=1", at(before)),
+        )
+        .await;
+    write(
+        "admin",
+        "/v1/points/grants",
+        "g3",
+        json!({"user_id": "ann", "amount": 7, "point_type": "bonus"}),
+    )
+    .await;
+    app.drain().await;
+    let cursor = first_page["next_cursor"].as_str().unwrap();
+    let second_page = app
+        .get(
+            "ann",
+            &format!(
+                "/v1/me/points/statement?from={}&limit=10&cursor={cursor}",
+                at(before)
+            ),
+        )
+        .await;
+    for field in ["to", "closing", "totals", "entry_count"] {
+        assert_eq!(first_page[field], second_page[field], "{field}");
+    }
+    assert_eq!(seqs(second_page["items"].as_array().unwrap()), [2, 3, 4, 5]);
+    // The cursor belongs to its window: another `to` is refused.
+    let (status, problem) = app
+        .call(
+            Some("ann"),
+            Method::GET,
+            &format!(
+                "/v1/me/points/statement?from={}&to={}&cursor={cursor}",
+                at(before),
+                at(t3)
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, &problem["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_cursor"))
+    );
 }
 
 #[tokio::test]
 async fn an_operation_applied_late_counts_from_when_the_ledger_took_it() {
     let app = TestApp::spawn().await;
-    let now = OffsetDateTime::now_utc();
-    apply(
-        &app,
-        "g1",
-        "admin",
-        grant("cy", 40),
-        now - Duration::minutes(10),
-    )
-    .await;
-    // Accepted two hours ago, applied after g1 (a backlog, a redrive): it
-    // counts from g1's time, never before an entry that precedes it.
-    apply(
-        &app,
-        "g2",
-        "admin",
-        grant("cy", 2),
-        now - Duration::hours(2),
-    )
-    .await;
+    // A minute ago: every instant below is in the past.
+    let now = OffsetDateTime::now_utc() - Duration::minutes(1);
+    let applied = now + Duration::seconds(1);
+    apply(&app, "g1", "admin", grant("cy", 40), then(now)).await;
+    // Accepted two hours ago, applied now (a backlog, a message re-driven):
+    // it counts from when the ledger took it, so what `?at=` and a statement
+    // answered for the past two hours stays true.
+    let late = (now - Duration::hours(2), applied);
+    apply(&app, "g2", "admin", grant("cy", 2), late).await;
+    // On a quiet account too: its first entry is booked when applied.
+    apply(&app, "g3", "admin", grant("dot", 5), late).await;
     let ledger = app.audited_ledger("cy").await;
     assert_eq!(ledger[1].created_at, at(now - Duration::hours(2)));
-    assert_eq!(ledger[1].booked(), ledger[0].booked());
-    let hour_ago = app
-        .get(
-            "cy",
-            &format!("/v1/me/points?at={}", at(now - Duration::hours(1))),
-        )
-        .await;
-    assert_eq!(hour_ago["balance"], 0, "{hour_ago}");
-    let (window, items) = statement(
+    assert_eq!(ledger[1].booked(), at(applied));
+    assert_eq!(app.audited_ledger("dot").await[0].booked(), at(applied));
+    let between = at(now + Duration::microseconds(500_000));
+    let before = app.get("cy", &format!("/v1/me/points?at={between}")).await;
+    assert_eq!(
+        (&before["balance"], &before["seq"]),
+        (&json!(40), &json!(1)),
+        "{before}"
+    );
+    let dot = app.get("dot", &format!("/v1/me/points?at={between}")).await;
+    assert_eq!(dot["balance"], 0, "{dot}");
+    // A statement that ended before g2 was applied keeps its numbers; the next one has g2.
+    let (first, _) = statement(
         &app,
         "cy",
-        &format!("from={}", at(now - Duration::hours(3))),
+        &format!("from={}&to={between}", at(now - Duration::hours(3))),
     )
     .await;
+    let (second, items) = statement(&app, "cy", &format!("from={between}")).await;
+    assert_eq!(first["closing"]["balance"], 40);
     assert_eq!(
-        (seqs(&items), &window["closing"]["balance"]),
-        (vec![1, 2], &json!(42))
+        (seqs(&items), &second["closing"]["balance"]),
+        (vec![2], &json!(42))
     );
 }
 
@@ -402,14 +461,14 @@ async fn leaderboards_rank_points_earned_as_of_the_last_full_reconcile_run() {
     let long_ago = now - Duration::days(40); // in no period but all time
     let day_start = Period::Day.start(now).unwrap();
     let earlier_today = (now - Duration::minutes(5)).max(day_start);
-    apply(&app, "g-old", "admin", grant("ann", 100), long_ago).await;
+    apply(&app, "g-old", "admin", grant("ann", 100), then(long_ago)).await;
     for (id, who, amount) in [
         ("g-ann", "ann", 10),
         ("g-bob", "bob", 50),
         ("g-dan", "dan", 1),
         ("g-fay", "fay", 20),
     ] {
-        apply(&app, id, "admin", grant(who, amount), earlier_today).await;
+        apply(&app, id, "admin", grant(who, amount), then(earlier_today)).await;
     }
     // An incoming transfer is earned; the sender's spend of it is not unearned.
     let transfer = PointsRequest::Transfer(Transfer {
@@ -418,7 +477,7 @@ async fn leaderboards_rank_points_earned_as_of_the_last_full_reconcile_run() {
         description: None,
         reference: None,
     });
-    apply(&app, "t-bob", "bob", transfer, earlier_today).await;
+    apply(&app, "t-bob", "bob", transfer, then(earlier_today)).await;
     // A credit adjustment counts; a debit, a spend and a refund do not.
     let adjust = |to: &str, amount: i64| {
         PointsRequest::Adjust(Adjustment {
@@ -429,8 +488,22 @@ async fn leaderboards_rank_points_earned_as_of_the_last_full_reconcile_run() {
             reference: None,
         })
     };
-    apply(&app, "a-dan", "admin", adjust("dan", 19), earlier_today).await;
-    apply(&app, "a-dan-2", "admin", adjust("dan", -5), earlier_today).await;
+    apply(
+        &app,
+        "a-dan",
+        "admin",
+        adjust("dan", 19),
+        then(earlier_today),
+    )
+    .await;
+    apply(
+        &app,
+        "a-dan-2",
+        "admin",
+        adjust("dan", -5),
+        then(earlier_today),
+    )
+    .await;
     let (status, _) = app
         .write("dan", "/v1/me/points/spend", "s-dan", json!({"amount": 10}))
         .await;

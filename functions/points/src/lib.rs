@@ -22,7 +22,7 @@ use shared::domain::points::{
     parse_body,
 };
 use shared::http::{ApiQuery, Caller, Problem, Routes};
-use shared::points_insight::{self, StatementError};
+use shared::points_insight::{self, StatementError, StatementQuery};
 use shared::points_service::{AcceptError, PointsService};
 use shared::queue::OperationQueue;
 use shared::store::Store;
@@ -379,7 +379,7 @@ fn refused(invalid: InvalidInsight) -> Problem {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StatementQuery {
+struct StatementParams {
     from: String,
     to: Option<String>,
     limit: Option<String>,
@@ -389,23 +389,24 @@ struct StatementQuery {
 async fn statement(
     State(api): State<PointsApi>,
     caller: Caller,
-    ApiQuery(query): ApiQuery<StatementQuery>,
+    ApiQuery(query): ApiQuery<StatementParams>,
 ) -> Result<Json<points_insight::Statement>, Problem> {
-    let window = insight::Window::parse(&query.from, query.to.as_deref(), api.service.clock.now())
-        .map_err(refused)?;
     let limit = parse_page_size(query.limit.as_deref())?;
-    let statement = points_insight::statement(
-        &api.service.store,
-        &caller.user,
-        window,
-        limit,
-        query.cursor.as_deref(),
-    )
-    .await
-    .map_err(|err| match err {
-        StatementError::InvalidCursor => Problem::bad_request("invalid_cursor", err.to_string()),
-        StatementError::Store(err) => err.into(),
-    })?;
+    let asked = StatementQuery {
+        from: &query.from,
+        to: query.to.as_deref(),
+        cursor: query.cursor.as_deref(),
+    };
+    let now = api.service.clock.now();
+    let statement = points_insight::statement(&api.service.store, &caller.user, asked, limit, now)
+        .await
+        .map_err(|err| match err {
+            StatementError::Invalid(invalid) => refused(invalid),
+            StatementError::InvalidCursor => {
+                Problem::bad_request("invalid_cursor", err.to_string())
+            }
+            StatementError::Store(err) => err.into(),
+        })?;
     Ok(Json(statement))
 }
 

@@ -550,8 +550,10 @@ impl Reconciler {
                 continue;
             };
             report.accounts_audited += 1;
-            report.leaderboard_lines_written +=
-                shared::points_insight::update_boards(&self.store, user, &entries, now).await?;
+            // A malformed line is reported and skipped like any item.
+            let lines =
+                shared::points_insight::update_boards(&self.store, user, &entries, now).await;
+            report.leaderboard_lines_written += report.skip_malformed(lines)?.unwrap_or(0);
             let findings = points::audit(&account, &entries);
             if findings.is_empty() {
                 if marked {

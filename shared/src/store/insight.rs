@@ -161,7 +161,13 @@ impl Store {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(earned) OR earned < :earned")
+            // A line read before is only raised where it still is: one an
+            // erasure moved away meanwhile stays gone.
+            .condition_expression(if replacing {
+                "earned < :earned"
+            } else {
+                "attribute_not_exists(earned) OR earned < :earned"
+            })
             .expression_attribute_values(":earned", n(line.earned))
             .send()
             .await;
@@ -244,23 +250,26 @@ impl Store {
         earned: u64,
         at_most: u64,
     ) -> Result<Option<u64>, StoreError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI1)
-            .key_condition_expression("gsi1pk = :board AND gsi1sk < :ahead")
-            .expression_attribute_values(":board", s(keys::board_gsi1pk(board)))
-            .expression_attribute_values(":ahead", s(keys::board_rank_key(earned)))
-            .select(Select::Count)
-            // One more than asked: finding it says "more than at_most".
-            .limit(i32::try_from(at_most.saturating_add(1)).unwrap_or(i32::MAX))
-            .into_paginator()
-            .send();
         let mut counted = 0u64;
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(StoreError::from_sdk)?;
-            let found = u64::try_from(page.count).unwrap_or(0);
+        let mut start = None;
+        loop {
+            // No page reads past the bound: one more than asked says "more".
+            let room = at_most.saturating_add(1).saturating_sub(counted);
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression("gsi1pk = :board AND gsi1sk < :ahead")
+                .expression_attribute_values(":board", s(keys::board_gsi1pk(board)))
+                .expression_attribute_values(":ahead", s(keys::board_rank_key(earned)))
+                .select(Select::Count)
+                .limit(i32::try_from(room).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            let found = u64::try_from(output.count).unwrap_or(0);
             self.usage.record(
                 "dynamodb:Query board_count_ahead",
                 0.0,
@@ -269,6 +278,10 @@ impl Store {
             counted += found;
             if counted > at_most {
                 return Ok(None);
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                break;
             }
         }
         Ok(Some(counted))

@@ -93,7 +93,14 @@ impl Sim {
     }
 
     /// Invokes the worker's SQS event handler; `None` when it crashed.
+    /// Notes that the worker or reconcile runs now (see `apply_times`).
+    fn ran_now(&mut self) {
+        let now = self.micros.load(std::sync::atomic::Ordering::SeqCst);
+        self.apply_times.insert(now);
+    }
+
     async fn invoke(&mut self, records: Vec<SqsMessage>) -> Option<HashSet<String>> {
+        self.ran_now();
         let mut event = SqsEvent::default();
         event.records = records.clone();
         let answer = self
@@ -271,6 +278,7 @@ impl Sim {
     pub(super) async fn reconcile(&mut self) -> Result<(), Violation> {
         self.maybe_crash(0.5);
         let reconciler = self.app.reconciler();
+        self.ran_now();
         let result = reconciler.run(self.now()).await;
         if self.faults.restart() {
             self.fault("crash");
@@ -402,6 +410,7 @@ impl Sim {
         for _ in 0..3 {
             self.advance(16 * 60 * 1_000_000);
             let reconciler = self.app.reconciler();
+            self.ran_now();
             let report = reconciler
                 .run(self.now())
                 .await

@@ -1,12 +1,15 @@
-//! The auditor's checks of points insight: the balance at random instants,
-//! statements over random windows (paged at random sizes), and the
-//! leaderboards, each against the model's own reading of the ledgers the
-//! final audit already checked entry by entry.
+//! The auditor's checks of points insight: each entry's booked time, the
+//! balance at random instants, statements over random windows (paged at
+//! random sizes), and the leaderboards, each against the model's own reading
+//! of the ledgers the final audit already checked entry by entry.
 //!
-//! The model's rule, kept apart from Tally's code: an entry counts from the
-//! latest `created_at` of itself and every entry before it in its ledger.
+//! The model's rule for a booked time, kept apart from Tally's code: a ledger
+//! takes an entry when the worker or reconcile runs, never before the entry's
+//! `created_at` or the previous entry's booked time; so a booked time is one
+//! of those two, or a moment the sim ran the worker or reconcile, and never
+//! before the first such moment after the operation was sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use axum::http::{Method, StatusCode};
 use rand::Rng as _;
@@ -22,23 +25,49 @@ use super::{MAX_SKEW_MICROS, Sim, Violation};
 const INSTANTS: usize = 12;
 const STATEMENTS: usize = 6;
 
-/// Each entry with the moment the model says it counts from.
-fn counted_from(entries: &[Entry]) -> Result<Vec<(OffsetDateTime, &Entry)>, Violation> {
-    let mut latest: Option<OffsetDateTime> = None;
-    entries
-        .iter()
-        .map(|entry| {
-            let created = timestamp::parse(&entry.created_at).ok_or_else(|| {
-                Violation(format!(
-                    "entry {}: created_at {:?}",
-                    entry.seq, entry.created_at
-                ))
-            })?;
-            let at = latest.map_or(created, |l| l.max(created));
-            latest = Some(at);
-            Ok((at, entry))
-        })
-        .collect()
+fn micros(at: OffsetDateTime) -> i64 {
+    timestamp::unix_micros(at) as i64
+}
+
+/// Each entry with its booked time, once the model accepts it (see the module docs).
+fn booked_times<'a>(
+    account: &str,
+    entries: &'a [Entry],
+    apply_times: &BTreeSet<i64>,
+    sent_at: &HashMap<String, i64>,
+) -> Result<Vec<(OffsetDateTime, &'a Entry)>, String> {
+    let mut previous: Option<OffsetDateTime> = None;
+    let mut counted = Vec::new();
+    for entry in entries {
+        let what = || format!("{account} entry {} ({:?})", entry.seq, entry.kind);
+        let created = timestamp::parse(&entry.created_at)
+            .ok_or_else(|| format!("{}: created_at {:?}", what(), entry.created_at))?;
+        let booked = entry
+            .booked_time()
+            .ok_or_else(|| format!("{}: booked {:?} is not a time", what(), entry.booked()))?;
+        let floor = previous.map_or(created, |p| p.max(created));
+        // Sent at, or (an operation the sim queued itself, an expiry) created less the skew bound.
+        let sent = sent_at
+            .get(&entry.operation_id.to_string())
+            .copied()
+            .unwrap_or(micros(created) - MAX_SKEW_MICROS);
+        let first_run = apply_times.range(sent..).next().copied();
+        if booked < floor
+            || (booked != floor && !apply_times.contains(&micros(booked)))
+            || first_run.is_some_and(|first| micros(booked) < first)
+        {
+            return Err(format!(
+                "{}: booked {}, where the floor is {} and the first run after it was sent {:?}",
+                what(),
+                entry.booked(),
+                timestamp::format(floor),
+                first_run
+            ));
+        }
+        previous = Some(booked);
+        counted.push((booked, entry));
+    }
+    Ok(counted)
 }
 
 /// The model's account at `at`: (seq, balance, held), zeros before the first entry.
@@ -68,22 +97,22 @@ impl Sim {
         &mut self,
         ledgers: &BTreeMap<String, Vec<Entry>>,
     ) -> Result<(), Violation> {
-        let counted: BTreeMap<&String, Vec<(OffsetDateTime, &Entry)>> = ledgers
-            .iter()
-            .map(|(account, entries)| Ok((account, counted_from(entries)?)))
-            .collect::<Result<_, Violation>>()?;
-        // Every entry's booked time is the model's.
-        for (account, entries) in &counted {
-            for (from, entry) in entries {
-                check!(
-                    self,
-                    entry.booked_time() == Some(*from),
-                    "{account} entry {}: booked {:?}, the model counts it from {}",
-                    entry.seq,
-                    entry.booked(),
-                    timestamp::format(*from)
-                );
-            }
+        let sent_at: HashMap<String, i64> = self
+            .model
+            .writes
+            .values()
+            .map(|w| (w.key.clone(), w.sent_at_micros))
+            .collect();
+        let mut counted: BTreeMap<&String, Vec<(OffsetDateTime, &Entry)>> = BTreeMap::new();
+        for (account, entries) in ledgers {
+            let booked = booked_times(account, entries, &self.apply_times, &sent_at);
+            check!(
+                self,
+                booked.is_ok(),
+                "{}",
+                booked.as_ref().err().cloned().unwrap_or_default()
+            );
+            counted.insert(account, booked.unwrap_or_default());
         }
         // Instants from before the run to now, less the handlers' clock skew
         // (an instant after a handler's now is refused as in the future).

@@ -176,6 +176,8 @@ struct Sim {
     /// Whether the current step armed a fault (a 5xx without one is a violation).
     faulty_step: bool,
     checks: u64,
+    /// Every moment (µs) the worker or reconcile ran: when a ledger can take an entry.
+    apply_times: std::collections::BTreeSet<i64>,
     history: Vec<String>,
     next_id: u64,
     /// The next capture or release closes the hold placed just before it.
@@ -245,6 +247,7 @@ impl Sim {
             entries_by_kind: BTreeMap::new(),
             faulty_step: false,
             checks: 0,
+            apply_times: Default::default(),
             history: Vec::new(),
             next_id: 0,
             close_newest_hold: false,

@@ -66,8 +66,10 @@ pub fn past_instant(
     now: OffsetDateTime,
 ) -> Result<OffsetDateTime, InvalidInsight> {
     let at = timestamp::parse(text)
-        // Outside the fixed-width years no ledger holds an entry either.
-        .filter(|at| (0..=9999).contains(&at.to_offset(time::UtcOffset::UTC).year()))
+        // In UTC, within the fixed-width years: no ledger holds an entry
+        // outside them (and converting one past year 9999 would panic).
+        .and_then(|at| at.checked_to_offset(time::UtcOffset::UTC))
+        .filter(|at| (0..=9999).contains(&at.year()))
         .ok_or_else(|| InvalidInsight::NotATime {
             name,
             text: text.to_owned(),
@@ -180,7 +182,7 @@ impl Period {
     /// When the period holding `at` starts (`None`: all time).
     pub fn start(self, at: OffsetDateTime) -> Option<OffsetDateTime> {
         let day = at
-            .to_offset(time::UtcOffset::UTC)
+            .checked_to_offset(time::UtcOffset::UTC)?
             .replace_time(Time::MIDNIGHT);
         match self {
             Period::Day => Some(day),
@@ -418,6 +420,17 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "time_in_future"
+        );
+        // Past year 9999 in UTC: refused, not a panic.
+        for text in ["9999-12-31T23:59:59-01:00", "0000-01-01T00:30:00+01:00"] {
+            assert_eq!(
+                past_instant("at", text, now).unwrap_err().code(),
+                "invalid_time"
+            );
+        }
+        assert_eq!(
+            past_instant("at", "2026-12-04T12:00:00+02:00", now),
+            Ok(now)
         );
     }
 

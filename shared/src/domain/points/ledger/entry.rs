@@ -75,10 +75,13 @@ pub struct Entry {
     pub hold_expired: bool,
     pub created_at: String,
     /// When the entry counts in the balance (`?at=`, statements, leaderboards):
-    /// its `created_at`, or the previous entry's `booked_at` if that is later.
-    /// An operation accepted earlier may apply after a later one (an expiry
-    /// written first, a transfer from a busy account); booked times never go
-    /// back along a ledger, so a balance at an instant is one the ledger held.
+    /// when the ledger took it (the clock of the worker or reconcile run that
+    /// wrote it), or its `created_at` or the previous entry's `booked_at` if
+    /// either is later. An operation accepted earlier may apply after a later
+    /// one (an expiry written first, a transfer from a busy account, a message
+    /// re-driven), and `created_at` then goes back along a ledger; booked
+    /// times never do, and none is ever in a past already answered for: a
+    /// balance at an instant is one the ledger held then, and stays so.
     /// Absent on entries written before it existed: read [`Entry::booked`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub booked_at: Option<String>,

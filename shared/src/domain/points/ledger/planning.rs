@@ -74,6 +74,8 @@ impl Draft {
 /// One account's change being built: each step writes an entry.
 struct Ledger {
     user: UserId,
+    /// When the ledger takes the change: no entry is booked before it.
+    now: OffsetDateTime,
     stored: Account,
     current: Account,
     entries: Vec<Entry>,
@@ -85,6 +87,7 @@ impl Ledger {
     fn open(user: &UserId, stored: Account, now: OffsetDateTime) -> Self {
         let mut ledger = Ledger {
             user: user.clone(),
+            now,
             current: stored.clone(),
             stored,
             entries: Vec::new(),
@@ -141,8 +144,13 @@ impl Ledger {
     /// Appends the entry that takes the account from its current state to `next`.
     fn write(&mut self, next: Account, draft: Draft) {
         let before = &self.current;
-        // Booked times never go back along a ledger (see `Entry::booked_at`).
-        let booked = before.booked_at.map_or(draft.at, |last| last.max(draft.at));
+        // Booked when the ledger takes it, never before its own time or the
+        // previous entry's: booked times never go back (see `Entry::booked_at`).
+        let booked = [Some(self.now), Some(draft.at), before.booked_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(draft.at);
         let difference = i128::from(next.balance) - i128::from(before.balance);
         let entry = Entry {
             seq: before.seq.saturating_add(1),

@@ -304,6 +304,20 @@ fn booked_times_never_go_back_along_a_ledger() {
         audit(alice, &edited)[..],
         [Finding::BookedOutOfOrder { seq: 4, .. }]
     ));
+    // A quiet account's first entry, applied late: booked when applied.
+    let mut quiet = HashMap::new();
+    let plan = apply_at(
+        &mut quiet,
+        &op("admin", grant("bob", 5, "bonus"), t),
+        None,
+        late,
+    )
+    .unwrap();
+    assert_eq!(plan.changes[0].entries[0].booked(), late_text);
+    assert_eq!(
+        plan.changes[0].entries[0].created_at,
+        crate::domain::timestamp::format(t)
+    );
 }
 
 #[test]
