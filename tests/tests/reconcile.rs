@@ -176,10 +176,12 @@ async fn a_worker_crash_between_the_registers_and_the_counter_is_repaired() {
 }
 
 #[tokio::test]
-async fn reconcile_racing_two_thousand_likes_loses_nothing_and_one_more_run_is_exact() {
+async fn reconcile_racing_a_thousand_likes_loses_nothing_and_one_more_run_is_exact() {
     let app = TestApp::spawn().await;
     let posts = ["hot1", "hot2", "hot3", "hot4"];
-    let bodies: Vec<String> = (0..2000)
+    // A thousand keeps several runs racing the worker (CI's time budget: 2,000
+    // took 100 s of the emulator's time and raced no differently).
+    let bodies: Vec<String> = (0..1000)
         .map(|i| like(&format!("u{i}"), posts[i % 4]))
         .collect();
     let worker = async {
@@ -207,7 +209,7 @@ async fn reconcile_racing_two_thousand_likes_loses_nothing_and_one_more_run_is_e
     for (k, p) in posts.into_iter().enumerate() {
         assert_eq!(
             app.store().like_count(&post(p)).await.unwrap(),
-            500,
+            250,
             "{p} after {runs} racing runs"
         );
         let every_partition = (0..keys::LIKE_PARTITIONS).collect();
@@ -217,10 +219,10 @@ async fn reconcile_racing_two_thousand_likes_loses_nothing_and_one_more_run_is_e
                 .await
                 .unwrap()
                 .count,
-            500
+            250
         );
-        // The counter lists exactly the partitions the 500 likers' registers use.
-        let used: BTreeSet<u32> = (0..500)
+        // The counter lists exactly the partitions the 250 likers' registers use.
+        let used: BTreeSet<u32> = (0..250)
             .map(|i| keys::like_partition(&user(&format!("u{}", i * 4 + k))))
             .collect();
         let listed = app.store().counter_snapshot(&post(p)).await.unwrap();

@@ -22,8 +22,8 @@ use time::{Duration, OffsetDateTime};
 use super::{MAX_SKEW_MICROS, Sim, Violation};
 
 /// Instants asked about per audit, and statements read.
-const INSTANTS: usize = 12;
-const STATEMENTS: usize = 6;
+const INSTANTS: usize = 8;
+const STATEMENTS: usize = 4;
 
 fn micros(at: OffsetDateTime) -> i64 {
     timestamp::unix_micros(at) as i64
