@@ -17,7 +17,7 @@ use crate::domain::points::insight::{
     InvalidInsight, Period, Ranked, Standing, Window, rank as ranked,
 };
 use crate::domain::timestamp;
-use crate::store::insight::lines_at;
+use crate::store::insight::BoardLine;
 use crate::store::{Store, StoreError, decode_cursor, encode_cursor};
 
 /// How deep `rank` counts: a rank costs reading the index entries above it
@@ -284,4 +284,24 @@ pub async fn update_boards(
         written += u64::from(wrote);
     }
     Ok(written)
+}
+
+/// How long a past period's line is kept after the period ends (the table's
+/// TTL then removes it).
+const PAST_BOARD_KEPT: time::Duration = time::Duration::days(31);
+
+/// The lines an account's ledger puts it on at `now`, keyed by board: one
+/// per period it earned points in, each with when it may go.
+fn lines_at(
+    entries: &[Entry],
+    now: OffsetDateTime,
+) -> BTreeMap<String, (BoardLine, Option<OffsetDateTime>)> {
+    Period::EVERY
+        .into_iter()
+        .filter_map(|period| {
+            let (board, earned) = crate::domain::points::insight::earned_in(entries, period, now)?;
+            let expires = period.end(now).map(|end| end + PAST_BOARD_KEPT);
+            Some((board.clone(), (BoardLine { board, earned }, expires)))
+        })
+        .collect()
 }

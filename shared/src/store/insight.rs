@@ -8,8 +8,6 @@
 //! - **Leaderboards.** One line per (account, board) in the account's own
 //!   partition, listed by `gsi1` most earned first (`keys::board_gsi1sk`).
 
-use std::collections::BTreeMap;
-
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::Select;
 use time::OffsetDateTime;
@@ -307,22 +305,4 @@ pub(super) fn board_line(item: &Item) -> Result<BoardLine, StoreError> {
         board: board.to_owned(),
         earned,
     })
-}
-
-/// The lines an account's ledger puts it on, at `now`: one per period it
-/// earned points in, keyed by board.
-pub fn lines_at(
-    entries: &[Entry],
-    now: OffsetDateTime,
-) -> BTreeMap<String, (BoardLine, Option<OffsetDateTime>)> {
-    use crate::domain::points::insight::{Period, earned_in};
-    Period::EVERY
-        .into_iter()
-        .filter_map(|period| {
-            let (board, earned) = earned_in(entries, period, now)?;
-            // A past period's board is kept a month after it ends, then the TTL removes it.
-            let expires = period.end(now).map(|end| end + time::Duration::days(31));
-            Some((board.clone(), (BoardLine { board, earned }, expires)))
-        })
-        .collect()
 }
